@@ -1,0 +1,1 @@
+//! Benchmarks and the throughput runner land here with the pipeline (see docs/architecture.md).

@@ -1,0 +1,102 @@
+//! The `gatewan` binary: parses the command line and hands each subcommand to gatewan-control.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use gatewan_control::cli;
+use gatewan_dataplane::xdp::AttachMode;
+
+/// gatewan: an SD-WAN linking datacenters over internet transit with WireGuard tunnels.
+#[derive(Debug, Parser)]
+#[command(name = "gatewan", version, about, long_about = None)]
+struct Args {
+    /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `gatewan_control=debug`.
+    #[arg(long, global = true, env = "GATEWAN_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Report what this machine and build support (AF_XDP and why not, the backend to use).
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach gatewan's XDP program to an interface and print its counters until stopped.
+    XdpWatch {
+        /// Interface to attach to (in the current network namespace).
+        #[arg(long, short)]
+        interface: String,
+        #[arg(long, value_enum, default_value_t = Mode::Auto)]
+        mode: Mode,
+        /// Seconds between reports.
+        #[arg(long, default_value_t = 1.0, value_parser = parse_interval)]
+        interval: f64,
+        /// Stop after this many reports.
+        #[arg(long)]
+        count: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    Auto,
+    Native,
+    Generic,
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.01..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0.01 and 3600"
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&args.log) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("gatewan: --log {:?}: {e}", args.log);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match args.command {
+        Command::Doctor { json } => cli::doctor::run(json),
+        Command::XdpWatch {
+            interface,
+            mode,
+            interval,
+            count,
+            json,
+        } => cli::xdp_watch::run(cli::xdp_watch::Options {
+            interface,
+            mode: match mode {
+                Mode::Auto => AttachMode::Auto,
+                Mode::Native => AttachMode::Native,
+                Mode::Generic => AttachMode::Generic,
+            },
+            interval: Duration::from_secs_f64(interval),
+            count,
+            json,
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gatewan: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! gatewan's dataplane: wire formats, WireGuard, route tables, the forwarding pipeline and its
+//! I/O backends. It knows nothing of the control plane; `gatewan-control` drives it through
+//! the handles exposed here. See docs/architecture.md for where each piece lives.
+
+pub mod ifname;
+pub mod support;
+pub mod xdp;

@@ -1,0 +1,68 @@
+//! gatewan's developer commands.
+//!
+//! - `cargo xtask setup`: installs exactly what is missing (Debian peers, Rust components, the
+//!   pinned eBPF toolchain, bpf-linker), idempotently, and says what it did.
+//! - `cargo xtask test`: the README's test command: setup, fmt, clippy, then the whole suite.
+//! - `cargo xtask lab`: the README's main job, in network namespaces on this machine.
+
+mod lab;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "gatewan's developer commands")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what gatewan's build and tests need; a second run does nothing.
+    Setup,
+    /// Set up, check formatting and lints, and run every test (unit, integration, namespaces).
+    Test {
+        /// Extra arguments for cargo-nextest (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        nextest_args: Vec<String>,
+    },
+    /// Run the most complete gatewan topology that works today, in network namespaces.
+    Lab,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let result = std::env::set_current_dir(workspace_root())
+        .map_err(anyhow::Error::from)
+        .and_then(|()| match args.command {
+            Command::Setup => setup::run().map(drop),
+            Command::Test { nextest_args } => test::run(&nextest_args),
+            Command::Lab => lab::run(),
+        });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> std::path::PathBuf {
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(|p| p.to_path_buf())
+        .unwrap_or(manifest)
+}
+
+/// Runs a command with inherited output; an error names it if it fails.
+pub fn run_cmd(cmd: &mut std::process::Command) -> anyhow::Result<()> {
+    let status = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("could not run {cmd:?}: {e}"))?;
+    anyhow::ensure!(status.success(), "{cmd:?} failed ({status})");
+    Ok(())
+}

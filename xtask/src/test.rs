@@ -1,0 +1,100 @@
+//! `cargo xtask test`: the README's test command.
+//!
+//! Tests declare what they need by their name: a test whose name contains one of the markers
+//! below runs only where the need is met. Where it is not, the test is not started and is
+//! reported as skipped, with the reason printed here; the test itself also calls
+//! `gatewan_testbed::require`, so run any other way it fails loudly instead of passing.
+
+use std::process::Command;
+
+use gatewan_testbed::Need;
+
+use crate::{run_cmd, setup};
+
+/// (marker in the test name, what tests carrying it need).
+const MARKERS: &[(&str, &[Need])] = &[
+    ("netns_", &[Need::Root, Need::Tool("ip")]),
+    ("xdp_", &[Need::Root]),
+    (
+        "wggo_",
+        &[Need::Root, Need::Tool("wireguard-go"), Need::Tool("wg")],
+    ),
+    (
+        "gobgp_",
+        &[Need::Root, Need::Tool("gobgpd"), Need::Tool("gobgp")],
+    ),
+    ("serf_", &[Need::Root, Need::Tool("serf")]),
+    ("frr_", &[Need::Root, Need::Tool("vtysh")]),
+];
+
+pub fn run(nextest_args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+
+    println!("test: cargo fmt --check");
+    run_cmd(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
+    run_cmd(Command::new("cargo").args([
+        "fmt",
+        "--check",
+        "--manifest-path",
+        "ebpf/xdp/Cargo.toml",
+    ]))?;
+
+    // The toolchain is installed by now, so a build without the XDP program is an error here.
+    println!("test: cargo clippy --workspace --all-targets -- -D warnings");
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env("GATEWAN_REQUIRE_EBPF", "1"),
+    )?;
+
+    println!("test: doc tests");
+    run_cmd(
+        Command::new("cargo")
+            .args(["test", "--workspace", "--doc", "--quiet"])
+            .env("GATEWAN_REQUIRE_EBPF", "1"),
+    )?;
+
+    let mut excluded = Vec::new();
+    for (marker, needs) in MARKERS {
+        let unmet: Vec<String> = needs
+            .iter()
+            .filter_map(|n| n.check().err())
+            .map(|u| u.need)
+            .collect();
+        if !unmet.is_empty() {
+            println!(
+                "test: skipping tests named *{marker}*: this machine lacks {}",
+                unmet.join(" and ")
+            );
+            excluded.push(format!("not test(/{marker}/)"));
+        }
+    }
+    let filter = if excluded.is_empty() {
+        "all()".to_owned()
+    } else {
+        excluded.join(" and ")
+    };
+
+    println!("test: cargo nextest run --workspace (filter: {filter})");
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--profile",
+                "ci",
+                "-E",
+                &filter,
+            ])
+            .args(nextest_args)
+            .env("GATEWAN_REQUIRE_EBPF", "1"),
+    )
+}
