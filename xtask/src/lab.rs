@@ -46,6 +46,8 @@ pub fn run() -> anyhow::Result<()> {
         &gateway,
         gatewan.to_str().context("non-UTF-8 path")?,
         [
+            "--log",
+            "warn",
             "xdp-watch",
             "--interface",
             &gw_if.name,

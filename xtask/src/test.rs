@@ -54,6 +54,8 @@ pub fn run(nextest_args: &[String]) -> anyhow::Result<()> {
             .env("GATEWAN_REQUIRE_EBPF", "1"),
     )?;
 
+    without_ebpf()?;
+
     println!("test: doc tests");
     run_cmd(
         Command::new("cargo")
@@ -97,4 +99,37 @@ pub fn run(nextest_args: &[String]) -> anyhow::Result<()> {
             .args(nextest_args)
             .env("GATEWAN_REQUIRE_EBPF", "1"),
     )
+}
+
+/// A build without the eBPF toolchain must succeed, and its binary must say why AF_XDP is
+/// unavailable. Built in its own target directory so the main build keeps its XDP program.
+fn without_ebpf() -> anyhow::Result<()> {
+    println!("test: a build without the XDP program reports why AF_XDP is unavailable");
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "build",
+                "--quiet",
+                "--bin",
+                "gatewan",
+                "--target-dir",
+                "target/no-ebpf",
+            ])
+            .env("GATEWAN_NO_EBPF", "1")
+            .env_remove("GATEWAN_REQUIRE_EBPF"),
+    )?;
+    let out = Command::new("target/no-ebpf/debug/gatewan")
+        .arg("doctor")
+        .output()?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(
+        out.status.success()
+            && said.contains("AF_XDP: unavailable")
+            && said.contains("without its XDP program"),
+        "gatewan doctor built without eBPF did not explain itself:\n{said}"
+    );
+    if let Some(line) = said.lines().find(|l| l.contains("without its XDP program")) {
+        println!("test: ok:{line}");
+    }
+    Ok(())
 }

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     let filter = match tracing_subscriber::EnvFilter::try_new(&args.log) {
         Ok(filter) => filter,
         Err(e) => {
-            eprintln!("gatewan: --log {:?}: {e}", args.log);
+            eprintln!("error: invalid value {:?} for '--log': {e}", args.log);
             return ExitCode::from(2);
         }
     };

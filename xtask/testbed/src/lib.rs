@@ -46,7 +46,7 @@ pub enum TestbedError {
         name: String,
         source: std::io::Error,
     },
-    #[error("test bed I/O: {0}")]
+    #[error("test bed I/O")]
     Io(#[from] std::io::Error),
 }
 
@@ -237,7 +237,10 @@ impl Testbed {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let label = format!("{}-{program}", self.children.len());
+        let base = Path::new(program)
+            .file_name()
+            .map_or(program.into(), |b| b.to_string_lossy());
+        let label = format!("{}-{base}", self.children.len());
         let log = self.dir.join(format!("{label}.log"));
         let out = File::create(&log)?;
         let err = out.try_clone()?;
