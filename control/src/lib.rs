@@ -3,4 +3,5 @@
 //! subcommands to this crate. See docs/architecture.md.
 
 pub mod cli;
+pub mod gateway;
 pub mod probe;

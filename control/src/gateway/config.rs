@@ -1,0 +1,699 @@
+//! `gateway.yaml`: what a gateway is and which static tunnels it keeps. Parsing is strict
+//! (unknown fields are errors) and every semantic error names the field it is about, e.g.
+//! `tunnels[1].peer_public_key: ...`. docs/configuration.md documents every field.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::probe::ProbeConfig;
+
+/// A WireGuard key (private, public or pre-shared): 32 bytes, written in base64 as `wg` does.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key32(pub [u8; 32]);
+
+impl Key32 {
+    pub fn from_base64(s: &str) -> Option<Self> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .ok()?;
+        Some(Key32(bytes.try_into().ok()?))
+    }
+
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+
+    /// Lower-case hex, as `gatewan status` prints public keys.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for Key32 {
+    // Never print key material by accident (private and pre-shared keys share this type).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Key32(..)")
+    }
+}
+
+/// The configuration file as written.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    pub name: String,
+    pub datacenter: String,
+    /// base64 private key, or `private_key_file`.
+    #[serde(default)]
+    pub private_key: Option<String>,
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
+    pub transits: Vec<TransitFile>,
+    #[serde(default)]
+    pub probe: ProbeConfig,
+    #[serde(default)]
+    pub tunnels: Vec<TunnelFile>,
+}
+
+fn default_control_socket() -> PathBuf {
+    PathBuf::from("/run/gatewan/gateway.sock")
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransitFile {
+    /// Provider name, e.g. `lumen`.
+    pub name: String,
+    /// Address and UDP port WireGuard listens on for this transit.
+    pub listen: SocketAddr,
+    /// What peers connect to, when it differs from `listen` (NAT, 0.0.0.0).
+    #[serde(default)]
+    pub public_endpoint: Option<SocketAddr>,
+    /// Contracted capacity, e.g. `1Gbps`, `500Mbps`.
+    #[serde(default)]
+    pub capacity: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelFile {
+    /// Interface-style name shown by `gatewan status`, e.g. `sdwan52`.
+    pub name: String,
+    /// Which of our transits carries it.
+    pub transit: String,
+    /// The peer gateway's name, datacenter and transit (for status and the controller).
+    pub peer: String,
+    pub peer_datacenter: String,
+    #[serde(default)]
+    pub peer_transit: Option<String>,
+    pub peer_public_key: String,
+    #[serde(default)]
+    pub preshared_key: Option<String>,
+    #[serde(default)]
+    pub preshared_key_file: Option<PathBuf>,
+    /// Where to send handshakes; without it the tunnel only answers (the peer initiates).
+    #[serde(default)]
+    pub peer_endpoint: Option<SocketAddr>,
+    /// Our inner addresses with their prefix (a /31 and a /127 in the design).
+    #[serde(default)]
+    pub address_v4: Option<Ipv4Net>,
+    #[serde(default)]
+    pub address_v6: Option<Ipv6Net>,
+    #[serde(default)]
+    pub peer_address_v4: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub peer_address_v6: Option<Ipv6Addr>,
+    /// Our STAMP reflector's UDP port on the inner addresses.
+    #[serde(default = "default_echo_port")]
+    pub echo_port: u16,
+    /// The peer's STAMP reflector port; without it gatewan probes with ICMP echo.
+    #[serde(default)]
+    pub peer_echo_port: Option<u16>,
+    #[serde(default, with = "humantime_serde")]
+    pub persistent_keepalive: Option<Duration>,
+    /// Remote prefixes reached through this tunnel.
+    #[serde(default)]
+    pub networks: Vec<IpNet>,
+}
+
+fn default_echo_port() -> u16 {
+    7054
+}
+
+/// A checked configuration, ready for the gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    pub name: String,
+    pub datacenter: String,
+    pub private_key: Key32,
+    pub control_socket: PathBuf,
+    pub transits: Vec<Transit>,
+    pub probe: ProbeConfig,
+    pub tunnels: Vec<Tunnel>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transit {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub public_endpoint: SocketAddr,
+    /// Bits per second.
+    pub capacity_bps: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Tunnel {
+    pub name: String,
+    /// Index into [`GatewayConfig::transits`].
+    pub transit: usize,
+    pub peer: String,
+    pub peer_datacenter: String,
+    pub peer_transit: Option<String>,
+    pub peer_public_key: Key32,
+    pub preshared_key: Option<Key32>,
+    pub peer_endpoint: Option<SocketAddr>,
+    pub address_v4: Option<Ipv4Net>,
+    pub address_v6: Option<Ipv6Net>,
+    pub peer_address_v4: Option<Ipv4Addr>,
+    pub peer_address_v6: Option<Ipv6Addr>,
+    pub echo_port: u16,
+    pub peer_echo_port: Option<u16>,
+    pub persistent_keepalive: Option<Duration>,
+    pub networks: Vec<IpNet>,
+}
+
+impl Tunnel {
+    /// The address probes go to: the peer's inner IPv4 address, else its IPv6 one.
+    pub fn probe_target(&self) -> Option<IpAddr> {
+        self.peer_address_v4
+            .map(IpAddr::V4)
+            .or(self.peer_address_v6.map(IpAddr::V6))
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Field { field: String, message: String },
+}
+
+fn field(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+impl GatewayConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks configuration text; `path` is for messages and relative key files.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let file: GatewayFile = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        file.check(base)
+    }
+}
+
+fn read_key(
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+    name: &str,
+    base: &Path,
+) -> Result<Option<Key32>, ConfigError> {
+    let text = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(field(
+                name,
+                format!("set either {name} or {name}_file, not both"),
+            ))
+        }
+        (Some(text), None) => text.clone(),
+        (None, Some(path)) => {
+            let path = base.join(path);
+            std::fs::read_to_string(&path).map_err(|e| {
+                field(
+                    format!("{name}_file"),
+                    format!("reading {}: {e}", path.display()),
+                )
+            })?
+        }
+        (None, None) => return Ok(None),
+    };
+    Key32::from_base64(&text).map(Some).ok_or_else(|| {
+        field(
+            name,
+            "not a WireGuard key (32 bytes in base64, as `wg genkey` prints)",
+        )
+    })
+}
+
+/// Parses `1Gbps`, `500Mbps`, `10Gbit`, `100000bps` into bits per second.
+pub fn parse_bitrate(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "bps" | "bit" | "" => 1.0,
+        "kbps" | "kbit" => 1e3,
+        "mbps" | "mbit" => 1e6,
+        "gbps" | "gbit" => 1e9,
+        "tbps" | "tbit" => 1e12,
+        _ => return None,
+    };
+    let bps = number * scale;
+    (1.0..1e15).contains(&bps).then_some(bps as u64)
+}
+
+fn check_name(value: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(field(
+            name,
+            format!("{value:?} must be 1-63 characters of letters, digits, '-', '_' or '.'"),
+        ))
+    }
+}
+
+impl GatewayFile {
+    fn check(self, base: &Path) -> Result<GatewayConfig, ConfigError> {
+        check_name(&self.name, "name")?;
+        check_name(&self.datacenter, "datacenter")?;
+        let private_key = read_key(
+            &self.private_key,
+            &self.private_key_file,
+            "private_key",
+            base,
+        )?
+        .ok_or_else(|| {
+            field(
+                "private_key",
+                "missing: set private_key or private_key_file",
+            )
+        })?;
+        self.probe
+            .validate()
+            .map_err(|e| field("probe", e.to_string()))?;
+        if self.transits.is_empty() {
+            return Err(field("transits", "at least one transit is needed"));
+        }
+        let mut transits = Vec::with_capacity(self.transits.len());
+        let mut seen = HashSet::new();
+        for (i, t) in self.transits.iter().enumerate() {
+            let at = |f: &str| format!("transits[{i}].{f}");
+            check_name(&t.name, &at("name"))?;
+            if !seen.insert(t.name.as_str()) {
+                return Err(field(
+                    at("name"),
+                    format!("transit {:?} is listed twice", t.name),
+                ));
+            }
+            if t.listen.port() == 0 {
+                return Err(field(at("listen"), "needs a UDP port"));
+            }
+            let public_endpoint = t.public_endpoint.unwrap_or(t.listen);
+            if public_endpoint.ip().is_unspecified() || public_endpoint.port() == 0 {
+                return Err(field(
+                    at("public_endpoint"),
+                    "needed when listen is a wildcard address or port 0",
+                ));
+            }
+            let capacity_bps = match &t.capacity {
+                None => None,
+                Some(c) => Some(parse_bitrate(c).ok_or_else(|| {
+                    field(
+                        at("capacity"),
+                        format!("{c:?} is not a bitrate such as 1Gbps"),
+                    )
+                })?),
+            };
+            transits.push(Transit {
+                name: t.name.clone(),
+                listen: t.listen,
+                public_endpoint,
+                capacity_bps,
+            });
+        }
+        let mut tunnels = Vec::with_capacity(self.tunnels.len());
+        let mut names = HashSet::new();
+        let mut peers = HashSet::new();
+        for (i, t) in self.tunnels.iter().enumerate() {
+            let at = |f: &str| format!("tunnels[{i}].{f}");
+            check_name(&t.name, &at("name"))?;
+            if t.name.len() > 15 {
+                return Err(field(
+                    at("name"),
+                    "at most 15 characters (it is shown as an interface name)",
+                ));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(field(
+                    at("name"),
+                    format!("tunnel {:?} is listed twice", t.name),
+                ));
+            }
+            check_name(&t.peer, &at("peer"))?;
+            check_name(&t.peer_datacenter, &at("peer_datacenter"))?;
+            let transit = transits
+                .iter()
+                .position(|x| x.name == t.transit)
+                .ok_or_else(|| {
+                    field(
+                        at("transit"),
+                        format!("no transit named {:?} in transits", t.transit),
+                    )
+                })?;
+            let peer_public_key = Key32::from_base64(&t.peer_public_key).ok_or_else(|| {
+                field(
+                    at("peer_public_key"),
+                    "not a WireGuard public key (32 bytes in base64)",
+                )
+            })?;
+            if peer_public_key == public_key_of(&private_key) {
+                return Err(field(
+                    at("peer_public_key"),
+                    "is this gateway's own public key",
+                ));
+            }
+            // WireGuard identifies a peer by its key on a listening socket: one tunnel per
+            // (transit, peer key).
+            if !peers.insert((transit, peer_public_key)) {
+                return Err(field(
+                    at("peer_public_key"),
+                    "another tunnel on this transit has the same peer key",
+                ));
+            }
+            let preshared_key = read_key(
+                &t.preshared_key,
+                &t.preshared_key_file,
+                &at("preshared_key"),
+                base,
+            )?;
+            if let Some(ep) = t.peer_endpoint {
+                if ep.ip().is_unspecified() || ep.port() == 0 {
+                    return Err(field(
+                        at("peer_endpoint"),
+                        "must be a concrete address and port",
+                    ));
+                }
+                if ep.is_ipv4() != transits[transit].listen.is_ipv4()
+                    && !transits[transit].listen.ip().is_unspecified()
+                {
+                    return Err(field(
+                        at("peer_endpoint"),
+                        "address family differs from the transit's listen address",
+                    ));
+                }
+            }
+            if t.address_v4.is_none() && t.address_v6.is_none() {
+                return Err(field(
+                    at("address_v4"),
+                    "a tunnel needs an inner address (address_v4 and/or address_v6)",
+                ));
+            }
+            match (t.address_v4, t.peer_address_v4) {
+                (Some(net), Some(peer)) if !net.contains(&peer) || net.addr() == peer => {
+                    return Err(field(
+                        at("peer_address_v4"),
+                        format!("{peer} must be another address inside {net}"),
+                    ));
+                }
+                (None, Some(_)) => return Err(field(at("peer_address_v4"), "set address_v4 too")),
+                _ => {}
+            }
+            match (t.address_v6, t.peer_address_v6) {
+                (Some(net), Some(peer)) if !net.contains(&peer) || net.addr() == peer => {
+                    return Err(field(
+                        at("peer_address_v6"),
+                        format!("{peer} must be another address inside {net}"),
+                    ));
+                }
+                (None, Some(_)) => return Err(field(at("peer_address_v6"), "set address_v6 too")),
+                _ => {}
+            }
+            if t.echo_port == 0 {
+                return Err(field(at("echo_port"), "must not be 0"));
+            }
+            if t.peer_echo_port == Some(0) {
+                return Err(field(at("peer_echo_port"), "must not be 0"));
+            }
+            if let Some(ka) = t.persistent_keepalive {
+                if ka.is_zero() || ka > Duration::from_secs(65535) {
+                    return Err(field(
+                        at("persistent_keepalive"),
+                        "between 1s and 65535s, or absent",
+                    ));
+                }
+            }
+            tunnels.push(Tunnel {
+                name: t.name.clone(),
+                transit,
+                peer: t.peer.clone(),
+                peer_datacenter: t.peer_datacenter.clone(),
+                peer_transit: t.peer_transit.clone(),
+                peer_public_key,
+                preshared_key,
+                peer_endpoint: t.peer_endpoint,
+                address_v4: t.address_v4,
+                address_v6: t.address_v6,
+                peer_address_v4: t.peer_address_v4,
+                peer_address_v6: t.peer_address_v6,
+                echo_port: t.echo_port,
+                peer_echo_port: t.peer_echo_port,
+                persistent_keepalive: t.persistent_keepalive,
+                networks: t.networks.clone(),
+            });
+        }
+        Ok(GatewayConfig {
+            name: self.name,
+            datacenter: self.datacenter,
+            private_key,
+            control_socket: self.control_socket,
+            transits,
+            probe: self.probe,
+            tunnels,
+        })
+    }
+}
+
+/// The X25519 public key of a private key.
+pub fn public_key_of(private: &Key32) -> Key32 {
+    let secret = x25519_dalek::StaticSecret::from(private.0);
+    Key32(x25519_dalek::PublicKey::from(&secret).to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY_A: &str = "YNqHwpcAmVj0lVzPOkkAAP1hmgYPEtTy0aLaGJD8PW4=";
+    const KEY_B: &str = "kBbdsOAbrgSWJPf5HHXRS+w4IRtsTEL3lFZK7tVUgX8=";
+
+    fn peer_pub() -> String {
+        public_key_of(&Key32::from_base64(KEY_B).expect("key")).to_base64()
+    }
+
+    fn sample() -> String {
+        format!(
+            r#"
+name: gw-a1
+datacenter: dc-a
+private_key: {KEY_A}
+control_socket: /tmp/gw-a1.sock
+transits:
+  - name: lumen
+    listen: 192.0.2.1:51820
+    capacity: 1Gbps
+probe:
+  interval: 200ms
+tunnels:
+  - name: sdwan1
+    transit: lumen
+    peer: gw-b1
+    peer_datacenter: dc-b
+    peer_transit: telstra
+    peer_public_key: {}
+    peer_endpoint: 198.51.100.7:51820
+    address_v4: 10.13.76.135/31
+    peer_address_v4: 10.13.76.134
+    address_v6: fd05:1:0:2:5::87/127
+    peer_address_v6: fd05:1:0:2:5::86
+    peer_echo_port: 7117
+    persistent_keepalive: 25s
+    networks: [10.2.0.0/16, fd02::/48]
+"#,
+            peer_pub()
+        )
+    }
+
+    fn parse(text: &str) -> Result<GatewayConfig, ConfigError> {
+        GatewayConfig::parse(text, Path::new("gateway.yaml"))
+    }
+
+    #[test]
+    fn sample_parses() {
+        let config = parse(&sample()).expect("valid");
+        assert_eq!(config.transits[0].capacity_bps, Some(1_000_000_000));
+        assert_eq!(
+            config.transits[0].public_endpoint,
+            "192.0.2.1:51820".parse().expect("addr")
+        );
+        assert_eq!(config.probe.interval, Duration::from_millis(200));
+        let t = &config.tunnels[0];
+        assert_eq!(t.echo_port, 7054, "default echo port");
+        assert_eq!(t.persistent_keepalive, Some(Duration::from_secs(25)));
+        assert_eq!(
+            t.probe_target(),
+            Some("10.13.76.134".parse().expect("addr"))
+        );
+        assert_eq!(t.networks.len(), 2);
+    }
+
+    /// Each mutation of the sample must fail with a message naming `field`.
+    #[test]
+    fn errors_name_the_field() {
+        let good = sample();
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "private_key: YNqH",
+                "private_key: not-base64",
+                "private_key",
+            ),
+            ("capacity: 1Gbps", "capacity: fast", "transits[0].capacity"),
+            ("transit: lumen", "transit: cogent", "tunnels[0].transit"),
+            (
+                "peer_address_v4: 10.13.76.134",
+                "peer_address_v4: 10.13.76.10",
+                "tunnels[0].peer_address_v4",
+            ),
+            (
+                "peer_address_v6: fd05:1:0:2:5::86",
+                "peer_address_v6: fd05:1:0:2:5::87",
+                "tunnels[0].peer_address_v6",
+            ),
+            (
+                "name: sdwan1",
+                "name: this-name-is-too-long",
+                "tunnels[0].name",
+            ),
+            (
+                "peer_echo_port: 7117",
+                "peer_echo_port: 0",
+                "tunnels[0].peer_echo_port",
+            ),
+            (
+                "persistent_keepalive: 25s",
+                "persistent_keepalive: 0s",
+                "tunnels[0].persistent_keepalive",
+            ),
+            ("interval: 200ms", "interval: 0ms", "probe"),
+            (
+                "peer_endpoint: 198.51.100.7:51820",
+                "peer_endpoint: 0.0.0.0:51820",
+                "tunnels[0].peer_endpoint",
+            ),
+            (
+                "peer_endpoint: 198.51.100.7:51820",
+                "peer_endpoint: '[2001:db8::1]:51820'",
+                "tunnels[0].peer_endpoint",
+            ),
+            ("datacenter: dc-a", "datacenter: 'dc a'", "datacenter"),
+            (
+                "    listen: 192.0.2.1:51820",
+                "    listen: 0.0.0.0:51820",
+                "transits[0].public_endpoint",
+            ),
+        ];
+        for (from, to, field) in cases {
+            assert!(good.contains(from), "sample lacks {from:?}");
+            let text = good.replacen(from, to, 1);
+            let err = parse(&text).expect_err(to).to_string();
+            assert!(
+                err.starts_with(field),
+                "{to:?}: expected an error about {field}, got {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn own_key_duplicates_and_unknown_fields_are_rejected() {
+        let own = public_key_of(&Key32::from_base64(KEY_A).expect("key")).to_base64();
+        let err = parse(&sample().replace(&peer_pub(), &own))
+            .expect_err("own key")
+            .to_string();
+        assert!(err.contains("own public key"), "{err}");
+
+        let mut twice = sample();
+        let tunnel = &twice[twice.find("  - name: sdwan1").expect("tunnel")..].to_owned();
+        twice.push_str(&tunnel.replace("sdwan1", "sdwan2"));
+        let err = parse(&twice).expect_err("same peer twice").to_string();
+        assert!(err.starts_with("tunnels[1].peer_public_key"), "{err}");
+
+        let err = parse(&sample().replace("    peer: gw-b1", "    peer: gw-b1\n    colour: blue"))
+            .expect_err("unknown");
+        assert!(
+            matches!(err, ConfigError::Syntax { .. }) && err.to_string().contains("colour"),
+            "{err}"
+        );
+        let err = parse("name: [").expect_err("syntax");
+        assert!(err.to_string().starts_with("gateway.yaml:"), "{err}");
+    }
+
+    #[test]
+    fn keys_from_files_relative_to_the_config() {
+        let dir = std::env::temp_dir().join(format!("gatewan-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("a.key"), format!("{KEY_A}\n")).expect("write");
+        let text = sample().replace(&format!("private_key: {KEY_A}"), "private_key_file: a.key");
+        let config = GatewayConfig::parse(&text, &dir.join("gateway.yaml")).expect("valid");
+        assert_eq!(config.private_key, Key32::from_base64(KEY_A).expect("key"));
+        let both = sample().replace(
+            &format!("private_key: {KEY_A}"),
+            &format!("private_key: {KEY_A}\nprivate_key_file: a.key"),
+        );
+        assert!(GatewayConfig::parse(&both, &dir.join("gateway.yaml"))
+            .expect_err("both")
+            .to_string()
+            .contains("not both"));
+        let missing = GatewayConfig::parse(&text, Path::new("/nonexistent/gateway.yaml"))
+            .expect_err("no file");
+        assert!(
+            missing.to_string().starts_with("private_key_file"),
+            "{missing}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn bitrates() {
+        assert_eq!(parse_bitrate("1Gbps"), Some(1_000_000_000));
+        assert_eq!(parse_bitrate("2.5 Gbit"), Some(2_500_000_000));
+        assert_eq!(parse_bitrate("500Mbps"), Some(500_000_000));
+        assert_eq!(parse_bitrate("64000"), Some(64_000));
+        for bad in ["", "fast", "1Xbps", "-1Gbps", "1e400Gbps", "0bps"] {
+            assert_eq!(parse_bitrate(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_debug_never_shows_material() {
+        let key = Key32::from_base64(KEY_A).expect("key");
+        assert_eq!(format!("{key:?}"), "Key32(..)");
+        assert_eq!(key.to_base64(), KEY_A);
+        assert_eq!(key.to_hex().len(), 64);
+    }
+}

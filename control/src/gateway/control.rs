@@ -1,0 +1,191 @@
+//! The gateway's local control endpoint: a unix stream socket (path from `control_socket` in
+//! gateway.yaml). One JSON request line in, one JSON response line out, then the connection
+//! closes. `gatewan status` is its client; anything that speaks JSON over a unix socket can
+//! use it too (`echo '{"request":"status"}' | socat - UNIX-CONNECT:/run/gatewan/gateway.sock`).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::status::TunnelStatus;
+
+/// Longest request line accepted; anything longer is an error, not a memory sink.
+const MAX_REQUEST: usize = 4096;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    Status {
+        gateway: String,
+        datacenter: String,
+        tunnels: Vec<TunnelStatus>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+#[derive(Debug, Error)]
+pub enum ControlError {
+    #[error("control socket {path}: {source}")]
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("control socket I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the gateway did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the gateway's answer is not valid: {0}")]
+    BadResponse(String),
+    #[error("the gateway refused: {0}")]
+    Refused(String),
+}
+
+/// Answers requests with what `status` returns, until the task is dropped.
+pub async fn serve<F>(path: &Path, status: F) -> Result<(), ControlError>
+where
+    F: Fn() -> Response + Send + Sync + 'static,
+{
+    // A socket left by a previous run would make bind fail.
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    let status = Arc::new(status);
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let status = Arc::clone(&status);
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &*status).await {
+                tracing::debug!(error = %e, "control connection");
+            }
+        });
+    }
+}
+
+async fn answer<F: Fn() -> Response>(stream: UnixStream, status: &F) -> Result<(), ControlError> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
+    tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+        .await
+        .map_err(|_| ControlError::Timeout(Duration::from_secs(5)))??;
+    let response = match serde_json::from_str::<Request>(line.trim()) {
+        Ok(Request::Status) => status(),
+        Err(e) => Response::Error {
+            message: format!("bad request: {e}"),
+        },
+    };
+    let mut out =
+        serde_json::to_vec(&response).map_err(|e| ControlError::BadResponse(e.to_string()))?;
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await?;
+    Ok(())
+}
+
+/// Sends one request to the gateway at `path` and returns its response.
+pub async fn request(path: &Path, request: &Request) -> Result<Response, ControlError> {
+    let wait = Duration::from_secs(10);
+    let exchange = async {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| ControlError::Connect {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let (read, mut write) = stream.into_split();
+        let mut line =
+            serde_json::to_vec(request).map_err(|e| ControlError::BadResponse(e.to_string()))?;
+        line.push(b'\n');
+        write.write_all(&line).await?;
+        let mut answer = String::new();
+        BufReader::new(read).read_line(&mut answer).await?;
+        let response: Response = serde_json::from_str(answer.trim())
+            .map_err(|e| ControlError::BadResponse(e.to_string()))?;
+        match response {
+            Response::Error { message } => Err(ControlError::Refused(message)),
+            ok => Ok(ok),
+        }
+    };
+    tokio::time::timeout(wait, exchange)
+        .await
+        .map_err(|_| ControlError::Timeout(wait))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn status_round_trip_and_bad_requests() {
+        let path =
+            std::env::temp_dir().join(format!("gatewan-control-{}.sock", std::process::id()));
+        let server_path = path.clone();
+        let server = tokio::spawn(async move {
+            serve(&server_path, || Response::Status {
+                gateway: "gw-a1".into(),
+                datacenter: "dc-a".into(),
+                tunnels: vec![],
+            })
+            .await
+        });
+        // Wait for the socket to appear (bounded, not a timing assertion).
+        for _ in 0..200 {
+            if path.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let response = request(&path, &Request::Status).await.expect("status");
+        assert_eq!(
+            response,
+            Response::Status {
+                gateway: "gw-a1".into(),
+                datacenter: "dc-a".into(),
+                tunnels: vec![]
+            }
+        );
+
+        let mut raw = UnixStream::connect(&path).await.expect("connect");
+        raw.write_all(b"{\"request\":\"reboot\"}\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        raw.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.contains("bad request"), "{answer}");
+
+        // An endless line is cut off, not buffered forever: the server answers (or resets the
+        // connection, having closed with unread input) and keeps serving.
+        let mut raw = UnixStream::connect(&path).await.expect("connect");
+        let _ = raw.write_all(&vec![b'x'; MAX_REQUEST * 4]).await;
+        let mut answer = String::new();
+        if raw.read_to_string(&mut answer).await.is_ok() {
+            assert!(answer.contains("bad request"), "{answer}");
+        }
+        assert!(
+            request(&path, &Request::Status).await.is_ok(),
+            "the server survived"
+        );
+
+        server.abort();
+        let _ = std::fs::remove_file(&path);
+        let err = request(&path, &Request::Status)
+            .await
+            .expect_err("no gateway");
+        assert!(matches!(err, ControlError::Connect { .. }), "{err}");
+    }
+}

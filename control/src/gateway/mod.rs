@@ -1,0 +1,5 @@
+//! The gateway agent: its configuration, its tunnels' status, and its local control endpoint.
+
+pub mod config;
+pub mod control;
+pub mod status;
