@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+mod wireguard_go;
+pub use wireguard_go::{pubkey, WgKeys, WgPeer, WireguardGo};
+
 /// Every namespace this crate creates starts with this, followed by the creating PID.
 pub const NETNS_PREFIX: &str = "gwtb-";
 const NETNS_DIR: &str = "/var/run/netns";

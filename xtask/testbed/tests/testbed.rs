@@ -206,3 +206,48 @@ fn unmet_needs_are_reported_with_the_reason() {
         "require must fail loudly, never pass silently"
     );
 }
+
+/// The wireguard-go harness itself: two Debian peers reach each other through their tunnel.
+#[test]
+fn wggo_two_wireguard_go_peers_ping_through_their_tunnel() {
+    require(&[Need::Root, Need::Tool("wireguard-go"), Need::Tool("wg")]);
+    let mut tb = Testbed::new().expect("test bed");
+    let (la, lb) = two_hosts(&mut tb, 1);
+    let a = tb
+        .add_wireguard_go(&la.netns, 51820, &["10.77.0.0/31", "fd77::/127"])
+        .expect("wg a");
+    let b = tb
+        .add_wireguard_go(&lb.netns, 51821, &["10.77.0.1/31", "fd77::1/127"])
+        .expect("wg b");
+    assert_ne!(a.ifname, b.ifname, "distinct control sockets");
+    let allowed_a = ["10.77.0.0/32", "fd77::/128"];
+    let allowed_b = ["10.77.0.1/32", "fd77::1/128"];
+    a.set_peer(&gatewan_testbed::WgPeer {
+        public_key: &b.keys.public,
+        endpoint: Some("10.99.0.2:51821".parse().expect("addr")),
+        allowed_ips: &allowed_b,
+        ..Default::default()
+    })
+    .expect("peer b");
+    b.set_peer(&gatewan_testbed::WgPeer {
+        public_key: &a.keys.public,
+        allowed_ips: &allowed_a,
+        ..Default::default()
+    })
+    .expect("peer a");
+    la.netns
+        .exec("ping", ["-c", "2", "-W", "5", "10.77.0.1"])
+        .expect("ping v4 through wireguard-go");
+    la.netns
+        .exec("ping", ["-c", "2", "-W", "5", "fd77::1"])
+        .expect("ping v6 through wireguard-go");
+    assert!(a.latest_handshake(&b.keys.public).expect("dump") > 0);
+    assert!(b.latest_handshake(&a.keys.public).expect("dump") > 0);
+    let socket = format!("/var/run/wireguard/{}.sock", a.ifname);
+    assert!(std::path::Path::new(&socket).exists());
+    drop(tb);
+    assert!(
+        !std::path::Path::new(&socket).exists(),
+        "wireguard-go's socket outlived the test bed"
+    );
+}
