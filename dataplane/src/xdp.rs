@@ -26,13 +26,13 @@ pub enum XdpError {
     NotEmbedded(&'static str),
     #[error(transparent)]
     Interface(#[from] IfNameError),
-    #[error("loading the XDP object: {0}")]
+    #[error("loading the XDP object")]
     Load(#[from] aya::EbpfError),
     #[error("XDP program or map {0:?} missing from the object")]
     Missing(&'static str),
-    #[error("XDP program: {0}")]
+    #[error("XDP program")]
     Program(#[from] aya::programs::ProgramError),
-    #[error("XDP counters map: {0}")]
+    #[error("XDP counters map")]
     Map(#[from] aya::maps::MapError),
 }
 

@@ -25,6 +25,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show every tunnel of the running gateway (state, probes, usage, endpoints).
+    Status {
+        /// The gateway's control socket (`control_socket` in gateway.yaml).
+        #[arg(long, short, default_value = "/run/gatewan/gateway.sock")]
+        socket: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Attach gatewan's XDP program to an interface and print its counters until stopped.
     XdpWatch {
         /// Interface to attach to (in the current network namespace).
@@ -74,6 +82,7 @@ fn main() -> ExitCode {
         .init();
     let result = match args.command {
         Command::Doctor { json } => cli::doctor::run(json),
+        Command::Status { socket, json } => cli::status::run(&socket, json),
         Command::XdpWatch {
             interface,
             mode,

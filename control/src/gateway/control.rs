@@ -38,12 +38,12 @@ pub enum Response {
 
 #[derive(Debug, Error)]
 pub enum ControlError {
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}")]
     Connect {
         path: String,
         source: std::io::Error,
     },
-    #[error("control socket I/O: {0}")]
+    #[error("control socket I/O")]
     Io(#[from] std::io::Error),
     #[error("the gateway did not answer within {0:?}")]
     Timeout(Duration),

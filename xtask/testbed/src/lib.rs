@@ -39,12 +39,12 @@ pub enum TestbedError {
         status: String,
         stderr: String,
     },
-    #[error("`{command}` could not start: {source}")]
+    #[error("`{command}` could not start")]
     Spawn {
         command: String,
         source: std::io::Error,
     },
-    #[error("entering network namespace {name}: {source}")]
+    #[error("entering network namespace {name}")]
     Setns {
         name: String,
         source: std::io::Error,

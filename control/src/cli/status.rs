@@ -1,0 +1,31 @@
+//! `gatewan status`: every tunnel of the running gateway, in the layout of the design brief
+//! (YAML by default, `--json` for scripts), read from its local control endpoint.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::gateway::control::{self, Request, Response};
+
+pub fn run(socket: &Path, json: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let response = runtime
+        .block_on(control::request(socket, &Request::Status))
+        .with_context(|| {
+            format!(
+                "asking the gateway at {} (is `gatewan gateway` running?)",
+                socket.display()
+            )
+        })?;
+    let Response::Status { tunnels, .. } = response else {
+        anyhow::bail!("the gateway answered something other than a status");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&tunnels)?);
+    } else {
+        print!("{}", serde_yaml_ng::to_string(&tunnels)?);
+    }
+    Ok(())
+}
