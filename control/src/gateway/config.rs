@@ -697,3 +697,26 @@ tunnels:
         assert_eq!(key.to_hex().len(), 64);
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// docs/examples/gateway.yaml must stay a valid configuration.
+    #[test]
+    fn the_documented_example_parses() {
+        let dir = std::env::temp_dir().join(format!("gatewan-example-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            dir.join("gateway.key"),
+            "YNqHwpcAmVj0lVzPOkkAAP1hmgYPEtTy0aLaGJD8PW4=",
+        )
+        .expect("key");
+        let text = include_str!("../../../docs/examples/gateway.yaml");
+        let config =
+            GatewayConfig::parse(text, &dir.join("gateway.yaml")).expect("the example is valid");
+        assert_eq!(config.transits.len(), 2);
+        assert_eq!(config.tunnels[0].peer_echo_port, Some(7117));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
