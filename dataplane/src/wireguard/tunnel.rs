@@ -448,12 +448,13 @@ impl<A: Aead> Tunnel<A> {
             .map(|k| (k.local_index, k.send_counter()))
     }
 
-    /// Local indices of (previous, current, next) sessions.
-    pub fn session_indices(&self) -> [Option<u32>; 3] {
+    /// Local indices of the (previous, current, next, retired) sessions.
+    pub fn session_indices(&self) -> [Option<u32>; 4] {
         [
             self.keypairs.previous.as_ref().map(|k| k.local_index),
             self.keypairs.current.as_ref().map(|k| k.local_index),
             self.keypairs.next.as_ref().map(|k| k.local_index),
+            self.keypairs.retired.as_ref().map(|k| k.local_index),
         ]
     }
 
@@ -487,7 +488,7 @@ impl<A: Aead> Tunnel<A> {
         if !kp.can_receive(now) {
             return Err(Error::SessionExpired);
         }
-        let padded = kp.open(&mut msg, &limits)?;
+        let padded = kp.open(now, &mut msg, &limits)?;
 
         if slot == Slot::Next {
             self.keypairs.confirm_next();
@@ -928,5 +929,12 @@ impl<A: Aead> Tunnel<A> {
 
     pub(crate) fn count_error(&mut self, e: &Error) {
         self.stats.count_drop(e.reason());
+    }
+}
+
+#[cfg(test)]
+impl<A: Aead> Tunnel<A> {
+    pub(crate) fn maker_for_tests(&mut self) -> &mut CookieMaker {
+        &mut self.maker
     }
 }
