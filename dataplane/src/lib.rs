@@ -4,4 +4,5 @@
 
 pub mod ifname;
 pub mod support;
+pub mod wireguard;
 pub mod xdp;
