@@ -2,7 +2,10 @@
 //! I/O backends. It knows nothing of the control plane; `gatewan-control` drives it through
 //! the handles exposed here. See docs/architecture.md for where each piece lives.
 
+pub mod drop;
 pub mod ifname;
+pub mod route;
 pub mod support;
 pub mod wireguard;
+pub mod wire;
 pub mod xdp;
