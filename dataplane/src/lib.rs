@@ -6,6 +6,6 @@ pub mod drop;
 pub mod ifname;
 pub mod route;
 pub mod support;
-pub mod wireguard;
 pub mod wire;
+pub mod wireguard;
 pub mod xdp;

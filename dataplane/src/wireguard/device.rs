@@ -114,6 +114,11 @@ impl<A: Aead> Device<A> {
         }
     }
 
+    /// Where tunnel `id` sends: its configured endpoint, or the last one the peer proved.
+    pub fn endpoint(&self, id: TunnelId) -> Option<SocketAddr> {
+        self.tunnels.get(usize::from(id.0))?.as_ref()?.endpoint
+    }
+
     /// Ids of all tunnels.
     pub fn ids(&self) -> impl Iterator<Item = TunnelId> + '_ {
         self.tunnels
