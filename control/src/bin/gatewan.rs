@@ -25,6 +25,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a gateway: its tunnels, their probes and the local control endpoint.
+    Gateway {
+        /// The gateway configuration (docs/configuration.md).
+        #[arg(long, short)]
+        config: std::path::PathBuf,
+    },
     /// Show every tunnel of the running gateway (state, probes, usage, endpoints).
     Status {
         /// The gateway's control socket (`control_socket` in gateway.yaml).
@@ -82,6 +88,7 @@ fn main() -> ExitCode {
         .init();
     let result = match args.command {
         Command::Doctor { json } => cli::doctor::run(json),
+        Command::Gateway { config } => cli::gateway::run(&config),
         Command::Status { socket, json } => cli::status::run(&socket, json),
         Command::XdpWatch {
             interface,

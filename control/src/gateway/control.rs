@@ -30,6 +30,10 @@ pub enum Response {
         gateway: String,
         datacenter: String,
         tunnels: Vec<TunnelStatus>,
+        /// Datagrams dropped before any tunnel claimed them (unknown peer, bad MAC, ...), per
+        /// reason, summed over transits.
+        #[serde(default)]
+        drops: std::collections::BTreeMap<String, u64>,
     },
     Error {
         message: String,
@@ -140,6 +144,7 @@ mod tests {
                 gateway: "gw-a1".into(),
                 datacenter: "dc-a".into(),
                 tunnels: vec![],
+                drops: Default::default(),
             })
             .await
         });
@@ -156,7 +161,8 @@ mod tests {
             Response::Status {
                 gateway: "gw-a1".into(),
                 datacenter: "dc-a".into(),
-                tunnels: vec![]
+                tunnels: vec![],
+                drops: Default::default(),
             }
         );
 

@@ -3,4 +3,5 @@
 pub mod config;
 pub mod control;
 pub mod inner;
+pub mod runtime;
 pub mod status;
