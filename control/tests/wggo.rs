@@ -1,15 +1,18 @@
 //! gatewan's gateway against Debian wireguard-go, in namespaces from the test bed: handshakes
 //! from either side, traffic both ways (pings from the wireguard-go side to gatewan's inner
 //! addresses, gatewan's ICMP probes to wireguard-go's), with and without a pre-shared key,
-//! over IPv4 and IPv6 underlays, and a peer with the wrong key.
+//! over IPv4 and IPv6 underlays, a forced rekey under traffic, and a peer with the wrong key.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
 
-use gatewan_testbed::{require, Need, Testbed, WgKeys, WgPeer, WireguardGo};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
-const GATEWAN: &str = env!("CARGO_BIN_EXE_gatewan");
+use common::{
+    counter, established, rekey_under_probes, start_gateway, tunnel_status, wait_for, TunnelSpec,
+};
+use gatewan_control::gateway::control::{request, Request, Response};
+use gatewan_testbed::{require, Need, ProcessId, Testbed, WgKeys, WgPeer, WireguardGo};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Initiator {
@@ -28,7 +31,7 @@ struct Setup {
 struct Running {
     tb: Testbed,
     peer: WireguardGo,
-    gateway: gatewan_testbed::ProcessId,
+    gateway: ProcessId,
     socket: PathBuf,
 }
 
@@ -38,20 +41,16 @@ fn start(setup: Setup) -> Running {
     let gw_ns = tb.add_netns("gatewan").expect("netns");
     let peer_ns = tb.add_netns("wggo").expect("netns");
     let (gw_link, peer_link) = tb.add_veth(&gw_ns, &peer_ns, 1).expect("veth");
-    let (gw_ip, peer_ip) = if setup.v6_underlay {
-        ("fd99::1", "fd99::2")
+    let (gw_ip, peer_ip, plen) = if setup.v6_underlay {
+        ("fd99::1", "fd99::2", 64)
     } else {
-        ("10.99.0.1", "10.99.0.2")
+        ("10.99.0.1", "10.99.0.2", 30)
     };
-    let plen = if setup.v6_underlay { 64 } else { 30 };
     gw_link.add_addr(&format!("{gw_ip}/{plen}")).expect("addr");
     peer_link
         .add_addr(&format!("{peer_ip}/{plen}"))
         .expect("addr");
-    let sock = |ip: &str, port: u16| -> std::net::SocketAddr {
-        let ip: std::net::IpAddr = ip.parse().expect("ip");
-        std::net::SocketAddr::new(ip, port)
-    };
+    let at = |ip: &str, port: u16| SocketAddr::new(ip.parse().expect("ip"), port);
 
     let gw_keys = WgKeys::generate().expect("keys");
     let psk = setup.psk.then(|| WgKeys::generate().expect("psk").private);
@@ -61,7 +60,7 @@ fn start(setup: Setup) -> Running {
     peer.set_peer(&WgPeer {
         public_key: &gw_keys.public,
         preshared_key: psk.as_deref(),
-        endpoint: (setup.initiator == Initiator::WireguardGo).then(|| sock(gw_ip, 51820)),
+        endpoint: (setup.initiator == Initiator::WireguardGo).then(|| at(gw_ip, 51820)),
         allowed_ips: &["10.77.0.0/32", "fd77::/128"],
         persistent_keepalive: None,
     })
@@ -72,37 +71,25 @@ fn start(setup: Setup) -> Running {
     } else {
         peer.keys.public.clone()
     };
-    let socket = tb.dir().join("gateway.sock");
-    let mut config = format!(
-        "name: gw-test\ndatacenter: lab\nprivate_key: {}\ncontrol_socket: {}\n\
-         transits:\n  - name: transit-a\n    listen: \"{}\"\nprobe:\n  interval: 100ms\n  window: 20\n\
-         tunnels:\n  - name: wg0\n    transit: transit-a\n    peer: wireguard-go\n    peer_datacenter: lab\n\
-         \x20   peer_public_key: {}\n    address_v4: 10.77.0.0/31\n    peer_address_v4: 10.77.0.1\n\
-         \x20   address_v6: fd77::/127\n    peer_address_v6: fd77::1\n",
-        gw_keys.private,
-        socket.display(),
-        sock(gw_ip, 51820),
-        peer_key,
+    let (gateway, socket) = start_gateway(
+        &mut tb,
+        &gw_ns,
+        "gw-test",
+        &gw_keys.private,
+        at(gw_ip, 51820),
+        "20ms",
+        &[TunnelSpec {
+            name: "wg0",
+            peer_public_key: &peer_key,
+            peer_endpoint: (setup.initiator == Initiator::Gatewan).then(|| at(peer_ip, 51821)),
+            preshared_key: psk.as_deref(),
+            v4: ("10.77.0.0/31", "10.77.0.1"),
+            v6: ("fd77::/127", "fd77::1"),
+            echo_port: 7054,
+            // wireguard-go's host has no STAMP reflector: gatewan probes it with ICMP echo.
+            peer_echo_port: None,
+        }],
     );
-    if setup.initiator == Initiator::Gatewan {
-        config.push_str(&format!(
-            "    peer_endpoint: \"{}\"\n",
-            sock(peer_ip, 51821)
-        ));
-    }
-    if let Some(psk) = &psk {
-        config.push_str(&format!("    preshared_key: {psk}\n"));
-    }
-    let config_path = tb.dir().join("gateway.yaml");
-    std::fs::write(&config_path, config).expect("write config");
-    let gateway = tb
-        .spawn(
-            &gw_ns,
-            GATEWAN,
-            ["gateway", "--config", config_path.to_str().expect("utf-8")],
-        )
-        .expect("gatewan");
-    wait_for(&mut tb, gateway, || socket.exists(), "the control socket");
     Running {
         tb,
         peer,
@@ -111,83 +98,21 @@ fn start(setup: Setup) -> Running {
     }
 }
 
-/// Polls `ok` until it holds; a deadline only guards against hanging forever.
-fn wait_for(
-    tb: &mut Testbed,
-    gateway: gatewan_testbed::ProcessId,
-    mut ok: impl FnMut() -> bool,
-    what: &str,
-) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(
-            tb.is_running(gateway),
-            "gatewan exited while waiting for {what}:\n{}",
-            tb.log(gateway)
-        );
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting for {what}:\n{}",
-            tb.log(gateway)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn status(socket: &Path) -> serde_json::Value {
-    let out = Command::new(GATEWAN)
-        .args(["status", "--json", "--socket"])
-        .arg(socket)
-        .output()
-        .expect("gatewan status");
-    assert!(
-        out.status.success(),
-        "gatewan status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tunnels: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-    tunnels[0].clone()
-}
-
-fn established_with_probes(run: &mut Running) -> serde_json::Value {
-    let socket = run.socket.clone();
-    let mut last = serde_json::Value::Null;
-    wait_for(
-        &mut run.tb,
-        run.gateway,
-        || {
-            last = status(&socket);
-            last["state"] == "Established"
-                && last["probe"]["measurements"].as_u64().unwrap_or(0) >= 10
-        },
-        "an established tunnel with 10 probe measurements",
-    );
-    last
-}
-
-fn ping_gatewan_from_wireguard_go(run: &Running) {
+fn check_traffic_both_ways(setup: Setup) {
+    let mut run = start(setup);
+    // From the wireguard-go side into gatewan (gatewan answers ICMP and ICMPv6 echo) ...
     for target in ["10.77.0.0", "fd77::"] {
         run.peer
             .netns
             .exec("ping", ["-c", "3", "-i", "0.1", "-W", "5", target])
             .unwrap_or_else(|e| panic!("ping {target}: {e}"));
     }
-}
-
-fn check_traffic_both_ways(setup: Setup) {
-    let mut run = start(setup);
-    // From the wireguard-go side into gatewan (gatewan answers ICMP and ICMPv6 echo) ...
-    ping_gatewan_from_wireguard_go(&run);
-    // ... and gatewan's probes (ICMP echo, wireguard-go has no STAMP reflector) back.
-    let tunnel = established_with_probes(&mut run);
+    // ... and gatewan's probes back.
+    let tunnel = established(&mut run.tb, run.gateway, &run.socket, 20);
     assert_eq!(tunnel["probe"]["method"], "icmp");
     assert_eq!(tunnel["probe"]["loss"], "0.0%", "{tunnel:#}");
     assert_ne!(tunnel["probe"]["latency"], "-");
-    assert!(
-        tunnel["counters"]["rx_packets"].as_u64().unwrap_or(0) >= 6,
-        "{tunnel:#}"
-    );
-    assert!(run.peer.latest_handshake(&run.peer.keys.public).is_ok());
+    assert!(counter(&tunnel, "rx_packets") >= 6, "{tunnel:#}");
     let dump = run.peer.dump().expect("wg dump");
     let transfer: Vec<u64> = dump
         .lines()
@@ -203,6 +128,16 @@ fn check_traffic_both_ways(setup: Setup) {
     assert!(
         transfer.len() == 2 && transfer[0] > 0 && transfer[1] > 0,
         "wireguard-go saw no transfer: {dump}"
+    );
+
+    // A forced rekey under 50 probes a second: wireguard-go answers it and not one probe is lost.
+    let tunnel = rekey_under_probes(&mut run.tb, run.gateway, &run.socket, "wg0", 150);
+    assert_eq!(tunnel["state"], "Established", "{tunnel:#}");
+    assert!(counter(&tunnel, "handshakes_completed") >= 2, "{tunnel:#}");
+    assert_eq!(
+        counter(&tunnel, "probes_lost"),
+        0,
+        "probes lost across the rekey: {tunnel:#}"
     );
 }
 
@@ -270,26 +205,19 @@ fn wggo_unknown_peer_is_rejected_and_counted() {
         .enable_all()
         .build()
         .expect("runtime");
-    let mut drops = Default::default();
     wait_for(
         &mut run.tb,
         run.gateway,
-        || {
-            let response = runtime
-                .block_on(gatewan_control::gateway::control::request(
-                    &socket,
-                    &gatewan_control::gateway::control::Request::Status,
-                ))
-                .expect("status");
-            if let gatewan_control::gateway::control::Response::Status { drops: d, .. } = response {
-                drops = d;
+        || match runtime.block_on(request(&socket, &Request::Status)) {
+            Ok(Response::Status { drops, .. }) => {
+                drops.get("UnknownPeer").copied().unwrap_or(0) > 0
             }
-            drops.get("UnknownPeer").copied().unwrap_or(0) > 0
+            other => panic!("unexpected answer {other:?}"),
         },
         "the unknown peer's initiations to be counted",
     );
-    let tunnel = status(&socket);
+    let tunnel = tunnel_status(&socket);
     assert_ne!(tunnel["state"], "Established", "{tunnel:#}");
-    assert_eq!(tunnel["counters"]["handshakes_completed"], 0);
+    assert_eq!(counter(&tunnel, "handshakes_completed"), 0);
     assert!(run.tb.is_running(run.gateway));
 }

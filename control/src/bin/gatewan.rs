@@ -39,6 +39,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Start a new handshake on a tunnel of the running gateway now (a forced rekey).
+    Rekey {
+        /// The tunnel's name (`interface` in `gatewan status`).
+        tunnel: String,
+        #[arg(long, short, default_value = "/run/gatewan/gateway.sock")]
+        socket: std::path::PathBuf,
+    },
     /// Attach gatewan's XDP program to an interface and print its counters until stopped.
     XdpWatch {
         /// Interface to attach to (in the current network namespace).
@@ -89,6 +96,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Doctor { json } => cli::doctor::run(json),
         Command::Gateway { config } => cli::gateway::run(&config),
+        Command::Rekey { tunnel, socket } => cli::status::rekey(&socket, &tunnel),
         Command::Status { socket, json } => cli::status::run(&socket, json),
         Command::XdpWatch {
             interface,

@@ -29,3 +29,25 @@ pub fn run(socket: &Path, json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `gatewan rekey TUNNEL`: starts a new handshake on a tunnel now.
+pub fn rekey(socket: &Path, tunnel: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime
+        .block_on(control::request(
+            socket,
+            &Request::Rekey {
+                tunnel: tunnel.to_owned(),
+            },
+        ))
+        .with_context(|| {
+            format!(
+                "asking the gateway at {} to rekey {tunnel}",
+                socket.display()
+            )
+        })?;
+    println!("rekey of {tunnel} started");
+    Ok(())
+}

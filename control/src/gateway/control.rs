@@ -21,6 +21,10 @@ const MAX_REQUEST: usize = 4096;
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     Status,
+    /// Start a new handshake on a tunnel now (a forced rekey).
+    Rekey {
+        tunnel: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,6 +39,8 @@ pub enum Response {
         #[serde(default)]
         drops: std::collections::BTreeMap<String, u64>,
     },
+    /// The request was carried out.
+    Done,
     Error {
         message: String,
     },
@@ -57,10 +63,10 @@ pub enum ControlError {
     Refused(String),
 }
 
-/// Answers requests with what `status` returns, until the task is dropped.
-pub async fn serve<F>(path: &Path, status: F) -> Result<(), ControlError>
+/// Answers each request with what `handler` returns, until the task is dropped.
+pub async fn serve<F>(path: &Path, handler: F) -> Result<(), ControlError>
 where
-    F: Fn() -> Response + Send + Sync + 'static,
+    F: Fn(Request) -> Response + Send + Sync + 'static,
 {
     // A socket left by a previous run would make bind fail.
     let _ = std::fs::remove_file(path);
@@ -68,19 +74,22 @@ where
         std::fs::create_dir_all(dir)?;
     }
     let listener = UnixListener::bind(path)?;
-    let status = Arc::new(status);
+    let handler = Arc::new(handler);
     loop {
         let (stream, _) = listener.accept().await?;
-        let status = Arc::clone(&status);
+        let handler = Arc::clone(&handler);
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &*status).await {
+            if let Err(e) = answer(stream, &*handler).await {
                 tracing::debug!(error = %e, "control connection");
             }
         });
     }
 }
 
-async fn answer<F: Fn() -> Response>(stream: UnixStream, status: &F) -> Result<(), ControlError> {
+async fn answer<F: Fn(Request) -> Response>(
+    stream: UnixStream,
+    handler: &F,
+) -> Result<(), ControlError> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
@@ -88,7 +97,7 @@ async fn answer<F: Fn() -> Response>(stream: UnixStream, status: &F) -> Result<(
         .await
         .map_err(|_| ControlError::Timeout(Duration::from_secs(5)))??;
     let response = match serde_json::from_str::<Request>(line.trim()) {
-        Ok(Request::Status) => status(),
+        Ok(request) => handler(request),
         Err(e) => Response::Error {
             message: format!("bad request: {e}"),
         },
@@ -140,7 +149,7 @@ mod tests {
             std::env::temp_dir().join(format!("gatewan-control-{}.sock", std::process::id()));
         let server_path = path.clone();
         let server = tokio::spawn(async move {
-            serve(&server_path, || Response::Status {
+            serve(&server_path, |_| Response::Status {
                 gateway: "gw-a1".into(),
                 datacenter: "dc-a".into(),
                 tunnels: vec![],

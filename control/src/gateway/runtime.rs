@@ -17,10 +17,10 @@ use gatewan_dataplane::wireguard::{
 use rand_core::OsRng;
 use thiserror::Error;
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::config::{GatewayConfig, Key32, Transit, Tunnel};
-use super::control::{self, ControlError, Response};
+use super::control::{self, ControlError, Request, Response};
 use super::inner::{self, Inner, InnerAddrs, ProbeMethod};
 use super::status::{self, Counters, EndpointInfo, Meta, ProbeStatus, TunnelState, TunnelStatus};
 use crate::probe::ntp::NtpTimestamp;
@@ -93,6 +93,8 @@ struct TunnelCtx {
     rx_bps: u64,
     tx_bps: u64,
     state: TunnelState,
+    /// A forced rekey waiting for WireGuard's rate limit (one initiation per REKEY_TIMEOUT).
+    rekey_at: Option<Instant>,
 }
 
 impl TunnelCtx {
@@ -109,6 +111,13 @@ struct TransitTask {
     tunnels: Vec<TunnelCtx>,
     clock: Clock,
     status: Arc<Mutex<TransitSnapshot>>,
+    commands: mpsc::UnboundedReceiver<Command>,
+}
+
+/// What the control endpoint asks of a transit task.
+#[derive(Debug)]
+enum Command {
+    Rekey(TunnelId),
 }
 
 /// What a transit task last published.
@@ -151,6 +160,8 @@ pub async fn run_until(
     });
     let mut slots = Vec::new();
     let mut tasks = Vec::new();
+    // Tunnel name -> (its transit task's command queue, its id there).
+    let mut by_name = BTreeMap::new();
     for (index, transit) in config.transits.iter().enumerate() {
         let socket =
             UdpSocket::bind(transit.listen)
@@ -174,6 +185,10 @@ pub async fn run_until(
                 })?;
             tunnels.push(new_ctx(id, t, &config, &gateway, transit));
         }
+        let (command_tx, commands) = mpsc::unbounded_channel();
+        for ctx in &tunnels {
+            by_name.insert(ctx.config.name.clone(), (command_tx.clone(), ctx.id));
+        }
         tracing::info!(transit = %transit.name, listen = %transit.listen, tunnels = tunnels.len(), "transit up");
         let status = Arc::new(Mutex::new(TransitSnapshot::default()));
         slots.push(Arc::clone(&status));
@@ -185,13 +200,25 @@ pub async fn run_until(
             tunnels,
             clock,
             status,
+            commands,
         };
         tasks.push(tokio::spawn(task.run(stopped.clone())));
     }
     let (name, datacenter) = (config.name.clone(), config.datacenter.clone());
     let socket_path = config.control_socket.clone();
     let control = tokio::spawn(async move {
-        control::serve(&socket_path, move || {
+        control::serve(&socket_path, move |request| {
+            if let Request::Rekey { tunnel } = request {
+                return match by_name.get(&tunnel) {
+                    Some((queue, id)) if queue.send(Command::Rekey(*id)).is_ok() => Response::Done,
+                    Some(_) => Response::Error {
+                        message: format!("tunnel {tunnel} is stopping"),
+                    },
+                    None => Response::Error {
+                        message: format!("no tunnel named {tunnel:?}"),
+                    },
+                };
+            }
             let mut tunnels = Vec::new();
             let mut drops = BTreeMap::new();
             for slot in &slots {
@@ -264,6 +291,7 @@ fn new_ctx(
         rx_bps: 0,
         tx_bps: 0,
         state: TunnelState::Connecting,
+        rekey_at: None,
     }
 }
 
@@ -291,10 +319,17 @@ impl TransitTask {
             }
             for ctx in &self.tunnels {
                 wake = wake.min(ctx.prober.next_wakeup());
+                if let Some(at) = ctx.rekey_at {
+                    wake = wake.min(at);
+                }
             }
             let received = tokio::select! {
                 _ = stopped.changed() => break,
                 r = self.socket.recv_from(&mut rx) => Some(r),
+                Some(command) = self.commands.recv() => {
+                    self.on_command(command);
+                    None
+                }
                 _ = tokio::time::sleep_until(wake.max(now).into()) => None,
             };
             match received {
@@ -304,6 +339,28 @@ impl TransitTask {
             }
         }
         tracing::info!(transit = %self.transit.name, "transit stopped");
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Rekey(id) => {
+                // WireGuard sends at most one initiation per REKEY_TIMEOUT; one asked for
+                // sooner would be dropped, so it waits until then.
+                let now = Instant::now();
+                let at = self
+                    .device
+                    .tunnel(id)
+                    .and_then(|t| t.last_handshake())
+                    .map(|t| {
+                        self.clock.mono(t) + wg::timers::REKEY_TIMEOUT + Duration::from_millis(100)
+                    })
+                    .map_or(now, |earliest| earliest.max(now));
+                tracing::info!(transit = %self.transit.name, tunnel = id.0, in_ms = at.saturating_duration_since(now).as_millis() as u64, "forced rekey");
+                if let Some(ctx) = self.ctx(id) {
+                    ctx.rekey_at = Some(at);
+                }
+            }
+        }
     }
 
     fn ctx(&mut self, id: TunnelId) -> Option<&mut TunnelCtx> {
@@ -423,6 +480,18 @@ impl TransitTask {
             }
         }
         let wg_now = self.clock.wg(now);
+        for i in 0..self.tunnels.len() {
+            let Some(ctx) = self.tunnels.get_mut(i) else {
+                continue;
+            };
+            if ctx.rekey_at.is_some_and(|at| at <= now) {
+                ctx.rekey_at = None;
+                let id = ctx.id;
+                if let Some(tunnel) = self.device.tunnel_mut(id) {
+                    tunnel.initiate_handshake(wg_now);
+                }
+            }
+        }
         loop {
             match self.device.tick(wg_now, tx) {
                 Ok(Some((id, n))) => match (self.device.endpoint(id), tx.get(..n)) {
@@ -456,6 +525,7 @@ impl TransitTask {
             let stats = tunnel.stats().clone();
             let wg_state = tunnel.state(wg_now);
             let endpoint = self.device.endpoint(ctx.id);
+            let last_handshake = tunnel.last_handshake();
             let probe = ctx.prober.stats(now);
             let Some(ctx) = self.tunnels.get_mut(i) else {
                 continue;
@@ -549,6 +619,10 @@ impl TransitTask {
                     handshakes_sent: stats.initiations_sent,
                     handshakes_completed: stats.handshakes_completed,
                     probes_sent: ctx.probes_sent,
+                    probes_lost: probe.lost_total,
+                    seconds_since_handshake: last_handshake
+                        .map(|t| self.clock.mono(t))
+                        .map(|t| now.saturating_duration_since(t).as_secs()),
                     drops,
                 },
             });

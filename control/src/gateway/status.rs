@@ -77,6 +77,9 @@ pub struct Counters {
     pub handshakes_sent: u64,
     pub handshakes_completed: u64,
     pub probes_sent: u64,
+    pub probes_lost: u64,
+    /// Age of the current session's handshake (`wg show`'s "latest handshake").
+    pub seconds_since_handshake: Option<u64>,
     /// Packets dropped on this tunnel, per reason.
     pub drops: std::collections::BTreeMap<String, u64>,
 }

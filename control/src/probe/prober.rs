@@ -133,6 +133,9 @@ pub struct ProbeStats {
     pub alive: bool,
     /// Since the prober started.
     pub sent_total: u64,
+    /// Probes lost since the prober started (those that left the window unanswered, plus the
+    /// window's).
+    pub lost_total: u64,
     pub duplicates_total: u64,
     pub late_total: u64,
     pub unknown_total: u64,
@@ -149,6 +152,8 @@ pub struct Prober {
     last_rtt: Option<Duration>,
     jitter_rfc3550: f64,
     sent_total: u64,
+    /// Probes that left the window unanswered.
+    evicted_lost: u64,
     duplicates_total: u64,
     late_total: u64,
     unknown_total: u64,
@@ -168,6 +173,7 @@ impl Prober {
             last_rtt: None,
             jitter_rfc3550: 0.0,
             sent_total: 0,
+            evicted_lost: 0,
             duplicates_total: 0,
             late_total: 0,
             unknown_total: 0,
@@ -191,7 +197,13 @@ impl Prober {
         let seq = self.next_seq;
         self.next_seq = seq.wrapping_add(1);
         if self.slots.len() == self.config.window {
-            self.slots.pop_front();
+            if let Some(old) = self.slots.pop_front() {
+                // The window is far longer than the timeout in any sane configuration; a
+                // probe still pending when it leaves counts as lost too.
+                if !matches!(old.fate, Fate::Answered(_)) {
+                    self.evicted_lost += 1;
+                }
+            }
         }
         self.slots.push_back(Slot {
             seq,
@@ -347,6 +359,7 @@ impl Prober {
             },
             alive: self.alive(now),
             sent_total: self.sent_total,
+            lost_total: self.evicted_lost + lost as u64,
             duplicates_total: self.duplicates_total,
             late_total: self.late_total,
             unknown_total: self.unknown_total,
