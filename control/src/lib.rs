@@ -2,4 +2,5 @@
 //! gateway agent that ties them to the dataplane. The `gatewan` binary only wires its
 //! subcommands to this crate. See docs/architecture.md.
 
+pub mod bgp;
 pub mod cli;
