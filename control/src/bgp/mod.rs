@@ -2,4 +2,5 @@
 //! fabric's EVPN Route Type 5 routes and exports, for each remote prefix, one RT-5 per chosen
 //! gateway. See docs/bgp.md for the module map and the choices made.
 
+pub mod session;
 pub mod wire;

@@ -16,7 +16,7 @@ pub mod open;
 pub mod update;
 
 #[cfg(test)]
-mod vectors;
+pub(crate) mod vectors;
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
