@@ -2,5 +2,9 @@
 //! fabric's EVPN Route Type 5 routes and exports, for each remote prefix, one RT-5 per chosen
 //! gateway. See docs/bgp.md for the module map and the choices made.
 
+pub mod config;
+pub mod control;
+pub mod rib;
 pub mod session;
+pub mod speaker;
 pub mod wire;

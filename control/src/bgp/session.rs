@@ -48,7 +48,7 @@ impl SessionConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum State {
     Idle,
     Connect,
@@ -99,7 +99,7 @@ pub enum Output {
 }
 
 /// Counters kept per session, shown by `gatewan routes`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     pub messages_in: u64,
     pub messages_out: u64,
