@@ -640,7 +640,7 @@ mod tests {
     }
 
     #[test]
-    fn route_target_wildcards_match_frr_auto_targets() {
+    fn route_target_wildcards_match_auto_derived_targets() {
         let ebgp = Context {
             four_octet_as: true,
             ibgp: false,

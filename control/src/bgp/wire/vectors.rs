@@ -105,7 +105,7 @@ fn v1_route() -> IpPrefixRoute {
 }
 
 #[test]
-fn vector_1_gobgp_ipv4_rt5_decodes_and_re_encodes() {
+fn vector_1_gobgpd_ipv4_rt5_decodes_and_re_encodes() {
     let msg = unhex(V1_GOBGP_V4);
     let d = decode_ok(&msg, AS4_IBGP);
     let u = &d.update;
@@ -140,7 +140,7 @@ fn vector_1_gobgp_ipv4_rt5_decodes_and_re_encodes() {
 }
 
 #[test]
-fn vector_2_gobgp_withdraw_decodes_and_is_what_bgpctl_builds() {
+fn vector_2_gobgpd_withdraw_decodes_and_is_what_bgpctl_builds() {
     let msg = unhex(V2_GOBGP_WITHDRAW);
     let d = decode_ok(&msg, AS4_IBGP);
     let changes = d.rt5_changes();
@@ -152,7 +152,7 @@ fn vector_2_gobgp_withdraw_decodes_and_is_what_bgpctl_builds() {
 }
 
 #[test]
-fn vector_3_gobgp_ipv6_rt5_decodes_and_re_encodes() {
+fn vector_3_gobgpd_ipv6_rt5_decodes_and_re_encodes() {
     let msg = unhex(V3_GOBGP_V6);
     let d = decode_ok(&msg, AS4_IBGP);
     let changes = d.rt5_changes();
@@ -184,7 +184,7 @@ fn vector_3_gobgp_ipv6_rt5_decodes_and_re_encodes() {
 }
 
 #[test]
-fn vector_4_frr_leaf_decodes_and_re_encodes_with_its_extended_length_flag() {
+fn vector_4_frr84_leaf_decodes_and_re_encodes_with_its_extended_length_flag() {
     let msg = unhex(V4_FRR_LEAF);
     let d = decode_ok(&msg, AS4_EBGP);
     let u = &d.update;
@@ -221,7 +221,7 @@ fn vector_4_frr_leaf_decodes_and_re_encodes_with_its_extended_length_flag() {
 }
 
 #[test]
-fn vector_5_frr_mpls_style_route_decodes_with_mapped_next_hop_and_mpls_label() {
+fn vector_5_frr84_mpls_style_route_decodes_with_mapped_next_hop_and_mpls_label() {
     let msg = v5_frr_mpls();
     let d = decode_ok(&msg, AS4_EBGP);
     let mp = d.update.mp_reach().unwrap();
@@ -285,7 +285,7 @@ fn mp_first(msg: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn builder_reproduces_the_gobgp_and_hand_built_routes() {
+fn builder_reproduces_the_gobgpd_and_hand_built_routes() {
     let v1 = unhex(V1_GOBGP_V4);
     let attrs = Rt5Attributes {
         next_hop: IpAddr::V4(Ipv4Addr::new(10, 184, 84, 44)),
