@@ -110,6 +110,7 @@ async fn daemon_reloads_on_sighup_answers_routes_and_ceases_on_sigterm() {
         passive: false,
         local_address: None,
         hold_time: None,
+        md5_password: None,
     }];
     cfg.import = ImportConfig {
         route_targets: vec!["65000:2204857".parse().expect("rt")],

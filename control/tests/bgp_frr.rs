@@ -204,6 +204,7 @@ router bgp 65003
                 passive: false,
                 local_address: None,
                 hold_time: None,
+                md5_password: None,
             }],
             // FRR derives its L3VNI route targets as AS:VNI.
             import: ImportConfig {

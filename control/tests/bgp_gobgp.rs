@@ -32,7 +32,10 @@ struct Lab {
     gobgpd: ProcessId,
 }
 
-fn gobgpd_conf(rr_as: u32, gw_as: u32, passive: bool) -> String {
+fn gobgpd_conf(rr_as: u32, gw_as: u32, passive: bool, md5: Option<&str>) -> String {
+    let auth = md5
+        .map(|k| format!("    auth-password = \"{k}\"\n"))
+        .unwrap_or_default();
     let rr_client = if rr_as == gw_as {
         format!(
             "  [neighbors.route-reflector.config]\n    route-reflector-client = true\n    route-reflector-cluster-id = \"{RR_ADDR}\"\n"
@@ -49,7 +52,7 @@ fn gobgpd_conf(rr_as: u32, gw_as: u32, passive: bool) -> String {
   [neighbors.config]
     neighbor-address = "{GW_ADDR}"
     peer-as = {gw_as}
-  [neighbors.transport.config]
+{auth}  [neighbors.transport.config]
     passive-mode = {passive}
   [neighbors.timers.config]
     connect-retry = 1
@@ -66,6 +69,10 @@ impl Lab {
     /// gobgpd in AS `rr_as`, peering with bgpctl in AS `gw_as`; `passive`: gobgpd waits for
     /// bgpctl to connect.
     fn new(rr_as: u32, gw_as: u32, passive: bool) -> Lab {
+        Self::with_md5(rr_as, gw_as, passive, None)
+    }
+
+    fn with_md5(rr_as: u32, gw_as: u32, passive: bool, md5: Option<&str>) -> Lab {
         require(&[Need::Root, Need::Tool("gobgpd"), Need::Tool("gobgp")]);
         let mut tb = Testbed::new().expect("test bed");
         let rr = tb.add_netns("rr").expect("netns rr");
@@ -78,7 +85,7 @@ impl Lab {
             + (std::process::id() % 5000) as u16 * 2
             + NEXT_PORT.fetch_add(1, Ordering::Relaxed);
         let conf = tb.dir().join("gobgpd.toml");
-        std::fs::write(&conf, gobgpd_conf(rr_as, gw_as, passive)).expect("write gobgpd.toml");
+        std::fs::write(&conf, gobgpd_conf(rr_as, gw_as, passive, md5)).expect("write gobgpd.toml");
         let mut lab = Lab {
             gobgpd: ProcessId(0),
             tb,
@@ -146,6 +153,7 @@ impl Lab {
                 passive,
                 local_address: None,
                 hold_time: None,
+                md5_password: None,
             }],
             import: ImportConfig {
                 route_targets: vec!["65000:2204857".parse().expect("rt")],
@@ -518,5 +526,31 @@ fn gobgp_ebgp_peer_connecting_to_a_passive_bgpctl() {
         assert!(!st.peers[0].ibgp);
         assert!(st.peers[0].passive);
         assert_eq!(st.peers[0].stats.failed_attempts, 0);
+    });
+}
+
+#[test]
+fn gobgp_tcp_md5_signed_session() {
+    let lab = Lab::with_md5(65000, 65000, true, Some("s3cret-key"));
+    // Without the key gobgpd's kernel drops our SYNs: attempts fail, nothing is established.
+    let mut unsigned = lab.bgpctl_config(65000, 65000, false);
+    unsigned.export = None;
+    lab.with_speaker(unsigned, async |h| {
+        wait_async("two failed attempts", async || {
+            let st = h.status().await.ok()?;
+            (st.peers[0].stats.failed_attempts >= 2).then_some(())
+        })
+        .await;
+        let st = h.status().await.expect("status");
+        assert_eq!(st.peers[0].stats.established_count, 0);
+    });
+    // With it, the session comes up and routes flow.
+    let mut signed = lab.bgpctl_config(65000, 65000, false);
+    signed.peers[0].md5_password = Some("s3cret-key".into());
+    lab.with_speaker(signed, async |_h| {
+        wait_async("3 routes over the signed session", async || {
+            (lab.rib_paths().len() == 3).then_some(())
+        })
+        .await;
     });
 }

@@ -53,6 +53,7 @@ fn peer(port: u16, passive: bool) -> PeerConfig {
         passive,
         local_address: None,
         hold_time: None,
+        md5_password: None,
     }
 }
 

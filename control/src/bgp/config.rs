@@ -58,6 +58,9 @@ pub struct PeerConfig {
     pub local_address: Option<IpAddr>,
     #[serde(default)]
     pub hold_time: Option<u16>,
+    /// TCP MD5 signature key (RFC 2385), up to 80 bytes.
+    #[serde(default, skip_serializing)]
+    pub md5_password: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +177,15 @@ impl Config {
         for p in &self.peers {
             if !seen.insert(p.address) {
                 return bad(format!("peer {} is listed twice", p.address));
+            }
+            if p.md5_password
+                .as_ref()
+                .is_some_and(|k| k.is_empty() || k.len() > super::md5::MAX_KEY_LEN)
+            {
+                return bad(format!(
+                    "peer {}: md5_password must be 1 to 80 bytes",
+                    p.address
+                ));
             }
         }
         if let Some(e) = &self.export {

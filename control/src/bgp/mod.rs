@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod control;
+pub mod md5;
 pub mod rib;
 pub mod session;
 pub mod speaker;

@@ -217,6 +217,17 @@ pub async fn spawn(config: Config) -> Result<(BgpHandle, JoinHandle<()>), Speake
             .await
             .map_err(|source| SpeakerError::Listen { addr, source })?;
         listen_addr = listener.local_addr().ok();
+        for p in config.peers.iter() {
+            if let Some(key) = &p.md5_password {
+                let v6 = addr.is_ipv6();
+                if !v6 && p.address.is_ipv6() {
+                    tracing::warn!(peer = %p.address, "IPv4 listener: no TCP MD5 key for an IPv6 peer");
+                    continue;
+                }
+                super::md5::set_key(&listener, p.address, v6, key.as_bytes())
+                    .map_err(|source| SpeakerError::Listen { addr, source })?;
+            }
+        }
         tracing::info!(%addr, "listening for BGP peers");
         background.push(tokio::spawn(accept_loop(listener, io_tx.clone())));
     }
@@ -702,6 +713,7 @@ impl Core {
         let id = self.next_id;
         let addr = SocketAddr::new(p.cfg.address, p.cfg.port);
         let local = p.cfg.local_address;
+        let key = p.cfg.md5_password.clone();
         let tx = self.io_tx.clone();
         let task = tokio::spawn(async move {
             let attempt = async {
@@ -712,6 +724,9 @@ impl Core {
                 };
                 if let Some(local) = local {
                     socket.bind(SocketAddr::new(local, 0))?;
+                }
+                if let Some(key) = &key {
+                    super::md5::set_key(&socket, addr.ip(), addr.is_ipv6(), key.as_bytes())?;
                 }
                 socket.connect(addr).await
             };
