@@ -2,6 +2,7 @@
 //! gateway agent that ties them to the dataplane. The `gatewan` binary only wires its
 //! subcommands to this crate. See docs/architecture.md.
 
+pub mod bgp;
 pub mod cli;
 pub mod gateway;
 pub mod probe;

@@ -1,5 +1,6 @@
 //! The `gatewan` binary: parses the command line and hands each subcommand to gatewan-control.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -62,6 +63,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the BGP EVPN speaker (imports local prefixes, exports remote ones as RT-5).
+    Bgpctl {
+        /// Configuration file (YAML; see docs/bgp.md). SIGHUP reloads its export set.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show bgpctl's sessions, imported and exported routes.
+    Routes {
+        /// The daemon's control socket (`control_socket` in its configuration).
+        #[arg(long, env = "GATEWAN_BGPCTL_SOCKET", default_value = gatewan_control::bgp::config::DEFAULT_CONTROL_SOCKET)]
+        socket: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -115,6 +130,8 @@ fn main() -> ExitCode {
             count,
             json,
         }),
+        Command::Bgpctl { config } => cli::bgpctl::run(cli::bgpctl::Options { config }),
+        Command::Routes { socket, json } => cli::routes::run(cli::routes::Options { socket, json }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,8 @@
 //! The subcommands of the `gatewan` binary.
 
+pub mod bgpctl;
 pub mod doctor;
 pub mod gateway;
+pub mod routes;
 pub mod status;
 pub mod xdp_watch;

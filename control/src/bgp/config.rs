@@ -1,0 +1,302 @@
+//! bgpctl's YAML configuration (see docs/bgp.md for a commented example).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::rib::{ExportPrefix, ExportSet, Gateway, RtMatch};
+use super::session::SessionConfig;
+use super::wire::evpn::RouteDistinguisher;
+use super::wire::extcomm::RouteTarget;
+use super::wire::MacAddr;
+
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/gatewan/bgpctl.sock";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub local_as: u32,
+    pub router_id: Ipv4Addr,
+    /// Where to accept peers' connections, e.g. `0.0.0.0:179`; none when omitted.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The control endpoint `gatewan routes` reads.
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
+    /// Hold time offered to peers, seconds (0, or at least 3).
+    #[serde(default = "default_hold_time")]
+    pub hold_time: u16,
+    /// First wait before reconnecting, seconds; doubles per failure up to `connect_retry_max`.
+    #[serde(default = "default_connect_retry")]
+    pub connect_retry: f64,
+    #[serde(default = "default_connect_retry_max")]
+    pub connect_retry_max: f64,
+    pub peers: Vec<PeerConfig>,
+    #[serde(default)]
+    pub import: ImportConfig,
+    #[serde(default)]
+    pub export: Option<ExportConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub remote_as: u32,
+    /// Wait for the peer to connect instead of connecting.
+    #[serde(default)]
+    pub passive: bool,
+    /// Source address of our connections.
+    #[serde(default)]
+    pub local_address: Option<IpAddr>,
+    #[serde(default)]
+    pub hold_time: Option<u16>,
+    /// TCP MD5 signature key (RFC 2385), up to 80 bytes.
+    #[serde(default, skip_serializing)]
+    pub md5_password: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportConfig {
+    /// Route targets of routes to import: `ASN:N`, `IPv4:N`, `ASN4:N`, or `*:N`.
+    #[serde(default)]
+    pub route_targets: Vec<RtMatch>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportConfig {
+    pub vni: u32,
+    pub route_targets: Vec<RouteTarget>,
+    pub gateways: BTreeMap<String, GatewayConfig>,
+    #[serde(default)]
+    pub prefixes: Vec<PrefixConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub vtep: IpAddr,
+    pub router_mac: MacAddr,
+    #[serde(default)]
+    pub rd: Option<RouteDistinguisher>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixConfig {
+    pub prefix: IpNet,
+    pub gateways: Vec<String>,
+}
+
+fn default_control_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_CONTROL_SOCKET)
+}
+fn default_hold_time() -> u16 {
+    90
+}
+fn default_connect_retry() -> f64 {
+    1.0
+}
+fn default_connect_retry_max() -> f64 {
+    60.0
+}
+fn default_port() -> u16 {
+    179
+}
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config =
+            serde_yaml_ng::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config =
+            serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
+                path: PathBuf::from("<text>"),
+                source,
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |s: String| Err(ConfigError::Invalid(s));
+        if self.router_id.is_unspecified() {
+            return bad("router_id must not be 0.0.0.0".into());
+        }
+        for hold in
+            std::iter::once(self.hold_time).chain(self.peers.iter().filter_map(|p| p.hold_time))
+        {
+            if hold == 1 || hold == 2 {
+                return bad(format!("hold time {hold}: must be 0 or at least 3 seconds"));
+            }
+        }
+        let retry_ok = |v: f64| v.is_finite() && (0.01..=3600.0).contains(&v);
+        if !retry_ok(self.connect_retry)
+            || !retry_ok(self.connect_retry_max)
+            || self.connect_retry > self.connect_retry_max
+        {
+            return bad("connect_retry and connect_retry_max: 0.01 to 3600 seconds, initial not above maximum".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.peers {
+            if !seen.insert(p.address) {
+                return bad(format!("peer {} is listed twice", p.address));
+            }
+            if p.md5_password
+                .as_ref()
+                .is_some_and(|k| k.is_empty() || k.len() > super::md5::MAX_KEY_LEN)
+            {
+                return bad(format!(
+                    "peer {}: md5_password must be 1 to 80 bytes",
+                    p.address
+                ));
+            }
+        }
+        if let Some(e) = &self.export {
+            for p in &e.prefixes {
+                for g in &p.gateways {
+                    if !e.gateways.contains_key(g) {
+                        return bad(format!("prefix {}: unknown gateway {g:?}", p.prefix));
+                    }
+                }
+            }
+            self.export_set()
+                .routes()
+                .map_err(|err| ConfigError::Invalid(format!("export: {err}")))?;
+        }
+        Ok(())
+    }
+
+    /// The desired export set the file describes (empty without an `export` section).
+    pub fn export_set(&self) -> ExportSet {
+        let Some(e) = &self.export else {
+            return ExportSet::default();
+        };
+        ExportSet {
+            vni: e.vni,
+            route_targets: e.route_targets.clone(),
+            prefixes: e
+                .prefixes
+                .iter()
+                .map(|p| ExportPrefix {
+                    prefix: p.prefix,
+                    gateways: p
+                        .gateways
+                        .iter()
+                        .filter_map(|name| {
+                            e.gateways.get(name).map(|g| Gateway {
+                                name: name.clone(),
+                                vtep: g.vtep,
+                                router_mac: g.router_mac,
+                                rd: g.rd,
+                            })
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn session_config(&self, peer: &PeerConfig) -> SessionConfig {
+        SessionConfig {
+            local_as: self.local_as,
+            local_id: self.router_id,
+            peer_as: peer.remote_as,
+            hold_time: peer.hold_time.unwrap_or(self.hold_time),
+            passive: peer.passive,
+            connect_retry: Duration::from_secs_f64(self.connect_retry),
+            connect_retry_max: Duration::from_secs_f64(self.connect_retry_max),
+        }
+    }
+}
+
+impl PeerConfig {
+    /// How the peer is named in routes, logs and events.
+    pub fn name(&self) -> String {
+        SocketAddr::new(self.address, self.port).to_string()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    pub(crate) const EXAMPLE: &str = include_str!("../../../docs/bgpctl.example.yaml");
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(c.local_as, 65000);
+        assert_eq!(c.peers.len(), 2);
+        let set = c.export_set();
+        let routes = set.routes().unwrap();
+        assert_eq!(routes.len(), 3);
+        assert!(routes
+            .values()
+            .any(|r| r.route.rd.to_string() == "28763:2204857001"));
+    }
+
+    #[test]
+    fn invalid_configurations_are_refused_with_a_reason() {
+        let base = "local_as: 65000\nrouter_id: 10.0.0.1\npeers: [{address: 10.0.0.2, remote_as: 65000}]\n";
+        assert!(Config::parse(base).is_ok());
+        for (extra, want) in [
+            ("hold_time: 2\n", "hold time"),
+            ("connect_retry: 0\n", "connect_retry"),
+            (
+                "export: {vni: 5, route_targets: ['65000:5'], gateways: {}, prefixes: [{prefix: 10.0.0.0/8, gateways: [nope]}]}\n",
+                "unknown gateway",
+            ),
+            (
+                "export: {vni: 16777216, route_targets: [], gateways: {a: {vtep: 10.0.0.1, router_mac: '02:00:00:00:00:01'}}, prefixes: [{prefix: 10.0.0.0/8, gateways: [a]}]}\n",
+                "24-bit",
+            ),
+        ] {
+            let err = Config::parse(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(want), "{extra}: {err}");
+        }
+        let err = Config::parse(&format!("{base}bogus: 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+        let twice = "local_as: 1\nrouter_id: 10.0.0.1\npeers: [{address: 10.0.0.2, remote_as: 1}, {address: 10.0.0.2, remote_as: 1}]\n";
+        assert!(Config::parse(twice).is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! `gatewan bgpctl --config bgpctl.yaml`: runs the BGP EVPN speaker as a daemon. SIGHUP
+//! reloads the import route targets and the desired export set from the file; SIGINT and
+//! SIGTERM send every peer a Cease and stop.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::bgp::config::Config;
+use crate::bgp::speaker;
+
+pub struct Options {
+    pub config: PathBuf,
+}
+
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    let config = Config::load(&opts.config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config, &opts.config))
+}
+
+async fn serve(config: Config, path: &Path) -> anyhow::Result<()> {
+    let (handle, mut task) = speaker::spawn(config.clone()).await?;
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut current = config;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                match Config::load(path) {
+                    Ok(new) => {
+                        if (new.local_as, new.router_id, &new.peers, new.listen, &new.control_socket)
+                            != (current.local_as, current.router_id, &current.peers, current.listen, &current.control_socket)
+                        {
+                            tracing::warn!("reload: only import route targets and the export set are reloaded; restart for the other changes");
+                        }
+                        if let Err(e) = handle.set_import_route_targets(new.import.route_targets.clone()).await {
+                            tracing::error!("reload: {e}");
+                        }
+                        match handle.set_exports(new.export_set()).await {
+                            Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
+                            Err(e) => tracing::error!("reload: {e}"),
+                        }
+                        current = new;
+                    }
+                    Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            res = &mut task => {
+                res.context("the BGP speaker failed")?;
+                anyhow::bail!("the BGP speaker stopped");
+            }
+        }
+    }
+    tracing::info!("stopping: sending Cease to every peer");
+    handle
+        .shutdown(Some("gatewan bgpctl stopping".into()))
+        .await;
+    let _ = task.await;
+    Ok(())
+}

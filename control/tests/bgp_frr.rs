@@ -1,0 +1,329 @@
+//! bgpctl against an FRR 8.4 leaf (Debian `frr`): L3VNI 100 in the default VRF over a kernel
+//! VXLAN device, eBGP. Test names carry `frr_`: they need root and FRR (vtysh, zebra, bgpd).
+//!
+//! Namespace `leaf` runs zebra and bgpd (10.99.0.1/30, VTEP 10.99.7.3, bridge br100 with
+//! router MAC 02:00:00:00:00:03, vxlan100), namespace `gw` runs bgpctl (10.99.0.2/30).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gatewan_control::bgp::config::{
+    Config, ExportConfig, GatewayConfig, ImportConfig, PeerConfig, PrefixConfig,
+};
+use gatewan_control::bgp::rib::ImportedRoute;
+use gatewan_control::bgp::speaker::{self, BgpHandle};
+use gatewan_testbed::{require, Need, Netns, Testbed};
+
+const WAIT: Duration = Duration::from_secs(60);
+const FRR: &str = "/usr/lib/frr";
+
+/// FRR's per-instance run directory (`-N pathspace`), which must belong to the frr user;
+/// removed on drop.
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn chown_frr(path: &Path) {
+    let out = std::process::Command::new("chown")
+        .args(["-R", "frr:frr"])
+        .arg(path)
+        .output()
+        .expect("chown");
+    assert!(out.status.success(), "chown {}: {out:?}", path.display());
+}
+
+fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+struct Leaf {
+    tb: Testbed,
+    leaf: Netns,
+    gw: Netns,
+    pathspace: String,
+    _run: RunDir,
+}
+
+impl Leaf {
+    fn new() -> Leaf {
+        require(&[Need::Root, Need::Tool("vtysh"), Need::Tool("bridge")]);
+        for d in ["zebra", "bgpd"] {
+            assert!(
+                Path::new(FRR).join(d).exists(),
+                "this test needs FRR's {d} in {FRR} (apt-get install frr)"
+            );
+        }
+        let mut tb = Testbed::new().expect("test bed");
+        let leaf = tb.add_netns("leaf").expect("netns leaf");
+        let gw = tb.add_netns("gw").expect("netns gw");
+        let (l_leaf, l_gw) = tb.add_veth(&leaf, &gw, 1).expect("veth");
+        l_leaf.add_addr("10.99.0.1/30").expect("addr leaf");
+        l_gw.add_addr("10.99.0.2/30").expect("addr gw");
+        // The leaf's VTEP, its L3VNI (bridge = SVI, whose MAC is the router MAC) and a
+        // prefix of its own to advertise.
+        let ip = |args: &[&str]| leaf.ip(args).expect("ip");
+        ip(&["addr", "add", "10.99.7.3/32", "dev", "lo"]);
+        ip(&["link", "add", "br100", "type", "bridge"]);
+        ip(&["link", "set", "br100", "address", "02:00:00:00:00:03"]);
+        ip(&[
+            "link",
+            "add",
+            "vxlan100",
+            "type",
+            "vxlan",
+            "id",
+            "100",
+            "local",
+            "10.99.7.3",
+            "dstport",
+            "4789",
+            "nolearning",
+        ]);
+        ip(&["link", "set", "vxlan100", "master", "br100"]);
+        ip(&["link", "set", "vxlan100", "up"]);
+        ip(&["link", "set", "br100", "up"]);
+        ip(&["route", "add", "blackhole", "10.50.0.0/16"]);
+        // The gateways' VTEPs are reached through the gateway namespace.
+        ip(&["route", "add", "10.184.84.0/24", "via", "10.99.0.2"]);
+
+        let pathspace = format!("gw{}", tb.run_id());
+        let run = RunDir(PathBuf::from("/var/run/frr").join(&pathspace));
+        std::fs::create_dir_all(&run.0).expect("frr run dir");
+        chown_frr(&run.0);
+        let dir = tb.dir().to_owned();
+        std::fs::write(
+            dir.join("zebra.conf"),
+            "hostname leaf\nvrf default\n vni 100\nexit-vrf\n",
+        )
+        .expect("zebra.conf");
+        std::fs::write(
+            dir.join("bgpd.conf"),
+            "hostname leaf
+router bgp 65003
+ bgp router-id 10.99.8.3
+ no bgp ebgp-requires-policy
+ no bgp default ipv4-unicast
+ neighbor 10.99.0.2 remote-as 65010
+ neighbor 10.99.0.2 timers 3 9
+ address-family ipv4 unicast
+  network 10.50.0.0/16
+ exit-address-family
+ address-family l2vpn evpn
+  neighbor 10.99.0.2 activate
+  advertise-all-vni
+  advertise ipv4 unicast
+ exit-address-family
+",
+        )
+        .expect("bgpd.conf");
+        chown_frr(&dir);
+        let mut l = Leaf {
+            tb,
+            leaf,
+            gw,
+            pathspace,
+            _run: run,
+        };
+        l.start("zebra");
+        l.wait_vtysh("show interface vxlan100", "vxlan100");
+        // zebra handles VNIs once bgpd asks for them (advertise-all-vni).
+        l.start("bgpd");
+        l.wait_vtysh("show evpn vni 100", "Type: L3");
+        l.wait_vtysh("show bgp l2vpn evpn route type prefix", "10.50.0.0");
+        l
+    }
+
+    fn start(&mut self, daemon: &str) {
+        let conf = self.tb.dir().join(format!("{daemon}.conf"));
+        let conf = conf.display().to_string();
+        // Through `env`: the test bed names log files after the program, so no path there.
+        let program = format!("{FRR}/{daemon}");
+        self.tb
+            .spawn(
+                &self.leaf,
+                "env",
+                [
+                    program.as_str(),
+                    "-N",
+                    &self.pathspace,
+                    "-f",
+                    &conf,
+                    "-u",
+                    "frr",
+                    "-g",
+                    "frr",
+                    "--log",
+                    "stdout",
+                ],
+            )
+            .expect("spawn FRR daemon");
+    }
+
+    fn vtysh(&self, cmd: &str) -> String {
+        self.leaf
+            .output("vtysh", ["-N", &self.pathspace, "-c", cmd])
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    fn wait_vtysh(&self, cmd: &str, want: &str) {
+        wait_for(&format!("`{cmd}` to show {want:?}"), || {
+            self.vtysh(cmd).contains(want).then_some(())
+        });
+    }
+
+    fn config(&self) -> Config {
+        let gw = |vtep: &str, mac: &str| GatewayConfig {
+            vtep: vtep.parse().expect("vtep"),
+            router_mac: mac.parse().expect("mac"),
+            rd: None,
+        };
+        Config {
+            local_as: 65010,
+            router_id: "10.99.0.2".parse().expect("id"),
+            listen: None,
+            control_socket: self.tb.dir().join("bgpctl.sock"),
+            hold_time: 9,
+            connect_retry: 0.5,
+            connect_retry_max: 2.0,
+            peers: vec![PeerConfig {
+                address: "10.99.0.1".parse().expect("leaf"),
+                port: 179,
+                remote_as: 65003,
+                passive: false,
+                local_address: None,
+                hold_time: None,
+                md5_password: None,
+            }],
+            // FRR derives its L3VNI route targets as AS:VNI.
+            import: ImportConfig {
+                route_targets: vec!["*:100".parse().expect("rt")],
+            },
+            export: Some(ExportConfig {
+                vni: 100,
+                route_targets: vec!["65003:100".parse().expect("rt")],
+                gateways: [
+                    ("gw1".to_owned(), gw("10.184.84.44", "70:5b:83:6b:72:a9")),
+                    ("gw2".to_owned(), gw("10.184.84.45", "70:5b:83:6b:72:aa")),
+                ]
+                .into(),
+                prefixes: vec![PrefixConfig {
+                    prefix: "10.188.0.0/14".parse().expect("prefix"),
+                    gateways: vec!["gw1".into(), "gw2".into()],
+                }],
+            }),
+        }
+    }
+
+    fn with_speaker<F>(&self, body: F)
+    where
+        F: AsyncFnOnce(BgpHandle) + Send,
+    {
+        let config = self.config();
+        self.gw
+            .run(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    let (h, task) = speaker::spawn(config).await.expect("speaker");
+                    body(h.clone()).await;
+                    h.shutdown(None).await;
+                    let _ = task.await;
+                });
+            })
+            .expect("run in gw namespace");
+    }
+
+    fn kernel(&self, args: &[&str]) -> String {
+        self.leaf.ip(args).unwrap_or_default()
+    }
+}
+
+async fn local_prefixes(h: &BgpHandle, n: usize) -> Vec<ImportedRoute> {
+    let mut rx = h.local_prefixes();
+    let t = match tokio::time::timeout(WAIT, rx.wait_for(|t| t.len() == n)).await {
+        Ok(t) => t.expect("speaker running").as_ref().clone(),
+        Err(_) => panic!(
+            "never {n} local prefixes: {:?}",
+            h.local_prefixes().borrow()
+        ),
+    };
+    t
+}
+
+async fn wait_async(what: &str, mut probe: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !probe() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[test]
+fn frr_leaf_installs_bgpctl_routes_in_the_kernel_and_its_own_rt5_is_imported() {
+    let leaf = Leaf::new();
+    leaf.with_speaker(async |h| {
+        // FRR's own RT-5 (vector 4 of the captures): its VTEP, SVI MAC and L3VNI.
+        let routes = local_prefixes(&h, 1).await;
+        let r = &routes[0];
+        assert_eq!(r.prefix.to_string(), "10.50.0.0/16");
+        assert_eq!(r.vtep.to_string(), "10.99.7.3");
+        assert_eq!(r.router_mac.to_string(), "02:00:00:00:00:03");
+        assert_eq!(r.vni, 100);
+        assert_eq!(r.rd.to_string(), "10.99.8.3:1");
+
+        // Ours, as FRR installs them: an ECMP route over both gateways' VTEPs through the
+        // L3VNI's SVI, a neighbour entry for each router MAC, and VXLAN fdb entries.
+        wait_async("the kernel route over both gateways", || {
+            let r = leaf.kernel(&["route", "show", "10.188.0.0/14"]);
+            r.contains("via 10.184.84.44 dev br100") && r.contains("via 10.184.84.45 dev br100")
+        })
+        .await;
+        let neigh = leaf.kernel(&["neigh", "show", "dev", "br100"]);
+        assert!(
+            neigh.contains("10.184.84.44 lladdr 70:5b:83:6b:72:a9"),
+            "{neigh}"
+        );
+        assert!(
+            neigh.contains("10.184.84.45 lladdr 70:5b:83:6b:72:aa"),
+            "{neigh}"
+        );
+        let fdb = leaf
+            .leaf
+            .exec("bridge", ["fdb", "show", "dev", "vxlan100"])
+            .expect("bridge fdb");
+        assert!(fdb.contains("70:5b:83:6b:72:a9 dst 10.184.84.44"), "{fdb}");
+        assert!(fdb.contains("70:5b:83:6b:72:aa dst 10.184.84.45"), "{fdb}");
+        let evpn = leaf.vtysh("show bgp l2vpn evpn route type prefix");
+        assert!(evpn.contains("Rmac:70:5b:83:6b:72:a9"), "{evpn}");
+
+        // gw2 stops serving the prefix: FRR removes that path from the kernel.
+        let mut c = leaf.config();
+        if let Some(e) = c.export.as_mut() {
+            e.prefixes[0].gateways = vec!["gw1".into()];
+        }
+        h.set_exports(c.export_set()).await.expect("exports");
+        wait_async("the route via gw2 removed", || {
+            let r = leaf.kernel(&["route", "show", "10.188.0.0/14"]);
+            r.contains("10.184.84.44") && !r.contains("10.184.84.45")
+        })
+        .await;
+        let st = h.status().await.expect("status");
+        // FRR sends our routes back over eBGP; they are recognised as ours and not imported.
+        assert_eq!(st.imported.len(), 1);
+    });
+}
