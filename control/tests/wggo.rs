@@ -221,3 +221,156 @@ fn wggo_unknown_peer_is_rejected_and_counted() {
     assert_eq!(counter(&tunnel, "handshakes_completed"), 0);
     assert!(run.tb.is_running(run.gateway));
 }
+
+/// A UDP relay between gatewan and wireguard-go that can replay the last data message
+/// wireguard-go sent: a real captured packet, replayed on the wire.
+struct Relay {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    replay: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Listens for gatewan on `front`, talks to `peer` from `back`, and forwards what comes
+    /// back to `gatewan`.
+    fn start(
+        netns: &gatewan_testbed::Netns,
+        front: SocketAddr,
+        back: SocketAddr,
+        peer: SocketAddr,
+        gatewan: SocketAddr,
+    ) -> Relay {
+        use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let replay = std::sync::Arc::new(AtomicU32::new(0));
+        let (stop2, replay2, netns) = (stop.clone(), replay.clone(), netns.clone());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            netns
+                .enter_current_thread()
+                .expect("enter the relay's namespace");
+            let front_sock = std::net::UdpSocket::bind(front).expect("bind front");
+            let back_sock = std::net::UdpSocket::bind(back).expect("bind back");
+            for s in [&front_sock, &back_sock] {
+                s.set_read_timeout(Some(std::time::Duration::from_millis(5)))
+                    .expect("timeout");
+            }
+            ready_tx.send(()).expect("ready");
+            let mut buf = [0u8; 2048];
+            let mut last_data: Option<Vec<u8>> = None;
+            while !stop2.load(Ordering::Relaxed) {
+                if let Ok((n, _)) = front_sock.recv_from(&mut buf) {
+                    let _ = back_sock.send_to(&buf[..n], peer);
+                }
+                if let Ok((n, _)) = back_sock.recv_from(&mut buf) {
+                    // Type 4 with a payload: a transport data message carrying a packet.
+                    if n > 32 && buf[0] == 4 {
+                        last_data = Some(buf[..n].to_vec());
+                    }
+                    let _ = front_sock.send_to(&buf[..n], gatewan);
+                }
+                let times = replay2.swap(0, Ordering::Relaxed);
+                if let Some(data) = last_data.as_ref().filter(|_| times > 0) {
+                    for _ in 0..times {
+                        let _ = front_sock.send_to(data, gatewan);
+                    }
+                }
+            }
+        });
+        ready_rx.recv().expect("relay ready");
+        Relay {
+            stop,
+            replay,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A data message from wireguard-go, captured on the wire and sent again: gatewan refuses it
+/// as a replay, counts it, and the tunnel carries on.
+#[test]
+fn wggo_replayed_data_message_is_rejected_and_counted() {
+    require(&[Need::Root, Need::Tool("wireguard-go"), Need::Tool("wg")]);
+    let mut tb = Testbed::new().expect("test bed");
+    let gw_ns = tb.add_netns("gatewan").expect("netns");
+    let peer_ns = tb.add_netns("wggo").expect("netns");
+    let (gw_link, peer_link) = tb.add_veth(&gw_ns, &peer_ns, 1).expect("veth");
+    gw_link.add_addr("10.99.0.1/30").expect("addr");
+    peer_link.add_addr("10.99.0.2/30").expect("addr");
+    let at = |ip: &str, port: u16| SocketAddr::new(ip.parse().expect("ip"), port);
+    let gw_keys = WgKeys::generate().expect("keys");
+    let peer = tb
+        .add_wireguard_go(&peer_ns, 51821, &["10.77.0.1/31"])
+        .expect("wireguard-go");
+    peer.set_peer(&WgPeer {
+        public_key: &gw_keys.public,
+        allowed_ips: &["10.77.0.0/32"],
+        ..Default::default()
+    })
+    .expect("configure wireguard-go");
+    let relay = Relay::start(
+        &gw_ns,
+        at("10.99.0.1", 60000),
+        at("10.99.0.1", 60001),
+        at("10.99.0.2", 51821),
+        at("10.99.0.1", 51820),
+    );
+    let (gateway, socket) = start_gateway(
+        &mut tb,
+        &gw_ns,
+        "gw-test",
+        &gw_keys.private,
+        at("10.99.0.1", 51820),
+        "20ms",
+        &[TunnelSpec {
+            name: "wg0",
+            peer_public_key: &peer.keys.public,
+            peer_endpoint: Some(at("10.99.0.1", 60000)),
+            preshared_key: None,
+            v4: ("10.77.0.0/31", "10.77.0.1"),
+            v6: ("fd77::/127", "fd77::1"),
+            echo_port: 7054,
+            peer_echo_port: None,
+        }],
+    );
+    established(&mut tb, gateway, &socket, 20);
+    relay.replay.store(5, std::sync::atomic::Ordering::Relaxed);
+    let mut last = serde_json::Value::Null;
+    wait_for(
+        &mut tb,
+        gateway,
+        || {
+            last = tunnel_status(&socket);
+            last["counters"]["drops"]["Replay"].as_u64().unwrap_or(0) >= 5
+        },
+        "five replays to be refused",
+    );
+    assert_eq!(last["state"], "Established", "{last:#}");
+    let before = counter(&last, "probes_sent");
+    let mut after = serde_json::Value::Null;
+    wait_for(
+        &mut tb,
+        gateway,
+        || {
+            after = tunnel_status(&socket);
+            counter(&after, "probes_sent") >= before + 50
+        },
+        "50 more probes",
+    );
+    assert_eq!(after["state"], "Established", "{after:#}");
+    assert_eq!(
+        counter(&after, "probes_lost"),
+        0,
+        "the tunnel carried on: {after:#}"
+    );
+    drop(relay);
+}
