@@ -12,10 +12,8 @@
 use core::net::SocketAddr;
 use core::time::Duration;
 use rand_core::CryptoRngCore;
-use std::boxed::Box;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::vec::Vec;
 use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
 
