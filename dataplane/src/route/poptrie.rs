@@ -116,21 +116,16 @@ impl<V> Poptrie<V> {
             .filter(|e| u32::from(e.1) > DIRECT_BITS)
             .copied()
             .collect();
-        let mut i = 0;
-        while i < deep.len() {
-            let pos = chunk(deep[i].0, 0, DIRECT_BITS);
-            let mut j = i;
-            while j < deep.len() && chunk(deep[j].0, 0, DIRECT_BITS) == pos {
-                j += 1;
-            }
+        let same = |a: &Entry, b: &Entry| chunk(a.0, 0, DIRECT_BITS) == chunk(b.0, 0, DIRECT_BITS);
+        for group in deep.chunk_by(same) {
+            let pos = group.first().map_or(0, |e| chunk(e.0, 0, DIRECT_BITS));
             let default = paint.get(pos).copied().unwrap_or(NONE);
             let at = self.nodes.len();
             self.nodes.push(Node::default());
-            self.build_node(at, &deep[i..j], DIRECT_BITS, default);
+            self.build_node(at, group, DIRECT_BITS, default);
             if let Some(d) = self.direct.get_mut(pos) {
                 *d = at as u32;
             }
-            i = j;
         }
         for (d, p) in self.direct.iter_mut().zip(paint) {
             if *d & LEAF != 0 {
@@ -197,29 +192,23 @@ impl<V> Poptrie<V> {
                 s.fill(*v);
             }
         }
-        // Child ranges: deeper entries grouped by position.
-        let mut groups: Vec<(usize, usize, usize)> = Vec::new();
+        // Child ranges: deeper entries grouped by position (entries are sorted).
         let deep: Vec<Entry> = entries
             .iter()
             .filter(|e| u32::from(e.1) > end)
             .copied()
             .collect();
-        let mut i = 0;
-        while i < deep.len() {
-            let pos = chunk(deep[i].0, off, STRIDE);
-            let mut j = i;
-            while j < deep.len() && chunk(deep[j].0, off, STRIDE) == pos {
-                j += 1;
-            }
-            groups.push((pos, i, j));
-            i = j;
-        }
+        let same = |a: &Entry, b: &Entry| chunk(a.0, off, STRIDE) == chunk(b.0, off, STRIDE);
+        let groups: Vec<(usize, &[Entry])> = deep
+            .chunk_by(same)
+            .map(|g| (g.first().map_or(0, |e| chunk(e.0, off, STRIDE)), g))
+            .collect();
         let mut node = Node {
             base0: self.leaves.len() as u32,
             base1: self.nodes.len() as u32,
             ..Node::default()
         };
-        for (pos, _, _) in &groups {
+        for (pos, _) in &groups {
             node.vector |= 1 << pos;
         }
         let mut last: Option<u32> = None;
@@ -240,9 +229,9 @@ impl<V> Poptrie<V> {
         if let Some(n) = self.nodes.get_mut(at) {
             *n = node;
         }
-        for (c, (pos, i, j)) in groups.into_iter().enumerate() {
+        for (c, (pos, group)) in groups.into_iter().enumerate() {
             let d = paint.get(pos).copied().unwrap_or(default);
-            self.build_node(first_child + c, &deep[i..j], end, d);
+            self.build_node(first_child + c, group, end, d);
         }
     }
 
