@@ -11,6 +11,7 @@
 pub mod flow;
 pub mod group;
 pub mod lpm;
+pub mod poptrie;
 pub mod table;
 
 pub use flow::{FlowHasher, FlowKey};
