@@ -4,6 +4,7 @@
 
 pub mod drop;
 pub mod ifname;
+pub mod pipeline;
 pub mod route;
 pub mod support;
 pub mod wire;
