@@ -12,6 +12,9 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use gatewan_dataplane::route::LocalRoute;
+use gatewan_dataplane::wire::ethernet::MacAddr;
+
 use crate::probe::ProbeConfig;
 
 /// A WireGuard key (private, public or pre-shared): 32 bytes, written in base64 as `wg` does.
@@ -61,6 +64,37 @@ pub struct GatewayFile {
     pub probe: ProbeConfig,
     #[serde(default)]
     pub tunnels: Vec<TunnelFile>,
+    /// The datacenter side: VXLAN to and from the leaves. Without it the gateway keeps its
+    /// tunnels and probes them but forwards nothing.
+    #[serde(default)]
+    pub fabric: Option<FabricFile>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FabricFile {
+    /// Our VTEP address: VXLAN (UDP 4789) from the leaves arrives here.
+    pub vtep: IpAddr,
+    /// Our router MAC (the inner destination MAC leaves use for us).
+    pub router_mac: String,
+    /// The L3 VNI.
+    pub vni: u32,
+    /// Local prefixes and where they live, until bgpctl learns them from the fabric.
+    #[serde(default)]
+    pub local_routes: Vec<LocalRouteFile>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalRouteFile {
+    pub prefix: IpNet,
+    /// The leaf VTEP that serves it.
+    pub vtep: IpAddr,
+    /// The leaf's router MAC.
+    pub router_mac: String,
+    /// Defaults to the fabric's VNI.
+    #[serde(default)]
+    pub vni: Option<u32>,
 }
 
 fn default_control_socket() -> PathBuf {
@@ -138,6 +172,16 @@ pub struct GatewayConfig {
     pub transits: Vec<Transit>,
     pub probe: ProbeConfig,
     pub tunnels: Vec<Tunnel>,
+    pub fabric: Option<Fabric>,
+}
+
+/// The checked fabric side.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fabric {
+    pub vtep: IpAddr,
+    pub router_mac: MacAddr,
+    pub vni: u32,
+    pub local_routes: Vec<(IpNet, LocalRoute)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -445,6 +489,14 @@ impl GatewayFile {
                 (None, Some(_)) => return Err(field(at("peer_address_v6"), "set address_v6 too")),
                 _ => {}
             }
+            for (n, net) in t.networks.iter().enumerate() {
+                if *net != net.trunc() {
+                    return Err(field(
+                        format!("tunnels[{i}].networks[{n}]"),
+                        format!("{net} has host bits set (did you mean {}?)", net.trunc()),
+                    ));
+                }
+            }
             if t.echo_port == 0 {
                 return Err(field(at("echo_port"), "must not be 0"));
             }
@@ -478,7 +530,12 @@ impl GatewayFile {
                 networks: t.networks.clone(),
             });
         }
+        let fabric = match &self.fabric {
+            None => None,
+            Some(f) => Some(check_fabric(f)?),
+        };
         Ok(GatewayConfig {
+            fabric,
             name: self.name,
             datacenter: self.datacenter,
             private_key,
@@ -488,6 +545,61 @@ impl GatewayFile {
             tunnels,
         })
     }
+}
+
+fn check_mac(text: &str, name: &str) -> Result<MacAddr, ConfigError> {
+    let mac: MacAddr = text
+        .parse()
+        .map_err(|_| field(name, format!("{text:?} is not a MAC address")))?;
+    if !mac.is_unicast() {
+        return Err(field(name, format!("{mac} is not a unicast MAC address")));
+    }
+    Ok(mac)
+}
+
+fn check_vni(vni: u32, name: &str) -> Result<u32, ConfigError> {
+    if vni == 0 || vni > 0x00ff_ffff {
+        return Err(field(name, format!("{vni} is not a VNI (1 to 16777215)")));
+    }
+    Ok(vni)
+}
+
+fn check_fabric(f: &FabricFile) -> Result<Fabric, ConfigError> {
+    let router_mac = check_mac(&f.router_mac, "fabric.router_mac")?;
+    let vni = check_vni(f.vni, "fabric.vni")?;
+    if f.vtep.is_unspecified() {
+        return Err(field("fabric.vtep", "must be a concrete address"));
+    }
+    let mut local_routes = Vec::with_capacity(f.local_routes.len());
+    let mut seen = HashSet::new();
+    for (i, r) in f.local_routes.iter().enumerate() {
+        let at = |x: &str| format!("fabric.local_routes[{i}].{x}");
+        if r.prefix != r.prefix.trunc() {
+            return Err(field(
+                at("prefix"),
+                format!(
+                    "{} has host bits set (did you mean {}?)",
+                    r.prefix,
+                    r.prefix.trunc()
+                ),
+            ));
+        }
+        if !seen.insert(r.prefix) {
+            return Err(field(at("prefix"), format!("{} is listed twice", r.prefix)));
+        }
+        let route = LocalRoute {
+            vtep: r.vtep,
+            router_mac: check_mac(&r.router_mac, &at("router_mac"))?,
+            vni: check_vni(r.vni.unwrap_or(vni), &at("vni"))?,
+        };
+        local_routes.push((r.prefix, route));
+    }
+    Ok(Fabric {
+        vtep: f.vtep,
+        router_mac,
+        vni,
+        local_routes,
+    })
 }
 
 /// The X25519 public key of a private key.
@@ -535,6 +647,14 @@ tunnels:
     peer_echo_port: 7117
     persistent_keepalive: 25s
     networks: [10.2.0.0/16, fd02::/48]
+fabric:
+  vtep: 192.0.2.100
+  router_mac: 02:00:00:00:0a:01
+  vni: 100
+  local_routes:
+    - prefix: 10.1.0.0/16
+      vtep: 192.0.2.101
+      router_mac: 02:00:00:00:0b:01
 "#,
             peer_pub()
         )
@@ -637,9 +757,13 @@ tunnels:
             .to_string();
         assert!(err.contains("own public key"), "{err}");
 
-        let mut twice = sample();
-        let tunnel = &twice[twice.find("  - name: sdwan1").expect("tunnel")..].to_owned();
-        twice.push_str(&tunnel.replace("sdwan1", "sdwan2"));
+        let text = sample();
+        let (start, end) = (
+            text.find("  - name: sdwan1").expect("tunnel"),
+            text.find("fabric:").expect("fabric"),
+        );
+        let tunnel = text[start..end].replace("sdwan1", "sdwan2");
+        let twice = format!("{}{tunnel}{}", &text[..end], &text[end..]);
         let err = parse(&twice).expect_err("same peer twice").to_string();
         assert!(err.starts_with("tunnels[1].peer_public_key"), "{err}");
 

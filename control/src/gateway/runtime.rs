@@ -1,21 +1,30 @@
 //! The gateway's event loop on tokio (the portable socket adapter around the sans-IO cores).
 //!
-//! One task per transit owns that transit's UDP socket and a WireGuard [`Device`] holding
-//! every tunnel on it, plus each tunnel's prober and STAMP reflector: no state is shared
-//! between tasks, so nothing is locked. Each task wakes on a datagram or on the earliest
-//! deadline (WireGuard timers, the next probe, the next status snapshot), and publishes a
-//! status snapshot per second for the control endpoint.
+//! One worker task owns everything the packets touch: per transit a UDP socket and a WireGuard
+//! [`Device`] holding every tunnel on that transit; each tunnel's prober and STAMP reflector;
+//! the fabric's VXLAN socket and the route tables. Nothing is shared with other tasks, so
+//! nothing is locked. The worker polls all its sockets at once, wakes on a datagram or on the
+//! earliest deadline (WireGuard timers, the next probe, the next status snapshot), and
+//! publishes a status snapshot per second for the control endpoint.
+//!
+//! Forwarding: VXLAN from a leaf goes through [`pipeline::from_fabric`] (checks, TTL, route,
+//! tunnel pick) and is encrypted in place into the picked tunnel; a decrypted packet that is
+//! not for the gateway itself goes through [`pipeline::to_fabric`] to the leaf's VTEP.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use gatewan_dataplane::drop::{DropCounters, DropReason};
+use gatewan_dataplane::pipeline::{self, FABRIC_HEADROOM};
+use gatewan_dataplane::route::{self, FlowHasher, RouteTables, TunnelGroup};
 use gatewan_dataplane::wireguard::{
     self as wg, Action, Device, Encapsulated, PeerConfig, TunnelId, DATA_HEADER_LEN,
 };
 use rand_core::OsRng;
 use thiserror::Error;
+use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
@@ -26,19 +35,21 @@ use super::status::{self, Counters, EndpointInfo, Meta, ProbeStatus, TunnelState
 use crate::probe::ntp::NtpTimestamp;
 use crate::probe::{Prober, Reflector};
 
-/// How often each transit task refreshes its tunnels' status (and their rates).
+/// How often the worker refreshes its tunnels' status (and their rates).
 const STATUS_PERIOD: Duration = Duration::from_secs(1);
 /// Receive and transmit buffers: the largest UDP datagram.
 const BUF_LEN: usize = 65_536;
 
 #[derive(Debug, Error)]
 pub enum GatewayError {
-    #[error("transit {transit}: binding UDP {addr}")]
+    #[error("{what}: binding UDP {addr}")]
     Bind {
-        transit: String,
+        what: String,
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("static routes: {0}")]
+    Routes(String),
     #[error("tunnel {tunnel}: {source}")]
     Tunnel { tunnel: String, source: wg::Error },
     #[error("control endpoint")]
@@ -78,7 +89,10 @@ impl Clock {
 }
 
 /// One tunnel's companions in the transit task.
+/// One tunnel's companions in the worker.
 struct TunnelCtx {
+    /// Which of the worker's transits carries it, and its id in that transit's device.
+    transit: usize,
     id: TunnelId,
     config: Tunnel,
     addrs: InnerAddrs,
@@ -86,9 +100,10 @@ struct TunnelCtx {
     reflector: Reflector<IpAddr>,
     started_at: SystemTime,
     uuid: String,
-    /// Inner packets dropped or ignored by the gateway itself, by counter name.
+    /// Inner packets dropped or ignored on this tunnel, by counter name.
     drops: BTreeMap<&'static str, u64>,
     probes_sent: u64,
+    forwarded_to_fabric: u64,
     last: (Instant, u64, u64),
     rx_bps: u64,
     tx_bps: u64,
@@ -103,32 +118,55 @@ impl TunnelCtx {
     }
 }
 
-struct TransitTask {
-    gateway: Arc<GatewayInfo>,
+/// A transit and the WireGuard device of its tunnels. Its socket lives in
+/// [`Worker::sockets`] at the same index: the device is not `Sync`, so the sockets, which are
+/// polled across awaits, are kept apart from it.
+struct TransitIo {
     transit: Transit,
-    socket: UdpSocket,
     device: Device,
+}
+
+/// The fabric side: the VXLAN socket on our VTEP.
+struct FabricIo {
+    socket: UdpSocket,
+    fabric: pipeline::Fabric,
+}
+
+/// Where a datagram came from.
+#[derive(Clone, Copy)]
+enum Port {
+    Transit(usize),
+    Fabric,
+}
+
+struct Worker {
+    public_key: Key32,
+    transits: Vec<TransitIo>,
+    sockets: Vec<UdpSocket>,
+    fabric: Option<FabricIo>,
+    /// Indexed by the route tables' tunnel ids.
     tunnels: Vec<TunnelCtx>,
+    tables: RouteTables,
+    hasher: FlowHasher,
+    /// Forwarding drops that no tunnel owns (from the fabric side), by reason.
+    fabric_drops: DropCounters,
+    forwarded_to_tunnels: u64,
     clock: Clock,
-    status: Arc<Mutex<TransitSnapshot>>,
+    status: Arc<Mutex<Snapshot>>,
     commands: mpsc::UnboundedReceiver<Command>,
 }
 
-/// What the control endpoint asks of a transit task.
+/// What the control endpoint asks of the worker.
 #[derive(Debug)]
 enum Command {
-    Rekey(TunnelId),
+    Rekey(usize),
 }
 
-/// What a transit task last published.
+/// What the worker last published.
 #[derive(Default)]
-struct TransitSnapshot {
+struct Snapshot {
     tunnels: Vec<TunnelStatus>,
     drops: BTreeMap<String, u64>,
-}
-
-struct GatewayInfo {
-    public_key: Key32,
 }
 
 /// Runs the gateway until SIGINT or SIGTERM.
@@ -148,6 +186,45 @@ pub async fn run(config: GatewayConfig) -> Result<(), GatewayError> {
     run_until(config, stop_rx, stop).await
 }
 
+/// The static route tables: each tunnel's `networks` as remote prefixes (one group per set of
+/// tunnels sharing a prefix, equal weights), and the fabric's local routes.
+fn static_tables(config: &GatewayConfig) -> Result<RouteTables, GatewayError> {
+    let mut members: BTreeMap<ipnet::IpNet, Vec<(route::TunnelId, u32)>> = BTreeMap::new();
+    for (i, t) in config.tunnels.iter().enumerate() {
+        for net in &t.networks {
+            members
+                .entry(*net)
+                .or_default()
+                .push((route::TunnelId(i as u32), 1));
+        }
+    }
+    let mut builder = RouteTables::builder();
+    let mut groups = BTreeMap::new();
+    for (net, tunnels) in members {
+        let group = match groups.get(&tunnels) {
+            Some(g) => *g,
+            None => {
+                let g = builder.add_group(
+                    TunnelGroup::new(&tunnels).map_err(|e| GatewayError::Routes(e.to_string()))?,
+                );
+                groups.insert(tunnels, g);
+                g
+            }
+        };
+        builder
+            .add_remote(net, group)
+            .map_err(|e| GatewayError::Routes(e.to_string()))?;
+    }
+    if let Some(fabric) = &config.fabric {
+        for (net, local) in &fabric.local_routes {
+            builder
+                .add_local(*net, *local)
+                .map_err(|e| GatewayError::Routes(e.to_string()))?;
+        }
+    }
+    Ok(builder.build())
+}
+
 /// Runs the gateway until `stop` completes (it must also flip `stopped` to true).
 pub async fn run_until(
     config: GatewayConfig,
@@ -155,62 +232,97 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let clock = Clock::new();
-    let gateway = Arc::new(GatewayInfo {
-        public_key: super::config::public_key_of(&config.private_key),
-    });
-    let mut slots = Vec::new();
-    let mut tasks = Vec::new();
-    // Tunnel name -> (its transit task's command queue, its id there).
-    let mut by_name = BTreeMap::new();
-    for (index, transit) in config.transits.iter().enumerate() {
+    let public_key = super::config::public_key_of(&config.private_key);
+    let mut transits = Vec::new();
+    let mut sockets = Vec::new();
+    let mut tunnels: Vec<TunnelCtx> = Vec::new();
+    for transit in &config.transits {
         let socket =
             UdpSocket::bind(transit.listen)
                 .await
                 .map_err(|source| GatewayError::Bind {
-                    transit: transit.name.clone(),
+                    what: format!("transit {}", transit.name),
                     addr: transit.listen,
                     source,
                 })?;
-        let mut device = Device::new(config.private_key.0, Box::new(OsRng));
-        let mut tunnels = Vec::new();
-        for t in config.tunnels.iter().filter(|t| t.transit == index) {
-            let mut peer = PeerConfig::new(t.peer_public_key.0);
-            peer.preshared_key = t.preshared_key.map(|k| k.0);
-            peer.persistent_keepalive = t.persistent_keepalive;
-            let id = device
-                .add_tunnel(peer, t.peer_endpoint, Box::new(OsRng))
-                .map_err(|source| GatewayError::Tunnel {
-                    tunnel: t.name.clone(),
+        let device = Device::new(config.private_key.0, Box::new(OsRng));
+        transits.push(TransitIo {
+            transit: transit.clone(),
+            device,
+        });
+        sockets.push(socket);
+        tracing::info!(transit = %transit.name, listen = %transit.listen, "transit up");
+    }
+    // Tunnels in configuration order: their index is their id in the route tables.
+    for t in &config.tunnels {
+        let Some(io) = transits.get_mut(t.transit) else {
+            continue;
+        };
+        let mut peer = PeerConfig::new(t.peer_public_key.0);
+        peer.preshared_key = t.preshared_key.map(|k| k.0);
+        peer.persistent_keepalive = t.persistent_keepalive;
+        let id = io
+            .device
+            .add_tunnel(peer, t.peer_endpoint, Box::new(OsRng))
+            .map_err(|source| GatewayError::Tunnel {
+                tunnel: t.name.clone(),
+                source,
+            })?;
+        tunnels.push(new_ctx(t.transit, id, t, &config, &public_key, &io.transit));
+    }
+    let fabric = match &config.fabric {
+        None => None,
+        Some(f) => {
+            let addr = SocketAddr::new(f.vtep, gatewan_dataplane::wire::vxlan::PORT);
+            let socket = UdpSocket::bind(addr)
+                .await
+                .map_err(|source| GatewayError::Bind {
+                    what: "fabric VXLAN".into(),
+                    addr,
                     source,
                 })?;
-            tunnels.push(new_ctx(id, t, &config, &gateway, transit));
+            tracing::info!(vtep = %f.vtep, vni = f.vni, local_routes = f.local_routes.len(), "fabric up");
+            Some(FabricIo {
+                socket,
+                fabric: pipeline::Fabric {
+                    vni: f.vni,
+                    router_mac: f.router_mac,
+                    tunnel_mtu: wg::tunnel::DEFAULT_MTU,
+                },
+            })
         }
-        let (command_tx, commands) = mpsc::unbounded_channel();
-        for ctx in &tunnels {
-            by_name.insert(ctx.config.name.clone(), (command_tx.clone(), ctx.id));
-        }
-        tracing::info!(transit = %transit.name, listen = %transit.listen, tunnels = tunnels.len(), "transit up");
-        let status = Arc::new(Mutex::new(TransitSnapshot::default()));
-        slots.push(Arc::clone(&status));
-        let task = TransitTask {
-            gateway: Arc::clone(&gateway),
-            transit: transit.clone(),
-            socket,
-            device,
-            tunnels,
-            clock,
-            status,
-            commands,
-        };
-        tasks.push(tokio::spawn(task.run(stopped.clone())));
-    }
+    };
+    let tables = static_tables(&config)?;
+    let by_name: BTreeMap<String, usize> = tunnels
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.config.name.clone(), i))
+        .collect();
+    let (command_tx, commands) = mpsc::unbounded_channel();
+    let status = Arc::new(Mutex::new(Snapshot::default()));
+    let worker = Worker {
+        public_key,
+        transits,
+        sockets,
+        fabric,
+        tunnels,
+        tables,
+        hasher: FlowHasher::new(0x6761_7465_7761_6e21),
+        fabric_drops: DropCounters::default(),
+        forwarded_to_tunnels: 0,
+        clock,
+        status: Arc::clone(&status),
+        commands,
+    };
+    let task = tokio::spawn(worker.run(stopped));
+
     let (name, datacenter) = (config.name.clone(), config.datacenter.clone());
     let socket_path = config.control_socket.clone();
     let control = tokio::spawn(async move {
         control::serve(&socket_path, move |request| {
             if let Request::Rekey { tunnel } = request {
                 return match by_name.get(&tunnel) {
-                    Some((queue, id)) if queue.send(Command::Rekey(*id)).is_ok() => Response::Done,
+                    Some(i) if command_tx.send(Command::Rekey(*i)).is_ok() => Response::Done,
                     Some(_) => Response::Error {
                         message: format!("tunnel {tunnel} is stopping"),
                     },
@@ -219,41 +331,34 @@ pub async fn run_until(
                     },
                 };
             }
-            let mut tunnels = Vec::new();
-            let mut drops = BTreeMap::new();
-            for slot in &slots {
-                // A poisoned slot only means a task panicked mid-copy; its last snapshot is
-                // still the best answer.
-                let guard = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                tunnels.extend(guard.tunnels.iter().cloned());
-                for (reason, n) in &guard.drops {
-                    *drops.entry(reason.clone()).or_insert(0) += n;
-                }
-            }
+            // A poisoned lock only means the worker panicked mid-copy; its last snapshot is
+            // still the best answer.
+            let guard = status
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             Response::Status {
                 gateway: name.clone(),
                 datacenter: datacenter.clone(),
-                tunnels,
-                drops,
+                tunnels: guard.tunnels.clone(),
+                drops: guard.drops.clone(),
             }
         })
         .await
     });
     tracing::info!(gateway = %config.name, socket = %config.control_socket.display(), "gateway running");
     stop.await;
-    for task in tasks {
-        let _ = task.await;
-    }
+    let _ = task.await;
     control.abort();
     let _ = std::fs::remove_file(&config.control_socket);
     Ok(())
 }
 
 fn new_ctx(
+    transit_index: usize,
     id: TunnelId,
     t: &Tunnel,
     config: &GatewayConfig,
-    gateway: &GatewayInfo,
+    public_key: &Key32,
     transit: &Transit,
 ) -> TunnelCtx {
     let now = Instant::now();
@@ -269,24 +374,24 @@ fn new_ctx(
     // Stable across restarts: the same two keys and transits name the same tunnel.
     let seed = format!(
         "{}/{}/{}/{}",
-        gateway.public_key.to_hex(),
+        public_key.to_hex(),
         t.peer_public_key.to_hex(),
         transit.name,
         t.peer_transit.as_deref().unwrap_or("")
     );
     TunnelCtx {
+        transit: transit_index,
         id,
         config: t.clone(),
         addrs,
         // The configuration was validated, so this cannot fail; fall back to defaults anyway.
-        prober: Prober::new(config.probe, now)
-            .or_else(|_| Prober::new(Default::default(), now))
-            .unwrap_or_else(|_| unreachable_prober(now)),
+        prober: Prober::new(config.probe, now).unwrap_or_else(|_| default_prober(now)),
         reflector: Reflector::new(64),
         started_at: SystemTime::now(),
         uuid: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, seed.as_bytes()).to_string(),
         drops: BTreeMap::new(),
         probes_sent: 0,
+        forwarded_to_fabric: 0,
         last: (now, 0, 0),
         rx_bps: 0,
         tx_bps: 0,
@@ -296,12 +401,36 @@ fn new_ctx(
 }
 
 #[allow(clippy::expect_used)]
-fn unreachable_prober(now: Instant) -> Prober {
+fn default_prober(now: Instant) -> Prober {
     Prober::new(crate::probe::ProbeConfig::default(), now)
         .expect("the default probe configuration is valid")
 }
 
-impl TransitTask {
+/// Receives one datagram from whichever socket has one, into `buf`.
+fn poll_sockets(
+    transits: &[UdpSocket],
+    fabric: &Option<FabricIo>,
+    buf: &mut [u8],
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<(Port, std::io::Result<(usize, SocketAddr)>)> {
+    use std::task::Poll;
+    let sockets = transits
+        .iter()
+        .enumerate()
+        .map(|(i, socket)| (Port::Transit(i), socket))
+        .chain(fabric.iter().map(|f| (Port::Fabric, &f.socket)));
+    for (port, socket) in sockets {
+        let mut read = ReadBuf::new(buf);
+        match socket.poll_recv_from(cx, &mut read) {
+            Poll::Ready(Ok(src)) => return Poll::Ready((port, Ok((read.filled().len(), src)))),
+            Poll::Ready(Err(e)) => return Poll::Ready((port, Err(e))),
+            Poll::Pending => {}
+        }
+    }
+    Poll::Pending
+}
+
+impl Worker {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
         let mut rx = vec![0u8; BUF_LEN];
         let mut tx = vec![0u8; BUF_LEN];
@@ -314,8 +443,10 @@ impl TransitTask {
                 next_status = now + STATUS_PERIOD;
             }
             let mut wake = next_status;
-            if let Some(deadline) = self.device.next_deadline() {
-                wake = wake.min(self.clock.mono(deadline));
+            for io in &self.transits {
+                if let Some(deadline) = io.device.next_deadline() {
+                    wake = wake.min(self.clock.mono(deadline));
+                }
             }
             for ctx in &self.tunnels {
                 wake = wake.min(ctx.prober.next_wakeup());
@@ -323,96 +454,118 @@ impl TransitTask {
                     wake = wake.min(at);
                 }
             }
+            let (sockets, fabric, commands) = (&self.sockets, &self.fabric, &mut self.commands);
             let received = tokio::select! {
                 _ = stopped.changed() => break,
-                r = self.socket.recv_from(&mut rx) => Some(r),
-                Some(command) = self.commands.recv() => {
+                r = std::future::poll_fn(|cx| poll_sockets(sockets, fabric, &mut rx, cx)) => Some(r),
+                Some(command) = commands.recv() => {
                     self.on_command(command);
                     None
                 }
                 _ = tokio::time::sleep_until(wake.max(now).into()) => None,
             };
             match received {
-                Some(Ok((n, src))) => self.on_datagram(&mut rx[..n], src, &mut tx).await,
-                Some(Err(e)) => tracing::warn!(transit = %self.transit.name, error = %e, "receive"),
+                Some((Port::Transit(t), Ok((n, src)))) => {
+                    if let Some(datagram) = rx.get_mut(..n) {
+                        self.on_transit(t, datagram, src, &mut tx).await;
+                    }
+                }
+                Some((Port::Fabric, Ok((n, _src)))) => {
+                    if let Some(payload) = rx.get_mut(..n) {
+                        self.on_fabric(payload, &mut tx).await;
+                    }
+                }
+                Some((_, Err(e))) => tracing::debug!(error = %e, "receive"),
                 None => {}
             }
         }
-        tracing::info!(transit = %self.transit.name, "transit stopped");
+        tracing::info!("worker stopped");
     }
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Rekey(id) => {
+            Command::Rekey(i) => {
+                let now = Instant::now();
+                let Some(ctx) = self.tunnels.get(i) else {
+                    return;
+                };
                 // WireGuard sends at most one initiation per REKEY_TIMEOUT; one asked for
                 // sooner would be dropped, so it waits until then.
-                let now = Instant::now();
                 let at = self
-                    .device
-                    .tunnel(id)
+                    .transits
+                    .get(ctx.transit)
+                    .and_then(|io| io.device.tunnel(ctx.id))
                     .and_then(|t| t.last_handshake())
                     .map(|t| {
                         self.clock.mono(t) + wg::timers::REKEY_TIMEOUT + Duration::from_millis(100)
                     })
                     .map_or(now, |earliest| earliest.max(now));
-                tracing::info!(transit = %self.transit.name, tunnel = id.0, in_ms = at.saturating_duration_since(now).as_millis() as u64, "forced rekey");
-                if let Some(ctx) = self.ctx(id) {
+                tracing::info!(tunnel = %ctx.config.name, in_ms = at.saturating_duration_since(now).as_millis() as u64, "forced rekey");
+                if let Some(ctx) = self.tunnels.get_mut(i) {
                     ctx.rekey_at = Some(at);
                 }
             }
         }
     }
 
-    fn ctx(&mut self, id: TunnelId) -> Option<&mut TunnelCtx> {
-        self.tunnels.iter_mut().find(|c| c.id == id)
+    /// The tunnel index of (transit, device id).
+    fn tunnel_index(&self, transit: usize, id: TunnelId) -> Option<usize> {
+        self.tunnels
+            .iter()
+            .position(|c| c.transit == transit && c.id == id)
     }
 
-    /// Sends one datagram. Takes `&mut self` so that no shared borrow of the (not `Sync`)
-    /// device is held across the await.
-    async fn send(&mut self, datagram: &[u8], to: SocketAddr) {
-        if let Err(e) = self.socket.send_to(datagram, to).await {
-            tracing::debug!(transit = %self.transit.name, %to, error = %e, "send");
+    async fn send_transit(&mut self, transit: usize, datagram: &[u8], to: SocketAddr) {
+        if let Some(socket) = self.sockets.get(transit) {
+            if let Err(e) = socket.send_to(datagram, to).await {
+                tracing::debug!(transit, %to, error = %e, "send");
+            }
         }
     }
 
-    async fn on_datagram(&mut self, datagram: &mut [u8], src: SocketAddr, tx: &mut [u8]) {
-        let now = Instant::now();
-        let (id, result) = self
-            .device
-            .handle_datagram(self.clock.wg(now), src, datagram, tx);
+    async fn on_transit(&mut self, t: usize, datagram: &mut [u8], src: SocketAddr, tx: &mut [u8]) {
+        let now = self.clock.wg(Instant::now());
+        let Some(io) = self.transits.get_mut(t) else {
+            return;
+        };
+        let (id, result) = io.device.handle_datagram(now, src, datagram, tx);
         let action = match result {
             Ok(action) => action,
             Err(e) => {
                 // Counted by the device or the tunnel; `gatewan status` shows the counters.
-                tracing::trace!(transit = %self.transit.name, %src, error = %e, "datagram dropped");
+                tracing::trace!(transit = %io.transit.name, %src, error = %e, "datagram dropped");
                 return;
             }
         };
         if let Some(id) = id.filter(|_| action.peer_authenticated()) {
             // The peer proved itself from `src`: follow it there (roaming, NAT rebinding).
-            if self.device.endpoint(id) != Some(src) {
-                tracing::info!(transit = %self.transit.name, tunnel = id.0, %src, "peer endpoint");
-                self.device.set_endpoint(id, Some(src));
+            if io.device.endpoint(id) != Some(src) {
+                tracing::info!(transit = %io.transit.name, tunnel = id.0, %src, "peer endpoint");
+                io.device.set_endpoint(id, Some(src));
             }
         }
         match action {
             Action::SendResponse(n) | Action::SendCookieReply(n) => {
                 if let Some(reply) = tx.get(..n) {
-                    self.send(reply, src).await;
+                    self.send_transit(t, reply, src).await;
                 }
             }
             Action::Deliver { offset, len } => {
-                if let (Some(id), Some(packet)) = (id, datagram.get(offset..offset + len)) {
-                    self.on_inner(id, packet, tx).await;
+                let index = id.and_then(|id| self.tunnel_index(t, id));
+                if let (Some(index), Some(packet)) = (index, datagram.get(offset..offset + len)) {
+                    self.on_inner(index, packet, tx).await;
                 }
             }
             Action::Accepted | Action::CookieStored => {}
         }
     }
 
-    async fn on_inner(&mut self, id: TunnelId, packet: &[u8], tx: &mut [u8]) {
+    /// A decrypted inner packet from tunnel `index`: for the gateway itself, or for the fabric.
+    async fn on_inner(&mut self, index: usize, packet: &[u8], tx: &mut [u8]) {
         let now = Instant::now();
-        let Some(ctx) = self.ctx(id) else { return };
+        let Some(ctx) = self.tunnels.get_mut(index) else {
+            return;
+        };
         let Some(body) = tx.get_mut(DATA_HEADER_LEN..) else {
             return;
         };
@@ -423,24 +576,92 @@ impl TransitTask {
             NtpTimestamp::now(),
             body,
         ) {
-            Ok(Inner::Reply(len)) => self.encapsulate_and_send(id, tx, len).await,
+            Ok(Inner::Reply(len)) => self.encapsulate_and_send(index, tx, len).await,
             Ok(Inner::ProbeReply { seq, residence }) => {
                 ctx.prober.on_reply(now, seq, residence);
             }
             Ok(Inner::IcmpProbeReply { seq16 }) => {
                 ctx.prober.on_reply_seq16(now, seq16, None);
             }
-            Ok(Inner::NotForUs) => ctx.count("inner_not_for_gateway"),
+            Ok(Inner::NotForUs) => self.forward_to_fabric(index, packet, tx).await,
             Err(drop) => ctx.count(drop.name()),
         }
     }
 
-    async fn encapsulate_and_send(&mut self, id: TunnelId, buf: &mut [u8], len: usize) {
+    async fn forward_to_fabric(&mut self, index: usize, packet: &[u8], tx: &mut [u8]) {
+        let Some(fabric) = &self.fabric else {
+            if let Some(ctx) = self.tunnels.get_mut(index) {
+                ctx.count("no_fabric");
+            }
+            return;
+        };
+        // One copy, into room for the VXLAN and Ethernet headers in front.
+        let Some(room) = tx.get_mut(FABRIC_HEADROOM..FABRIC_HEADROOM + packet.len()) else {
+            return;
+        };
+        room.copy_from_slice(packet);
+        let result = pipeline::to_fabric(
+            &fabric.fabric,
+            &self.tables,
+            route::TunnelId(index as u32),
+            tx,
+            packet.len(),
+        );
+        match result {
+            Ok((len, vtep)) => {
+                if let Some(payload) = tx.get(..len) {
+                    if let Err(e) = fabric.socket.send_to(payload, vtep).await {
+                        tracing::debug!(%vtep, error = %e, "fabric send");
+                    }
+                }
+                if let Some(ctx) = self.tunnels.get_mut(index) {
+                    ctx.forwarded_to_fabric += 1;
+                }
+            }
+            Err(reason) => {
+                if let Some(ctx) = self.tunnels.get_mut(index) {
+                    ctx.count(reason.name());
+                }
+            }
+        }
+    }
+
+    /// A VXLAN payload from a leaf: route it into a tunnel.
+    async fn on_fabric(&mut self, payload: &mut [u8], tx: &mut [u8]) {
+        let Some(fabric) = &self.fabric else { return };
+        let hit = match pipeline::from_fabric(&fabric.fabric, &self.tables, &self.hasher, payload) {
+            Ok(hit) => hit,
+            Err(reason) => {
+                self.fabric_drops.count(reason);
+                return;
+            }
+        };
+        let index = hit.tunnel.0 as usize;
+        let Some(inner) = payload.get(hit.inner.clone()) else {
+            return;
+        };
+        let Some(room) = tx.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + inner.len()) else {
+            self.fabric_drops.count(DropReason::NoBuffer);
+            return;
+        };
+        room.copy_from_slice(inner);
+        self.forwarded_to_tunnels += 1;
+        self.encapsulate_and_send(index, tx, inner.len()).await;
+    }
+
+    async fn encapsulate_and_send(&mut self, index: usize, buf: &mut [u8], len: usize) {
         let now = self.clock.wg(Instant::now());
-        match self.device.encapsulate(now, id, buf, len) {
+        let Some(ctx) = self.tunnels.get(index) else {
+            return;
+        };
+        let (t, id) = (ctx.transit, ctx.id);
+        let Some(io) = self.transits.get_mut(t) else {
+            return;
+        };
+        match io.device.encapsulate(now, id, buf, len) {
             Ok(Encapsulated::Ready(n)) => {
-                if let (Some(to), Some(datagram)) = (self.device.endpoint(id), buf.get(..n)) {
-                    self.send(datagram, to).await;
+                if let (Some(to), Some(datagram)) = (io.device.endpoint(id), buf.get(..n)) {
+                    self.send_transit(t, datagram, to).await;
                 }
             }
             // Sent by `tick` once the handshake completes.
@@ -461,15 +682,14 @@ impl TransitTask {
                 ctx.probes_sent += due.len() as u64;
             }
             for seq in due {
-                let Some(ctx) = self.tunnels.get(i) else {
+                let Some(addrs) = self.tunnels.get(i).map(|c| c.addrs) else {
                     break;
                 };
-                let (id, addrs) = (ctx.id, ctx.addrs);
                 let Some(body) = tx.get_mut(DATA_HEADER_LEN..) else {
                     break;
                 };
                 match inner::build_probe(&addrs, seq, NtpTimestamp::now(), body) {
-                    Ok(Some(len)) => self.encapsulate_and_send(id, tx, len).await,
+                    Ok(Some(len)) => self.encapsulate_and_send(i, tx, len).await,
                     Ok(None) => {}
                     Err(drop) => {
                         if let Some(ctx) = self.tunnels.get_mut(i) {
@@ -486,27 +706,35 @@ impl TransitTask {
             };
             if ctx.rekey_at.is_some_and(|at| at <= now) {
                 ctx.rekey_at = None;
-                let id = ctx.id;
-                if let Some(tunnel) = self.device.tunnel_mut(id) {
+                let (t, id) = (ctx.transit, ctx.id);
+                if let Some(tunnel) = self
+                    .transits
+                    .get_mut(t)
+                    .and_then(|io| io.device.tunnel_mut(id))
+                {
                     tunnel.initiate_handshake(wg_now);
                 }
             }
         }
-        loop {
-            match self.device.tick(wg_now, tx) {
-                Ok(Some((id, n))) => match (self.device.endpoint(id), tx.get(..n)) {
-                    (Some(to), Some(datagram)) => self.send(datagram, to).await,
-                    // A tunnel that only answers has nowhere to send its own handshakes.
-                    _ => {
-                        if let Some(ctx) = self.ctx(id) {
-                            ctx.count("no_endpoint");
+        for t in 0..self.transits.len() {
+            while let Some(io) = self.transits.get_mut(t) {
+                match io.device.tick(wg_now, tx) {
+                    Ok(Some((id, n))) => match (io.device.endpoint(id), tx.get(..n)) {
+                        (Some(to), Some(datagram)) => self.send_transit(t, datagram, to).await,
+                        // A tunnel that only answers has nowhere to send its own handshakes.
+                        _ => {
+                            if let Some(index) = self.tunnel_index(t, id) {
+                                if let Some(ctx) = self.tunnels.get_mut(index) {
+                                    ctx.count("no_endpoint");
+                                }
+                            }
                         }
+                    },
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::trace!(error = %e, "tick");
+                        break;
                     }
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::trace!(error = %e, "tick");
-                    break;
                 }
             }
         }
@@ -515,21 +743,18 @@ impl TransitTask {
     fn publish(&mut self, now: Instant) {
         let wg_now = self.clock.wg(now);
         let mut snapshot = Vec::with_capacity(self.tunnels.len());
-        for i in 0..self.tunnels.len() {
-            let Some(ctx) = self.tunnels.get(i) else {
+        for ctx in &mut self.tunnels {
+            let Some(io) = self.transits.get(ctx.transit) else {
                 continue;
             };
-            let Some(tunnel) = self.device.tunnel(ctx.id) else {
+            let Some(tunnel) = io.device.tunnel(ctx.id) else {
                 continue;
             };
             let stats = tunnel.stats().clone();
             let wg_state = tunnel.state(wg_now);
-            let endpoint = self.device.endpoint(ctx.id);
+            let endpoint = io.device.endpoint(ctx.id);
             let last_handshake = tunnel.last_handshake();
             let probe = ctx.prober.stats(now);
-            let Some(ctx) = self.tunnels.get_mut(i) else {
-                continue;
-            };
             let elapsed = now.saturating_duration_since(ctx.last.0).as_secs_f64();
             if elapsed > 0.0 {
                 ctx.rx_bps =
@@ -572,10 +797,10 @@ impl TransitTask {
                     .join(", "),
                 meta: Meta {
                     datacenter: c.peer_datacenter.clone(),
-                    sdwan_local_transit: self.transit.name.clone(),
+                    sdwan_local_transit: io.transit.name.clone(),
                     sdwan_peer_transit: opt(c.peer_transit.clone()),
                 },
-                usage: status::format_usage(self.transit.capacity_bps, ctx.rx_bps, ctx.tx_bps),
+                usage: status::format_usage(io.transit.capacity_bps, ctx.rx_bps, ctx.tx_bps),
                 probe: ProbeStatus {
                     source_addr,
                     target_endpoint,
@@ -596,10 +821,10 @@ impl TransitTask {
                 interface: c.name.clone(),
                 started_at: status::format_time(ctx.started_at),
                 local_info: EndpointInfo {
-                    public_endpoint: self.transit.public_endpoint.to_string(),
+                    public_endpoint: io.transit.public_endpoint.to_string(),
                     local_address_v4: opt(ctx.addrs.v4.map(|a| a.to_string())),
                     local_address_v6: opt(ctx.addrs.v6.map(|a| a.to_string())),
-                    public_key: self.gateway.public_key.to_hex(),
+                    public_key: self.public_key.to_hex(),
                     echo_port: ctx.addrs.echo_port.to_string(),
                 },
                 peer_info: EndpointInfo {
@@ -623,20 +848,32 @@ impl TransitTask {
                     seconds_since_handshake: last_handshake
                         .map(|t| self.clock.mono(t))
                         .map(|t| now.saturating_duration_since(t).as_secs()),
+                    forwarded_to_fabric: ctx.forwarded_to_fabric,
                     drops,
                 },
             });
         }
-        let drops = wg::DropReason::ALL
-            .iter()
-            .map(|&r| (format!("{r:?}"), self.device.drops(r)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
+        let mut drops: BTreeMap<String, u64> = BTreeMap::new();
+        for io in &self.transits {
+            for &reason in wg::DropReason::ALL.iter() {
+                let n = io.device.drops(reason);
+                if n > 0 {
+                    *drops.entry(format!("{reason:?}")).or_default() += n;
+                }
+            }
+        }
+        for reason in DropReason::ALL.iter().copied() {
+            let n = self.fabric_drops.get(reason);
+            if n > 0 {
+                drops.insert(reason.name().to_owned(), n);
+            }
+        }
+        drops.insert("forwarded_from_fabric".into(), self.forwarded_to_tunnels);
         let mut slot = self
             .status
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *slot = TransitSnapshot {
+        *slot = Snapshot {
             tunnels: snapshot,
             drops,
         };

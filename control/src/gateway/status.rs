@@ -80,6 +80,8 @@ pub struct Counters {
     pub probes_lost: u64,
     /// Age of the current session's handshake (`wg show`'s "latest handshake").
     pub seconds_since_handshake: Option<u64>,
+    /// Inner packets from this tunnel sent on to the fabric.
+    pub forwarded_to_fabric: u64,
     /// Packets dropped on this tunnel, per reason.
     pub drops: std::collections::BTreeMap<String, u64>,
 }
