@@ -433,12 +433,19 @@ impl GatewayFile {
                     "is this gateway's own public key",
                 ));
             }
-            // WireGuard identifies a peer by its key on a listening socket: one tunnel per
-            // (transit, peer key).
-            if !peers.insert((transit, peer_public_key)) {
+            // On one transit, tunnels to the same peer key (the remote gateway's transits) are
+            // told apart by the endpoint the peer sends from: each needs its own.
+            if !peers.insert((transit, peer_public_key, t.peer_endpoint))
+                || (t.peer_endpoint.is_none()
+                    && peers
+                        .iter()
+                        .filter(|(tr, k, _)| *tr == transit && *k == peer_public_key)
+                        .count()
+                        > 1)
+            {
                 return Err(field(
                     at("peer_public_key"),
-                    "another tunnel on this transit has the same peer key",
+                    "another tunnel on this transit has the same peer key; give each a distinct peer_endpoint",
                 ));
             }
             let preshared_key = read_key(

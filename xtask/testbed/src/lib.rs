@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+pub mod lab;
 mod wireguard_go;
 pub use wireguard_go::{pubkey, WgKeys, WgPeer, WireguardGo};
 

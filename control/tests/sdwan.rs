@@ -1,0 +1,176 @@
+//! End to end, with the kernel as the fabric: two datacenters, each a leaf with a kernel VXLAN
+//! device and a gatewan gateway, joined through a transit namespace by four WireGuard tunnels
+//! (two transits on each side). Hosts on the leaves reach each other through
+//! VXLAN -> WireGuard -> VXLAN: ping both ways, an iperf3 TCP stream, and UDP flows spread
+//! over the tunnels by flow with none reordered.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{wait_for, GATEWAN};
+use gatewan_control::gateway::control::{request, Request, Response};
+use gatewan_testbed::lab::Lab;
+use gatewan_testbed::{require, Need};
+
+fn statuses(
+    socket: &Path,
+) -> (
+    Vec<serde_json::Value>,
+    std::collections::BTreeMap<String, u64>,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match runtime.block_on(request(socket, &Request::Status)) {
+        Ok(Response::Status { tunnels, drops, .. }) => (
+            tunnels
+                .iter()
+                .map(|t| serde_json::to_value(t).expect("json"))
+                .collect(),
+            drops,
+        ),
+        other => panic!("unexpected status answer: {other:?}"),
+    }
+}
+
+fn all_established(lab: &mut Lab) {
+    for site in [&lab.a, &lab.b] {
+        let (socket, process, tunnels) = (site.socket.clone(), site.gateway_process, lab.tunnels);
+        wait_for(
+            &mut lab.tb,
+            process,
+            || {
+                let (t, _) = statuses(&socket);
+                t.len() == tunnels && t.iter().all(|t| t["state"] == "Established")
+            },
+            "every tunnel to be established",
+        );
+    }
+}
+
+#[test]
+fn netns_two_datacenters_through_vxlan_wireguard_vxlan() {
+    require(&[
+        Need::Root,
+        Need::Tool("wg"),
+        Need::Tool("iperf3"),
+        Need::Tool("bridge"),
+    ]);
+    let mut lab = Lab::start(Path::new(GATEWAN), 2, "100ms").expect("the lab");
+    assert_eq!(lab.tunnels, 4);
+    all_established(&mut lab);
+
+    // ping, both ways.
+    lab.a
+        .leaf
+        .exec(
+            "ping",
+            [
+                "-c", "3", "-i", "0.1", "-W", "5", "-I", lab.a.host, lab.b.host,
+            ],
+        )
+        .expect("ping a -> b");
+    lab.b
+        .leaf
+        .exec(
+            "ping",
+            [
+                "-c", "3", "-i", "0.1", "-W", "5", "-I", lab.b.host, lab.a.host,
+            ],
+        )
+        .expect("ping b -> a");
+
+    // An iperf3 TCP stream, then UDP flows.
+    let server = lab
+        .tb
+        .spawn(&lab.b.leaf, "iperf3", ["-s", "-B", lab.b.host])
+        .expect("iperf3 server");
+    std::thread::sleep(Duration::from_millis(300));
+    let tcp = lab
+        .a
+        .leaf
+        .exec(
+            "iperf3",
+            ["-c", lab.b.host, "-B", lab.a.host, "-t", "2", "-J"],
+        )
+        .expect("iperf3 TCP through the SD-WAN");
+    let tcp: serde_json::Value = serde_json::from_str(&tcp).expect("iperf3 JSON");
+    let tcp_bps = tcp["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        tcp_bps > 1e6,
+        "TCP through the SD-WAN carried {tcp_bps} bit/s"
+    );
+    println!("iperf3 TCP a -> b: {:.1} Mbit/s", tcp_bps / 1e6);
+
+    let (before, _) = statuses(&lab.a.socket);
+    let udp = lab
+        .a
+        .leaf
+        .exec(
+            "iperf3",
+            [
+                "-c", lab.b.host, "-B", lab.a.host, "-u", "-b", "10M", "-l", "1000", "-P", "16",
+                "-t", "2", "-J",
+            ],
+        )
+        .expect("iperf3 UDP through the SD-WAN");
+    let udp: serde_json::Value = serde_json::from_str(&udp).expect("iperf3 JSON");
+    let streams = udp["end"]["streams"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(streams.len(), 16);
+    for s in &streams {
+        let ooo = s["udp"]["out_of_order"]
+            .as_u64()
+            .expect("out_of_order per stream");
+        assert_eq!(ooo, 0, "a flow was reordered: {s:#}");
+    }
+    let (after, _) = statuses(&lab.a.socket);
+    let carried: Vec<u64> = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| {
+            a["counters"]["tx_packets"].as_u64().unwrap_or(0)
+                - b["counters"]["tx_packets"].as_u64().unwrap_or(0)
+        })
+        .collect();
+    let busy = carried.iter().filter(|&&n| n > 100).count();
+    assert!(
+        busy >= 2,
+        "16 flows should spread over several of the 4 tunnels: {carried:?}"
+    );
+    println!("UDP packets per tunnel a -> b: {carried:?}");
+
+    // Traffic to a prefix no datacenter announces is dropped at the gateway and counted.
+    lab.a
+        .leaf
+        .ip([
+            "route",
+            "add",
+            "10.9.0.0/16",
+            "via",
+            "10.0.1.1",
+            "dev",
+            "vx0",
+            "onlink",
+            "src",
+            lab.a.host,
+        ])
+        .expect("route");
+    let _ = lab
+        .a
+        .leaf
+        .output("ping", ["-c", "2", "-i", "0.1", "-W", "1", "10.9.0.1"]);
+    let (_, drops) = statuses(&lab.a.socket);
+    assert!(
+        drops.get("unknown_prefix").copied().unwrap_or(0) >= 2,
+        "{drops:?}"
+    );
+    lab.tb.stop(server, Duration::from_secs(1));
+}

@@ -1,0 +1,292 @@
+//! A two-datacenter gatewan SD-WAN in namespaces: what `cargo xtask lab` runs and what the
+//! end-to-end tests check.
+//!
+//! ```text
+//!  leaf-a (10.1.0.1)                                                   leaf-b (10.2.0.1)
+//!  kernel VXLAN, VNI 100                                               kernel VXLAN, VNI 100
+//!     | 10.0.1.0/24 (fabric)                              (fabric) 10.0.2.0/24 |
+//!  gw-a  --- 172.16.1.0/24 ---  transit (routes)  --- 172.16.2.0/24 ---  gw-b
+//!         one WireGuard tunnel per pair of transits (gw-a's x gw-b's)
+//! ```
+//!
+//! Each leaf routes the other datacenter's prefix to its gateway the way an EVPN RT5 route
+//! installs it: a route via the gateway's VTEP address on the VXLAN device, a permanent
+//! neighbour entry with the gateway's router MAC, and an fdb entry sending that MAC to the
+//! gateway's VTEP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::{Netns, ProcessId, Result, Testbed, TestbedError, WgKeys};
+
+/// One datacenter of the lab.
+pub struct Site {
+    pub name: &'static str,
+    /// The host prefix behind the leaf and the host address on the leaf.
+    pub prefix: &'static str,
+    pub host: &'static str,
+    pub leaf: Netns,
+    pub gateway: Netns,
+    pub gateway_process: ProcessId,
+    /// The gateway's control socket (for `gatewan status --socket`).
+    pub socket: PathBuf,
+    pub config: PathBuf,
+}
+
+pub struct Lab {
+    pub tb: Testbed,
+    pub transit: Netns,
+    pub a: Site,
+    pub b: Site,
+    /// Tunnels per gateway: transits x transits.
+    pub tunnels: usize,
+}
+
+struct Plan {
+    name: &'static str,
+    dc: &'static str,
+    index: u8,
+    prefix: &'static str,
+    host: &'static str,
+    transits: &'static [&'static str],
+}
+
+const PLANS: [Plan; 2] = [
+    Plan {
+        name: "gw-a",
+        dc: "dc-a",
+        index: 1,
+        prefix: "10.1.0.0/16",
+        host: "10.1.0.1",
+        transits: &["lumen", "telstra"],
+    },
+    Plan {
+        name: "gw-b",
+        dc: "dc-b",
+        index: 2,
+        prefix: "10.2.0.0/16",
+        host: "10.2.0.1",
+        transits: &["cogent", "ntt"],
+    },
+];
+
+/// Inner MTU of the leaves' VXLAN devices: what a WireGuard tunnel carries (1420).
+pub const LEAF_MTU: u32 = 1420;
+
+impl Lab {
+    /// Builds the topology and starts both gateways (`gatewan` is the binary to run), each
+    /// with `transits` transits (1 or 2) and probes every `probe_interval` (e.g. `100ms`).
+    pub fn start(gatewan: &Path, transits: usize, probe_interval: &str) -> Result<Lab> {
+        let transits = transits.clamp(1, 2);
+        let mut tb = Testbed::new()?;
+        let transit = tb.add_netns("transit")?;
+        transit.sysctl("net.ipv4.ip_forward", "1")?;
+        let keys = [WgKeys::generate()?, WgKeys::generate()?];
+
+        // Underlay: each gateway to the transit namespace, and to its leaf.
+        let mut built = Vec::new();
+        for plan in &PLANS {
+            let i = plan.index;
+            let leaf = tb.add_netns(&format!("leaf-{}", &plan.name[3..]))?;
+            let gateway = tb.add_netns(plan.name)?;
+            let (gw_up, transit_side) = tb.add_veth(&gateway, &transit, 1)?;
+            gw_up.add_addr(&format!("172.16.{i}.1/24"))?;
+            transit_side.add_addr(&format!("172.16.{i}.2/24"))?;
+            gateway.route("172.16.0.0/16", &format!("via 172.16.{i}.2"))?;
+            let (leaf_side, gw_down) = tb.add_veth(&leaf, &gateway, 1)?;
+            leaf_side.add_addr(&format!("10.0.{i}.2/24"))?;
+            gw_down.add_addr(&format!("10.0.{i}.1/24"))?;
+            built.push((leaf, gateway));
+        }
+
+        // The leaves: a VXLAN device routing the other site's prefix to the local gateway.
+        for (plan, (leaf, _)) in PLANS.iter().zip(&built) {
+            let i = plan.index;
+            let other = &PLANS[usize::from(2 - i)];
+            let (leaf_mac, gw_mac) = (
+                format!("02:00:0a:00:0{i}:02"),
+                format!("02:00:0a:00:0{i}:01"),
+            );
+            let vtep = format!("10.0.{i}.1");
+            for key in ["all", "default"] {
+                leaf.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")?;
+            }
+            leaf.ip([
+                "link",
+                "add",
+                "vx0",
+                "type",
+                "vxlan",
+                "id",
+                "100",
+                "local",
+                &format!("10.0.{i}.2"),
+                "dstport",
+                "4789",
+                "nolearning",
+            ])?;
+            leaf.ip([
+                "link",
+                "set",
+                "vx0",
+                "address",
+                &leaf_mac,
+                "mtu",
+                &LEAF_MTU.to_string(),
+                "up",
+            ])?;
+            // Over veth nothing would ever complete an offloaded inner checksum (a leaf switch
+            // sends complete ones), so the kernel must compute them before encapsulating.
+            leaf.exec("ethtool", ["-K", "vx0", "tx", "off"])?;
+            leaf.ip(["addr", "add", &format!("{}/32", plan.host), "dev", "lo"])?;
+            leaf.ip([
+                "neigh",
+                "add",
+                &vtep,
+                "lladdr",
+                &gw_mac,
+                "dev",
+                "vx0",
+                "nud",
+                "permanent",
+            ])?;
+            leaf.exec(
+                "bridge",
+                ["fdb", "append", &gw_mac, "dev", "vx0", "dst", &vtep],
+            )?;
+            leaf.ip([
+                "route",
+                "add",
+                other.prefix,
+                "via",
+                &vtep,
+                "dev",
+                "vx0",
+                "onlink",
+                "src",
+                plan.host,
+            ])?;
+        }
+
+        // The gateways' configurations and processes.
+        let mut sites = Vec::new();
+        for (n, (plan, (leaf, gateway))) in PLANS.iter().zip(built).enumerate() {
+            let other = &PLANS[1 - n];
+            let config = gateway_yaml(
+                &tb,
+                plan,
+                other,
+                &keys[n].private,
+                &keys[1 - n].public,
+                transits,
+                probe_interval,
+            );
+            let config_path = tb.dir().join(format!("{}.yaml", plan.name));
+            std::fs::write(&config_path, config)?;
+            let process = tb.spawn(
+                &gateway,
+                gatewan.to_str().unwrap_or_default(),
+                [
+                    "gateway",
+                    "--config",
+                    config_path.to_str().unwrap_or_default(),
+                ],
+            )?;
+            let socket = tb.dir().join(format!("{}.sock", plan.name));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !socket.exists() {
+                if !tb.is_running(process) || Instant::now() > deadline {
+                    return Err(TestbedError::Command {
+                        command: format!("gatewan gateway --config {}", config_path.display()),
+                        status: "did not come up".into(),
+                        stderr: tb.log(process),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            sites.push(Site {
+                name: plan.name,
+                prefix: plan.prefix,
+                host: plan.host,
+                leaf,
+                gateway,
+                gateway_process: process,
+                socket,
+                config: config_path,
+            });
+        }
+        let b = sites
+            .pop()
+            .ok_or(TestbedError::Io(std::io::ErrorKind::NotFound.into()))?;
+        let a = sites
+            .pop()
+            .ok_or(TestbedError::Io(std::io::ErrorKind::NotFound.into()))?;
+        Ok(Lab {
+            tb,
+            transit,
+            a,
+            b,
+            tunnels: transits * transits,
+        })
+    }
+}
+
+fn gateway_yaml(
+    tb: &Testbed,
+    plan: &Plan,
+    other: &Plan,
+    private: &str,
+    peer_public: &str,
+    transits: usize,
+    interval: &str,
+) -> String {
+    let i = plan.index;
+    let mut y = format!(
+        "# {name}: generated by gatewan's lab\nname: {name}\ndatacenter: {dc}\nprivate_key: {private}\n\
+         control_socket: {sock}\nprobe:\n  interval: {interval}\n  window: 100\ntransits:\n",
+        name = plan.name,
+        dc = plan.dc,
+        sock = tb.dir().join(format!("{}.sock", plan.name)).display(),
+    );
+
+    for (t, transit) in plan.transits.iter().take(transits).enumerate() {
+        y.push_str(&format!(
+            "  - name: {transit}\n    listen: \"172.16.{i}.1:{}\"\n    capacity: 1Gbps\n",
+            51820 + t
+        ));
+    }
+    y.push_str("tunnels:\n");
+    for (t, transit) in plan.transits.iter().take(transits).enumerate() {
+        for (p, peer_transit) in other.transits.iter().take(transits).enumerate() {
+            // Tunnel k joins A's transit a and B's transit b, seen from either side.
+            let (a, b) = if i == 1 { (t, p) } else { (p, t) };
+            let k = a * transits + b;
+            let (mine, theirs) = if i == 1 { (0, 1) } else { (1, 0) };
+            let endpoint: SocketAddr = SocketAddr::new(
+                format!("172.16.{}.1", other.index)
+                    .parse()
+                    .unwrap_or([0, 0, 0, 0].into()),
+                51820 + p as u16,
+            );
+            y.push_str(&format!(
+                "  - name: sdwan{k}\n    transit: {transit}\n    peer: {peer}\n    peer_datacenter: {peer_dc}\n\
+                 \x20   peer_transit: {peer_transit}\n    peer_public_key: {peer_public}\n    peer_endpoint: \"{endpoint}\"\n\
+                 \x20   address_v4: \"10.255.{k}.{mine}/31\"\n    peer_address_v4: \"10.255.{k}.{theirs}\"\n\
+                 \x20   address_v6: \"fd00:255:{k}::{mine}/127\"\n    peer_address_v6: \"fd00:255:{k}::{theirs}\"\n\
+                 \x20   echo_port: {echo}\n    peer_echo_port: {peer_echo}\n    networks: [{net}]\n",
+                peer = other.name,
+                peer_dc = other.dc,
+                echo = 7054 + u16::from(i),
+                peer_echo = 7054 + u16::from(other.index),
+                net = other.prefix,
+            ));
+        }
+    }
+    y.push_str(&format!(
+        "fabric:\n  vtep: 10.0.{i}.1\n  router_mac: \"02:00:0a:00:0{i}:01\"\n  vni: 100\n  local_routes:\n\
+         \x20   - prefix: {prefix}\n      vtep: 10.0.{i}.2\n      router_mac: \"02:00:0a:00:0{i}:02\"\n",
+        prefix = plan.prefix
+    ));
+    y
+}
