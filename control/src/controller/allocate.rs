@@ -14,7 +14,7 @@ pub struct Load {
     /// Fraction of capacity gatewan may fill up to: the high watermark, or the low one while
     /// the transit is shedding.
     pub limit: f64,
-    /// gatewan traffic charged so far this cycle.
+    /// Capacity reserved for gatewan so far this cycle (required capacity, margin included).
     pub projected_tx: f64,
     pub projected_rx: f64,
 }
@@ -48,14 +48,14 @@ impl Loads {
         self.v.get(i as usize)
     }
 
-    fn charge(&mut self, local: u32, remote: u32, traffic: f64) {
+    fn charge(&mut self, local: u32, remote: u32, reserved: f64) {
         for (ep, tx) in [(local, true), (remote, false)] {
             if let Some(l) = self.v.get_mut(ep as usize) {
                 self.journal.push((ep, l.projected_tx, l.projected_rx));
                 if tx {
-                    l.projected_tx += traffic;
+                    l.projected_tx += reserved;
                 } else {
-                    l.projected_rx += traffic;
+                    l.projected_rx += reserved;
                 }
             }
         }
@@ -87,11 +87,18 @@ pub struct Cand {
     /// Local and remote transit endpoints (indices into [`Loads::v`]).
     pub local: u32,
     pub remote: u32,
+    pub remote_gateway: u32,
+    /// Rank key without incumbency: candidates with the same class rank as equals, and the
+    /// spare tunnels that `min_tunnels` asks for are picked among equals for diversity.
+    pub class: RankClass,
     /// Carries weight in the orders in force.
     pub incumbent: bool,
     /// Incumbent younger than the minimum dwell: kept even when not needed.
     pub pinned: bool,
 }
+
+/// The part of a rank key that says how good a tunnel is (not who holds the place).
+pub type RankClass = (u16, u32, u64, u32);
 
 /// What happened to one candidate.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -127,10 +134,9 @@ impl Verdict {
 /// Fill parameters of one pair.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PairNeed {
-    /// Required capacity (never below the measured demand).
+    /// Required capacity (never below the measured demand): reserved on the transits, so a
+    /// demand margin is headroom kept free below the watermarks.
     pub required: f64,
-    /// Expected traffic.
-    pub traffic: f64,
     pub min_tunnels: u32,
     /// Fraction: incumbents are kept while the offer is below required x (1 + keep).
     pub keep_margin: f64,
@@ -143,7 +149,7 @@ pub struct Fill {
     pub verdicts: Vec<Verdict>,
     /// Shares of the gateway's traffic per candidate (sum 1 when anything is taken).
     pub shares: Vec<f64>,
-    /// Capacity the taken tunnels offer (reservation units).
+    /// Capacity the taken tunnels offer.
     pub offered: f64,
 }
 
@@ -153,31 +159,27 @@ impl Fill {
     }
 }
 
-/// Takes tunnels in rank order until `target` capacity and `need.min_tunnels` are met, each
-/// granted what its tighter end's headroom allows (up to `target`), then spreads `traffic`
-/// over them in proportion to their grants and charges it to their transits.
-fn fill_gateway(
-    cands: &[Cand],
-    loads: &mut Loads,
-    target: f64,
-    traffic: f64,
-    need: &PairNeed,
-) -> Fill {
-    // Traffic per unit of reserved capacity: charges are traffic, grants are capacity.
-    let f = if target > 0.0 {
-        (traffic / target).clamp(0.0, 1.0)
-    } else {
-        0.0
-    };
+/// Takes tunnels in rank order until `target` capacity is met, each granted what its tighter
+/// end's headroom allows (up to `target`); keeps incumbents within the keep margin or the
+/// minimum dwell; then adds spares up to `need.min_tunnels`, picked among the best remaining
+/// class for diversity (fewest shared ports and remote gateways).
+///
+/// A grant is what a tunnel adds given the tunnels taken before it (two tunnels over one
+/// port share its headroom). Weights follow each taken tunnel's own usable capacity (its
+/// headroom before this gateway's fill, capped at the target), so tunnels that could each
+/// carry the whole target share it equally whatever order they were taken in. Each tunnel's
+/// transits are charged its weighted part of the target (its grant when the target is not
+/// met).
+fn fill_gateway(cands: &[Cand], loads: &mut Loads, target: f64, need: &PairNeed) -> Fill {
     let min_grant = 0.01 * target;
-    let mut verdicts = Vec::with_capacity(cands.len());
+    let mut verdicts = vec![Verdict::NotNeeded; cands.len()];
     let mut offered = 0.0;
     let mut count = 0u32;
     let mark = loads.mark();
-    for c in cands {
+    // The grant `c` would get now, or the endpoint that blocks it.
+    let grant_of = |c: &Cand, loads: &Loads| -> Result<f64, (u32, bool)> {
         let (Some(l), Some(r)) = (loads.get(c.local), loads.get(c.remote)) else {
-            verdicts.push(Verdict::NotNeeded);
-            continue;
+            return Err((u32::MAX, false));
         };
         let (htx, hrx) = (l.headroom_tx(), r.headroom_rx());
         let (h, endpoint, rx) = if htx <= hrx {
@@ -185,28 +187,83 @@ fn fill_gateway(
         } else {
             (hrx, c.remote, true)
         };
-        let short = offered < target || count < need.min_tunnels;
-        let keep = c.incumbent && (c.pinned || offered < target * (1.0 + need.keep_margin));
-        if !short && !keep {
-            verdicts.push(Verdict::NotNeeded);
-            continue;
-        }
-        let grant = if f > 0.0 { (h / f).min(target) } else { target };
+        let grant = h.min(target);
         if h <= 0.0 || (target > 0.0 && grant < min_grant) {
-            verdicts.push(Verdict::Watermark { endpoint, rx });
+            Err((endpoint, rx))
+        } else {
+            Ok(grant)
+        }
+    };
+    // Capacity: in rank order until the target is met.
+    for (i, c) in cands.iter().enumerate() {
+        if offered >= target {
+            break;
+        }
+        match grant_of(c, loads) {
+            Err((endpoint, rx)) => verdicts[i] = Verdict::Watermark { endpoint, rx },
+            Ok(grant) => {
+                loads.charge(c.local, c.remote, grant);
+                offered += grant;
+                count += 1;
+                verdicts[i] = Verdict::Taken { grant };
+            }
+        }
+    }
+    // Spares: the gateway fails over on its own between cycles, so it needs more than one.
+    while count < need.min_tunnels {
+        let open = |i: usize| verdicts[i] == Verdict::NotNeeded;
+        let Some(best) = (0..cands.len()).find(|&i| open(i)) else {
+            break;
+        };
+        let class = cands[best].class;
+        let overlap = |c: &Cand| {
+            cands
+                .iter()
+                .zip(&verdicts)
+                .filter(|(_, v)| v.taken())
+                .map(|(t, _)| {
+                    u32::from(t.local == c.local)
+                        + u32::from(t.remote == c.remote)
+                        + u32::from(t.remote_gateway == c.remote_gateway)
+                })
+                .sum::<u32>()
+        };
+        let Some(pick) = (0..cands.len())
+            .filter(|&i| open(i) && cands[i].class == class)
+            .min_by_key(|&i| (overlap(&cands[i]), i))
+        else {
+            break;
+        };
+        match grant_of(&cands[pick], loads) {
+            Err((endpoint, rx)) => verdicts[pick] = Verdict::Watermark { endpoint, rx },
+            Ok(grant) => {
+                loads.charge(cands[pick].local, cands[pick].remote, grant);
+                offered += grant;
+                count += 1;
+                verdicts[pick] = Verdict::Taken { grant };
+            }
+        }
+    }
+    // Incumbents left out: kept while the offer is within the keep margin of the target (so
+    // a requirement hovering at a boundary does not add and drop a tunnel every cycle), or
+    // while younger than the minimum dwell.
+    for (i, c) in cands.iter().enumerate() {
+        if !c.incumbent || verdicts[i] != Verdict::NotNeeded {
             continue;
         }
-        loads.charge(c.local, c.remote, grant * f);
-        offered += grant;
-        count += 1;
-        verdicts.push(if short {
-            Verdict::Taken { grant }
-        } else {
-            Verdict::Kept {
+        let margin = offered < target * (1.0 + need.keep_margin);
+        if !margin && !c.pinned {
+            continue;
+        }
+        if let Ok(grant) = grant_of(c, loads) {
+            loads.charge(c.local, c.remote, grant);
+            offered += grant;
+            count += 1;
+            verdicts[i] = Verdict::Kept {
                 grant,
-                dwell: c.pinned && offered - grant >= target * (1.0 + need.keep_margin),
-            }
-        });
+                dwell: !margin,
+            };
+        }
     }
     // Every transit full: the best possible is still to carry the traffic, over the best
     // ranked tunnels, rather than to send nothing.
@@ -220,20 +277,43 @@ fn fill_gateway(
             *v = Verdict::Forced { endpoint, rx };
         }
     }
-    // Replace the tentative charges (grant x f) by the traffic each tunnel will carry.
+    // Replace the tentative charges (whole grants) by each tunnel's part of the target.
     loads.rollback(mark);
     let taken: Vec<usize> = (0..verdicts.len())
         .filter(|&i| verdicts[i].taken())
         .collect();
+    let usable = |c: &Cand| -> f64 {
+        match (loads.get(c.local), loads.get(c.remote)) {
+            (Some(l), Some(r)) => l.headroom_tx().min(r.headroom_rx()).clamp(0.0, target),
+            _ => 0.0,
+        }
+    };
+    let basis: Vec<f64> = (0..cands.len())
+        .map(|i| {
+            if verdicts[i].taken() {
+                usable(&cands[i])
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let total_basis: f64 = basis.iter().sum();
     let total: f64 = taken.iter().map(|&i| verdicts[i].grant()).sum();
     let mut shares = vec![0.0; cands.len()];
     for &i in &taken {
-        shares[i] = if total > 0.0 {
-            verdicts[i].grant() / total
+        shares[i] = if total_basis > 0.0 {
+            basis[i] / total_basis
         } else {
             1.0 / taken.len() as f64
         };
-        loads.charge(cands[i].local, cands[i].remote, traffic * shares[i]);
+        // Short of the target, each tunnel is full up to its grant; forced tunnels carry
+        // their share whatever the watermark says.
+        let reserved = if total >= target || total <= 0.0 {
+            target * shares[i]
+        } else {
+            verdicts[i].grant()
+        };
+        loads.charge(cands[i].local, cands[i].remote, reserved);
     }
     Fill {
         verdicts,
@@ -273,13 +353,7 @@ pub fn allocate_pair(gateways: &[&[Cand]], loads: &mut Loads, need: &PairNeed) -
         let k = set.len() as f64;
         let mut weakest = f64::INFINITY;
         for &g in set {
-            let fill = fill_gateway(
-                gateways[g],
-                loads,
-                need.required / k,
-                need.traffic / k,
-                need,
-            );
+            let fill = fill_gateway(gateways[g], loads, need.required / k, need);
             weakest = weakest.min(fill.offered);
             out.gateways[g] = Some(fill);
         }
@@ -295,7 +369,7 @@ pub fn allocate_pair(gateways: &[&[Cand]], loads: &mut Loads, need: &PairNeed) -
     loads.rollback(mark);
     let mut alone: Vec<(usize, f64)> = Vec::with_capacity(usable.len());
     for &g in &usable {
-        let fill = fill_gateway(gateways[g], loads, need.required, need.traffic, need);
+        let fill = fill_gateway(gateways[g], loads, need.required, need);
         alone.push((g, fill.offered));
         loads.rollback(mark);
     }
@@ -417,10 +491,9 @@ mod tests {
         }
     }
 
-    fn need(required: f64, traffic: f64) -> PairNeed {
+    fn need(required: f64) -> PairNeed {
         PairNeed {
             required,
-            traffic,
             min_tunnels: 2,
             keep_margin: 0.2,
         }
@@ -430,23 +503,25 @@ mod tests {
         Cand {
             local,
             remote,
+            remote_gateway: remote,
+            class: (0, 0, 0, 0),
             incumbent: false,
             pinned: false,
         }
     }
 
     #[test]
-    fn takes_the_minimum_when_capacity_is_ample_and_charges_traffic() {
+    fn takes_the_minimum_when_capacity_is_ample_and_reserves_the_requirement() {
         // Endpoints 0,1 local; 2,3 remote; all 10G.
         let mut loads = Loads::new(vec![load(10.0 * G); 4]);
         let cands = [cand(0, 2), cand(1, 3), cand(0, 3)];
-        let fill = allocate_pair(&[&cands], &mut loads, &need(3.0 * G, 2.0 * G));
+        let fill = allocate_pair(&[&cands], &mut loads, &need(3.0 * G));
         let g = fill.gateways[0].as_ref().unwrap();
         assert_eq!(g.taken_count(), 2);
         assert_eq!(g.verdicts[2], Verdict::NotNeeded);
         assert_eq!(g.shares, vec![0.5, 0.5, 0.0]);
-        assert!((loads.v[0].projected_tx - 1.0 * G).abs() < 1.0);
-        assert!((loads.v[3].projected_rx - 1.0 * G).abs() < 1.0);
+        assert!((loads.v[0].projected_tx - 1.5 * G).abs() < 1.0);
+        assert!((loads.v[3].projected_rx - 1.5 * G).abs() < 1.0);
         assert_eq!(fill.met, 3.0 * G);
     }
 
@@ -456,7 +531,7 @@ mod tests {
         // Endpoint 2 (remote) is full of background traffic.
         loads.v[2].background_rx = 8.5 * G;
         let cands = [cand(0, 2), cand(0, 3), cand(1, 4), cand(1, 5)];
-        let fill = allocate_pair(&[&cands], &mut loads, &need(20.0 * G, 20.0 * G));
+        let fill = allocate_pair(&[&cands], &mut loads, &need(20.0 * G));
         let g = fill.gateways[0].as_ref().unwrap();
         assert_eq!(
             g.verdicts[0],
@@ -468,9 +543,14 @@ mod tests {
         assert!(g.verdicts[1].taken() && g.verdicts[2].taken());
         // Local 0 gives 8G to the tunnel via 3; local 1 gives 8G shared by 4 and 5: 16G of 20G.
         assert!((fill.met - 16.0 * G).abs() < 1e3, "{}", fill.met / G);
+        // Nothing reserved past a watermark.
         for (i, l) in loads.v.iter().enumerate() {
             assert!(
-                l.projected_tx <= 10.0 * G && l.projected_rx <= 10.0 * G,
+                l.projected_tx + l.background_tx <= 8.0 * G + 1.0,
+                "{i}: {l:?}"
+            );
+            assert!(
+                l.projected_rx + l.background_rx <= 8.0 * G + 1.0 || i == 2,
                 "{i}: {l:?}"
             );
         }
@@ -482,7 +562,7 @@ mod tests {
         loads.v[0].background_tx = 9.0 * G;
         loads.v[1].background_tx = 9.0 * G;
         let cands = [cand(0, 2), cand(1, 3)];
-        let fill = allocate_pair(&[&cands], &mut loads, &need(4.0 * G, 3.0 * G));
+        let fill = allocate_pair(&[&cands], &mut loads, &need(4.0 * G));
         let g = fill.gateways[0].as_ref().unwrap();
         assert!(matches!(
             g.verdicts[0],
@@ -507,7 +587,7 @@ mod tests {
         loads.v[2].background_tx = 7.9 * G;
         let a = [cand(0, 3), cand(1, 3)];
         let b = [cand(2, 3)];
-        let fill = allocate_pair(&[&a, &b], &mut loads, &need(12.0 * G, 10.0 * G));
+        let fill = allocate_pair(&[&a, &b], &mut loads, &need(12.0 * G));
         assert!(fill.gateways[0].is_some());
         assert!(fill.gateways[1].is_none(), "{fill:?}");
         assert!(fill.met >= 12.0 * G - 1.0);
@@ -517,12 +597,50 @@ mod tests {
     fn incumbents_are_kept_within_the_margin_and_when_pinned() {
         let mut loads = Loads::new(vec![load(10.0 * G); 4]);
         let mut c = [cand(0, 2), cand(1, 3), cand(0, 3)];
+        c[1].incumbent = true;
         c[2].incumbent = true;
         c[2].pinned = true;
-        let fill = allocate_pair(&[&c], &mut loads, &need(1.0 * G, 1.0 * G));
+        let mut n = need(1.0 * G);
+        n.min_tunnels = 1;
+        let fill = allocate_pair(&[&c], &mut loads, &n);
         let g = fill.gateways[0].as_ref().unwrap();
         assert_eq!(g.taken_count(), 3);
+        assert!(matches!(g.verdicts[1], Verdict::Kept { dwell: false, .. }));
         assert!(matches!(g.verdicts[2], Verdict::Kept { dwell: true, .. }));
+    }
+
+    #[test]
+    fn spares_are_picked_among_equals_for_diversity() {
+        // Local 0,1; remote ports 2,3 on remote gateway 10, 4 on remote gateway 11.
+        let mut loads = Loads::new(vec![load(10.0 * G); 5]);
+        let mut c = [cand(0, 2), cand(0, 3), cand(1, 2), cand(1, 4), cand(0, 4)];
+        c[0].remote_gateway = 10;
+        c[1].remote_gateway = 10;
+        c[2].remote_gateway = 10;
+        c[3].remote_gateway = 11;
+        c[4].remote_gateway = 11;
+        c[4].class = (0, 0, 0, 1);
+        let fill = allocate_pair(&[&c], &mut loads, &need(1.0 * G));
+        let g = fill.gateways[0].as_ref().unwrap();
+        // First by rank, then the one sharing nothing with it.
+        assert!(
+            g.verdicts[0].taken() && g.verdicts[3].taken(),
+            "{:?}",
+            g.verdicts
+        );
+        assert_eq!(g.taken_count(), 2);
+        // Diversity never reaches into a worse class.
+        let mut c2 = c;
+        c2[3].class = (0, 0, 0, 1);
+        let mut loads = Loads::new(vec![load(10.0 * G); 5]);
+        let fill = allocate_pair(&[&c2], &mut loads, &need(1.0 * G));
+        let g = fill.gateways[0].as_ref().unwrap();
+        assert!(
+            g.verdicts[0].taken() && g.verdicts[1].taken(),
+            "{:?}",
+            g.verdicts
+        );
+        assert!(!g.verdicts[3].taken());
     }
 
     #[test]

@@ -195,7 +195,7 @@ impl PathHealth {
             self.onsets.pop_front();
         }
         if self.onsets.len() >= damp.flaps as usize {
-            self.held_until = Some(now.add(Duration::from_secs_f64(damp.hold_s)));
+            self.held_until = Some(now + Duration::from_secs_f64(damp.hold_s));
             self.held_flaps = self.onsets.len() as u32;
         }
     }

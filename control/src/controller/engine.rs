@@ -82,6 +82,7 @@ pub struct Controller {
 struct Row<'a> {
     report: &'a TunnelReport,
     lgw: u32,
+    rgw: u32,
     lep: u32,
     rep: u32,
     ddc: u32,
@@ -499,6 +500,7 @@ impl Controller {
             rows.push(Row {
                 report: t,
                 lgw,
+                rgw,
                 lep,
                 rep,
                 ddc,
@@ -699,7 +701,6 @@ impl Controller {
             let required = required.max(traffic);
             let need = PairNeed {
                 required,
-                traffic,
                 min_tunnels: pp.min_tunnels,
                 keep_margin,
             };
@@ -717,6 +718,13 @@ impl Controller {
                         .map(|r| Cand {
                             local: r.lep,
                             remote: r.rep,
+                            remote_gateway: r.rgw,
+                            class: (
+                                r.key.sla_tier,
+                                r.key.preference,
+                                r.key.cost_micro,
+                                r.key.latency_bucket,
+                            ),
                             incumbent: r.incumbent,
                             pinned: r.pinned,
                         })
@@ -768,6 +776,8 @@ impl Controller {
                             Cand {
                                 local: r.lep,
                                 remote: r.rep,
+                                remote_gateway: r.rgw,
+                                class: (0, 0, 0, 0),
                                 incumbent: false,
                                 pinned: false,
                             }
@@ -829,16 +839,15 @@ impl Controller {
         let max_move = policy.anti_flap().max_move_pct / 100.0;
         let deadband = policy.anti_flap().weight_deadband_pct / 100.0;
         let mut finals: Vec<Option<Vec<u32>>> = vec![None; ngroups];
-        for gi in 0..gw_list.len() {
-            let gw = gw_list[gi];
+        for (gi, gw) in gw_list.iter().enumerate() {
             let old_order = self.gateway_orders.get(&gw.id);
-            for d in 0..ndc {
+            for (d, dc) in dcs.iter().enumerate() {
                 let g = gi * ndc + d;
                 let Some(tgt) = target[g].as_ref() else {
                     continue;
                 };
                 let m = group(g);
-                let old_ts = old_order.and_then(|o| o.remotes.get(dcs[d]));
+                let old_ts = old_order.and_then(|o| o.remotes.get(*dc));
                 let mut old = vec![0.0; m.len()];
                 if let Some(ts) = old_ts {
                     for tw in ts {
@@ -891,7 +900,7 @@ impl Controller {
         let mut gateway_orders: BTreeMap<String, GatewayOrder> = BTreeMap::new();
         for (gi, gw) in gw_list.iter().enumerate() {
             let mut remotes: BTreeMap<String, Vec<TunnelWeight>> = BTreeMap::new();
-            for d in 0..ndc {
+            for (d, dc) in dcs.iter().enumerate() {
                 let g = gi * ndc + d;
                 let Some(q) = finals[g].as_ref() else {
                     continue;
@@ -910,7 +919,7 @@ impl Controller {
                     continue;
                 }
                 ts.sort();
-                remotes.insert(dcs[d].to_string(), ts);
+                remotes.insert(dc.to_string(), ts);
             }
             let prev = self.gateway_orders.get(&gw.id);
             let last = self.gateway_versions.get(&gw.id).copied().unwrap_or(0);

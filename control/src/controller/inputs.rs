@@ -40,16 +40,21 @@ impl Time {
         self.0 as f64 / 1000.0
     }
 
-    pub fn add(self, d: Duration) -> Time {
+    /// Time elapsed since `earlier` (zero if `earlier` is later).
+    pub fn since(self, earlier: Time) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl std::ops::Add<Duration> for Time {
+    type Output = Time;
+
+    /// Saturating: a time never wraps.
+    fn add(self, d: Duration) -> Time {
         Time(
             self.0
                 .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         )
-    }
-
-    /// Time elapsed since `earlier` (zero if `earlier` is later).
-    pub fn since(self, earlier: Time) -> Duration {
-        Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
 }
 

@@ -24,6 +24,7 @@ pub mod inputs;
 pub mod orders;
 pub mod policy;
 pub mod rank;
+pub mod sim;
 
 pub use engine::{Controller, Cycle};
 pub use inputs::{Rate, Snapshot, Time};
