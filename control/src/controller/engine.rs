@@ -7,7 +7,7 @@
 //! gateways, tunnels ranked with the tunnel id as the last key), never in input order. Hash
 //! maps hold state looked up by name; they are never iterated to build output.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::allocate::{self, Cand, Load, Loads, PairNeed, Verdict};
@@ -24,6 +24,14 @@ use super::orders::{
 };
 use super::policy::{Capacity, PairPolicy, Policy};
 use super::rank::{rank_key, unit_price, CommitState, RankInput, RankKey};
+
+/// A fast hash map. Hash maps here only look state up by name; nothing that reaches the output
+/// is ever built by iterating one, so their order cannot leak into the orders.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
+
+fn map<K, V>() -> HashMap<K, V> {
+    HashMap::with_hasher(foldhash::fast::FixedState::default())
+}
 
 /// State of a tunnel not reported for this long is forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
@@ -46,6 +54,8 @@ struct PathState {
     health: PathHealth,
     /// In the orders in force since then (None: carries no weight).
     in_order_since: Option<Time>,
+    /// Its weight in the orders in force.
+    weight: u32,
     seen_cycle: u64,
     last_seen: Time,
     /// Row of this cycle's tunnel table.
@@ -76,6 +86,8 @@ pub struct Controller {
     gateway_versions: BTreeMap<String, u64>,
     bgpctl_versions: BTreeMap<String, u64>,
     acked: BTreeMap<String, u64>,
+    /// Weights adopted from outside for tunnels not seen yet: (gateway, tunnel) -> weight.
+    pending_weights: HashMap<(String, String), u32>,
 }
 
 /// One usable tunnel report in this cycle.
@@ -86,6 +98,8 @@ struct Row<'a> {
     lep: u32,
     rep: u32,
     ddc: u32,
+    /// Weight in the orders in force.
+    old_weight: u32,
     slot: u32,
     dup: bool,
     elig: Eligibility,
@@ -114,7 +128,7 @@ impl Controller {
             election: Election::new(id),
             explain: false,
             cycle: 0,
-            path_index: HashMap::new(),
+            path_index: map(),
             paths: Vec::new(),
             free: Vec::new(),
             transits: BTreeMap::new(),
@@ -124,6 +138,7 @@ impl Controller {
             gateway_versions: BTreeMap::new(),
             bgpctl_versions: BTreeMap::new(),
             acked: BTreeMap::new(),
+            pending_weights: map(),
         }
     }
 
@@ -167,6 +182,20 @@ impl Controller {
             let v = self.gateway_versions.entry(gw.clone()).or_insert(0);
             *v = (*v).max(o.version);
             self.gateway_orders.insert(gw.clone(), o.clone());
+            for tw in o.remotes.values().flatten() {
+                let slot = self
+                    .path_index
+                    .get(gw)
+                    .and_then(|m| m.get(&tw.tunnel))
+                    .copied();
+                match slot.and_then(|s| self.paths.get_mut(s as usize)) {
+                    Some(Some(ps)) => ps.weight = tw.weight,
+                    _ => {
+                        self.pending_weights
+                            .insert((gw.clone(), tw.tunnel.clone()), tw.weight);
+                    }
+                }
+            }
         }
         for (dc, o) in &orders.bgpctl {
             let v = self.bgpctl_versions.entry(dc.clone()).or_insert(0);
@@ -273,7 +302,7 @@ impl Controller {
             let (s, e) = ep_range.get(gw as usize).copied()?;
             (s..e).find(|&i| eps.get(i as usize).is_some_and(|ep| ep.name == name))
         };
-        let mut usage_seen: HashMap<u32, u32> = HashMap::new();
+        let mut usage_seen: BTreeMap<u32, u32> = BTreeMap::new();
         for u in &snap.transit_usage {
             let Some(gi) = gw_idx.get(u.gateway.as_str()).copied() else {
                 continue;
@@ -510,6 +539,7 @@ impl Controller {
                 key: RankKey::default(),
                 incumbent: false,
                 pinned: false,
+                old_weight: 0,
             });
         }
         let mut dups: BTreeSet<(String, String)> = BTreeSet::new();
@@ -548,7 +578,8 @@ impl Controller {
             );
             ps.last_seen = now;
             r.elig = ps.health.eligibility(now, &cond, &health_cfg);
-            r.incumbent = ps.in_order_since.is_some();
+            r.old_weight = ps.weight;
+            r.incumbent = ps.weight > 0;
             r.pinned = ps.in_order_since.is_some_and(|s| now.since(s) < min_dwell);
             if r.elig.is_eligible() {
                 let (Some(l), Some(rm)) = (eps.get(r.lep as usize), eps.get(r.rep as usize)) else {
@@ -576,6 +607,7 @@ impl Controller {
             }
             ps.health.absent();
             ps.in_order_since = None;
+            ps.weight = 0;
             if now.since(ps.last_seen) > FORGET_AFTER {
                 let (gw, id) = (ps.gateway.clone(), ps.tunnel.clone());
                 if let Some(m) = self.path_index.get_mut(&gw) {
@@ -628,6 +660,10 @@ impl Controller {
                                 std::cmp::Ordering::Equal
                             }
                         })
+                        // Then by endpoints (indices in name order), the id only for two
+                        // tunnels between the same ports.
+                        .then(ra.rep.cmp(&rb.rep))
+                        .then(ra.lep.cmp(&rb.lep))
                         .then_with(|| ra.report.id.cmp(&rb.report.id))
                 });
             }
@@ -839,26 +875,20 @@ impl Controller {
         let max_move = policy.anti_flap().max_move_pct / 100.0;
         let deadband = policy.anti_flap().weight_deadband_pct / 100.0;
         let mut finals: Vec<Option<Vec<u32>>> = vec![None; ngroups];
-        for (gi, gw) in gw_list.iter().enumerate() {
-            let old_order = self.gateway_orders.get(&gw.id);
-            for (d, dc) in dcs.iter().enumerate() {
+        let mut final_w: Vec<u32> = vec![0; rows.len()];
+        for gi in 0..gw_list.len() {
+            for d in 0..ndc {
                 let g = gi * ndc + d;
                 let Some(tgt) = target[g].as_ref() else {
                     continue;
                 };
                 let m = group(g);
-                let old_ts = old_order.and_then(|o| o.remotes.get(*dc));
-                let mut old = vec![0.0; m.len()];
-                if let Some(ts) = old_ts {
-                    for tw in ts {
-                        if let Some(p) = m
-                            .iter()
-                            .position(|&i| rows[i as usize].report.id == tw.tunnel)
-                        {
-                            old[p] = f64::from(tw.weight);
-                        }
-                    }
-                }
+                // Tunnels of the old order that are gone from the inputs count as failed:
+                // their weight is simply not carried over.
+                let old: Vec<f64> = m
+                    .iter()
+                    .map(|&i| f64::from(rows[i as usize].old_weight))
+                    .collect();
                 // Weight leaves failed tunnels at once; in last-resort mode only those that
                 // no longer carry packets count as failed.
                 let failed: Vec<bool> = m
@@ -891,6 +921,11 @@ impl Controller {
                 } else {
                     allocate::quantise(&shares, scale)
                 };
+                for (&i, w) in m.iter().zip(&q) {
+                    if let Some(f) = final_w.get_mut(i as usize) {
+                        *f = *w;
+                    }
+                }
                 finals[g] = Some(q);
             }
         }
@@ -938,25 +973,18 @@ impl Controller {
                 },
             );
         }
-        // Incumbency for the next cycle.
-        for (gi, _) in gw_list.iter().enumerate() {
-            for d in 0..ndc {
-                let g = gi * ndc + d;
-                let m = group(g);
-                for (p, &i) in m.iter().enumerate() {
-                    let w = finals[g]
-                        .as_ref()
-                        .and_then(|q| q.get(p))
-                        .copied()
-                        .unwrap_or(0);
-                    let slot = rows[i as usize].slot;
-                    if let Some(Some(ps)) = self.paths.get_mut(slot as usize) {
-                        if w > 0 {
-                            ps.in_order_since.get_or_insert(now);
-                        } else {
-                            ps.in_order_since = None;
-                        }
-                    }
+        // Weights in force and incumbency for the next cycle (in input order: the state
+        // slots were created in that order, so this walks them mostly sequentially).
+        for (r, w) in rows.iter().zip(&final_w) {
+            if r.dup {
+                continue;
+            }
+            if let Some(Some(ps)) = self.paths.get_mut(r.slot as usize) {
+                ps.weight = *w;
+                if *w > 0 {
+                    ps.in_order_since.get_or_insert(now);
+                } else {
+                    ps.in_order_since = None;
                 }
             }
         }
@@ -1164,11 +1192,20 @@ impl Controller {
         if let Some(&s) = self.path_index.get(gateway).and_then(|m| m.get(tunnel)) {
             return s;
         }
+        let weight = if self.pending_weights.is_empty() {
+            0
+        } else {
+            self.pending_weights
+                .remove(&(gateway.to_string(), tunnel.to_string()))
+                .unwrap_or(0)
+        };
         let ps = PathState {
             gateway: gateway.to_string(),
             tunnel: tunnel.to_string(),
             health: PathHealth::default(),
-            in_order_since: None,
+            // Adopted orders: in force since an unknown time, so past any dwell.
+            in_order_since: (weight > 0).then_some(Time::ZERO),
+            weight,
             seen_cycle: 0,
             last_seen: now,
             row: 0,

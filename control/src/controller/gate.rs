@@ -33,9 +33,27 @@ pub enum Bad {
     },
     /// Misses the pair's SLA class.
     Sla {
-        class: String,
-        miss: String,
+        miss: SlaMiss,
     },
+}
+
+/// The first threshold of an SLA class a probe window misses.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SlaMiss {
+    /// `loss`, `latency` or `jitter`.
+    pub metric: &'static str,
+    pub value: f64,
+    pub limit: f64,
+}
+
+impl std::fmt::Display for SlaMiss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.metric {
+            "loss" => write!(f, "loss {:.2}% > {}%", self.value, self.limit),
+            "latency" => write!(f, "RTT {:.1} ms > {} ms", self.value, self.limit),
+            _ => write!(f, "jitter {:.2} ms > {} ms", self.value, self.limit),
+        }
+    }
 }
 
 impl Bad {
@@ -67,7 +85,7 @@ impl Bad {
             } => {
                 format!("RTT {latency_ms:.1} ms >= {limit_ms:.1} ms (baseline {baseline_ms:.1} ms)")
             }
-            Bad::Sla { class, miss } => format!("misses SLA class {class}: {miss}"),
+            Bad::Sla { miss } => format!("misses the pair's SLA class: {miss}"),
         }
     }
 }
@@ -127,32 +145,26 @@ pub fn classify(
         }
     }
     if let Some(miss) = sla_miss(p, sla, 1.0) {
-        return Condition::Bad(Bad::Sla {
-            class: sla.name.clone(),
-            miss,
-        });
+        return Condition::Bad(Bad::Sla { miss });
     }
     Condition::Clean
 }
 
 /// What `p` misses of `class`, with thresholds scaled by `leniency` (1.0: as written).
-pub fn sla_miss(p: &ProbeWindow, class: &SlaClass, leniency: f64) -> Option<String> {
-    if p.loss_pct > class.max_loss_pct * leniency {
-        return Some(format!("loss {:.2}% > {}%", p.loss_pct, class.max_loss_pct));
-    }
-    if p.latency_ms > class.max_latency_ms * leniency {
-        return Some(format!(
-            "RTT {:.1} ms > {} ms",
-            p.latency_ms, class.max_latency_ms
-        ));
-    }
-    if p.jitter_ms > class.max_jitter_ms * leniency {
-        return Some(format!(
-            "jitter {:.2} ms > {} ms",
-            p.jitter_ms, class.max_jitter_ms
-        ));
-    }
-    None
+pub fn sla_miss(p: &ProbeWindow, class: &SlaClass, leniency: f64) -> Option<SlaMiss> {
+    let checks = [
+        ("loss", p.loss_pct, class.max_loss_pct),
+        ("latency", p.latency_ms, class.max_latency_ms),
+        ("jitter", p.jitter_ms, class.max_jitter_ms),
+    ];
+    checks
+        .into_iter()
+        .find(|(_, v, limit)| *v > limit * leniency)
+        .map(|(metric, value, limit)| SlaMiss {
+            metric,
+            value,
+            limit,
+        })
 }
 
 /// The best (lowest) class index `p` meets, looking no further than `floor` (the pair's class,
@@ -263,7 +275,7 @@ mod tests {
         p.loss_pct = 1.5;
         let c = classify(&report(TunnelState::Established, p), &h, None, &bulk);
         assert!(
-            matches!(&c, Condition::Bad(Bad::Sla { class, .. }) if class == "bulk"),
+            matches!(&c, Condition::Bad(Bad::Sla { miss }) if miss.metric == "loss"),
             "{c:?}"
         );
     }

@@ -911,3 +911,111 @@ pub fn scenario(name: &str) -> Option<Scenario> {
     }
     Some(sc)
 }
+
+/// A large synthetic snapshot for benchmarks and scale tests: `dcs` datacenters of
+/// `gateways` gateways with `transits` providers each (10 Gbps ports), every tunnel of the
+/// full mesh reported from both sides, demand on every pair, some background load, and a few
+/// tunnels down, lossy or slow. Deterministic for a seed.
+pub fn synthetic(dcs: usize, gateways: usize, transits: usize, seed: u64) -> Snapshot {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut uniform = move || (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+    let dc_name = |d: usize| format!("dc{d:02}");
+    let transit_name = |t: usize| format!("isp{t}");
+    let mut snap = Snapshot::default();
+    for d in 0..dcs {
+        snap.datacenters.push(Datacenter { name: dc_name(d) });
+        snap.prefixes.push(DatacenterPrefixes {
+            datacenter: dc_name(d),
+            prefixes: IpNet::new(IpAddr::V4(Ipv4Addr::new(10, (d % 256) as u8, 0, 0)), 16)
+                .ok()
+                .into_iter()
+                .collect(),
+        });
+        for g in 0..gateways {
+            let id = format!("{}-gw{g}", dc_name(d));
+            snap.gateways.push(Gateway {
+                id: id.clone(),
+                datacenter: dc_name(d),
+                vtep: IpAddr::V4(Ipv4Addr::new(172, 16, (d % 256) as u8, (g % 256) as u8)),
+                router_mac: MacAddr([2, 0, 0, 0, (d % 256) as u8, (g % 256) as u8]),
+                live: true,
+                transits: (0..transits)
+                    .map(|t| GatewayTransit {
+                        name: transit_name(t),
+                        capacity: Rate::gbps(10.0),
+                    })
+                    .collect(),
+            });
+            for t in 0..transits {
+                let bg = uniform() * 4e9;
+                snap.transit_usage.push(TransitUsage {
+                    gateway: id.clone(),
+                    transit: transit_name(t),
+                    rx: Rate::bps(bg),
+                    tx: Rate::bps(bg * 0.9),
+                    sdwan_rx: Rate::ZERO,
+                    sdwan_tx: Rate::ZERO,
+                });
+            }
+        }
+        for e in 0..dcs {
+            if e != d {
+                snap.demand.push(Demand {
+                    from: dc_name(d),
+                    to: dc_name(e),
+                    rate: Rate::bps(1e9 + uniform() * 4e9),
+                });
+            }
+        }
+    }
+    for a in 0..dcs * gateways {
+        for b in 0..dcs * gateways {
+            let (da, ga, db, gb) = (a / gateways, a % gateways, b / gateways, b % gateways);
+            if da == db {
+                continue;
+            }
+            let base = 10.0 + 3.0 * (da as f64 - db as f64).abs();
+            for ta in 0..transits {
+                for tb in 0..transits {
+                    let l = format!("{}-gw{ga}.{}", dc_name(da), transit_name(ta));
+                    let r = format!("{}-gw{gb}.{}", dc_name(db), transit_name(tb));
+                    let id = if l < r {
+                        format!("{l}~{r}")
+                    } else {
+                        format!("{r}~{l}")
+                    };
+                    let roll = uniform();
+                    let state = if roll < 0.01 {
+                        TunnelState::Down
+                    } else {
+                        TunnelState::Established
+                    };
+                    let loss_pct = if roll < 0.03 { 3.0 } else { 0.0 };
+                    let latency_ms = base + 2.0 * (ta + tb) as f64 + uniform() * 2.0;
+                    snap.tunnels.push(TunnelReport {
+                        id,
+                        local: Endpoint {
+                            gateway: format!("{}-gw{ga}", dc_name(da)),
+                            transit: transit_name(ta),
+                        },
+                        remote: Endpoint {
+                            gateway: format!("{}-gw{gb}", dc_name(db)),
+                            transit: transit_name(tb),
+                        },
+                        state,
+                        probe: ProbeWindow {
+                            measurements: 100,
+                            loss_pct,
+                            latency_ms,
+                            latency_p95_ms: latency_ms * 1.1,
+                            jitter_ms: 0.5,
+                            reorder_pct: 0.0,
+                            lost_in_a_row: 0,
+                        },
+                    });
+                }
+            }
+        }
+    }
+    snap
+}
