@@ -25,6 +25,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The controller: `plan` (what-if), `simulate` (scenarios), or the daemon (`--config`).
+    Controller(cli::controller::ControllerArgs),
     /// Attach gatewan's XDP program to an interface and print its counters until stopped.
     XdpWatch {
         /// Interface to attach to (in the current network namespace).
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         .init();
     let result = match args.command {
         Command::Doctor { json } => cli::doctor::run(json),
+        Command::Controller(args) => cli::controller::run(args),
         Command::XdpWatch {
             interface,
             mode,

@@ -1,4 +1,5 @@
 //! The subcommands of the `gatewan` binary.
 
+pub mod controller;
 pub mod doctor;
 pub mod xdp_watch;
