@@ -342,14 +342,18 @@ impl Controller {
                 ));
             }
         }
-        // Shedding (watermark hysteresis) and commit state.
+        // Shedding (watermark hysteresis) and commit state. A commit is judged on the traffic
+        // that is not gatewan's: judged on gatewan's own traffic, moving it away would put the
+        // transit back under the commit and invite it back, every other cycle.
         let mut commit_usage: BTreeMap<(&str, &str), (f64, f64)> = BTreeMap::new();
         for ep in &eps {
             let dc = dcs
                 .get(gw_dc.get(ep.gw as usize).copied().unwrap_or(0) as usize)
                 .copied()
                 .unwrap_or("");
-            let (tx, rx) = ep.usage.map_or((0.0, 0.0), |u| (u.0, u.1));
+            let (tx, rx) = ep
+                .usage
+                .map_or((0.0, 0.0), |u| ((u.0 - u.2).max(0.0), (u.1 - u.3).max(0.0)));
             let e = commit_usage.entry((dc, ep.name)).or_insert((0.0, 0.0));
             e.0 += tx;
             e.1 += rx;
