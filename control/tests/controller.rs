@@ -699,3 +699,41 @@ fn bad_records_are_reported_and_ignored_never_fatal() {
     let gw = &cycle.orders.gateways[&dup.local.gateway];
     assert!(gw.remotes.values().flatten().all(|t| t.tunnel != dup.id));
 }
+
+#[test]
+fn an_oversized_snapshot_is_cut_to_the_limits_not_fatal() {
+    use gatewan_control::controller::engine::{MAX_DATACENTERS, MAX_GATEWAYS};
+    use gatewan_control::controller::inputs::Datacenter;
+    let (t, base) = recorded_snapshots().swap_remove(5);
+    let mut s = base;
+    // Declared datacenters sorting before the real ones push sg1 past the limit.
+    for i in 0..MAX_DATACENTERS {
+        s.datacenters.push(Datacenter {
+            name: format!("aa{i:04}"),
+        });
+    }
+    let mut c = Controller::new("c", sim::scenario_policy());
+    let cycle = c.step(t, &s);
+    assert!(cycle
+        .input_issues
+        .iter()
+        .any(|i| i.id == "sg1" && i.kind == "datacenter"));
+    assert!(cycle.orders.gateways.keys().all(|g| !g.starts_with("sg1")));
+    let mut s = recorded_snapshots().swap_remove(5).1;
+    let g = s.gateways[0].clone();
+    for i in 0..MAX_GATEWAYS {
+        let mut x = g.clone();
+        x.id = format!("aa-gw{i:05}");
+        s.gateways.push(x);
+    }
+    let cycle = c.step(t, &s);
+    assert_eq!(cycle.orders.gateways.len(), MAX_GATEWAYS);
+    assert!(
+        cycle
+            .input_issues
+            .iter()
+            .filter(|i| i.kind == "gateway")
+            .count()
+            >= 4
+    );
+}

@@ -33,6 +33,12 @@ fn map<K, V>() -> HashMap<K, V> {
     HashMap::with_hasher(foldhash::fast::FixedState::default())
 }
 
+/// Limits on what one snapshot may hold (far above any real deployment): state and work grow
+/// with gateways x datacenters, so a malformed snapshot must not make them explode. The
+/// excess (last in name order) is ignored and reported.
+pub const MAX_GATEWAYS: usize = 4096;
+pub const MAX_DATACENTERS: usize = 512;
+
 /// State of a tunnel not reported for this long is forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
@@ -244,7 +250,29 @@ impl Controller {
             snap.datacenters.iter().map(|d| d.name.as_str()).collect();
         dc_names.extend(gw_list.iter().map(|g| g.datacenter.as_str()));
         dc_names.remove("");
-        let dcs: Vec<&str> = dc_names.into_iter().collect();
+        let mut dcs: Vec<&str> = dc_names.into_iter().collect();
+        if dcs.len() > MAX_DATACENTERS {
+            for d in &dcs[MAX_DATACENTERS..] {
+                issues.push(InputIssue::new(
+                    "datacenter",
+                    *d,
+                    format!("more than {MAX_DATACENTERS} datacenters; ignored with its gateways"),
+                ));
+            }
+            dcs.truncate(MAX_DATACENTERS);
+            let kept: BTreeSet<&str> = dcs.iter().copied().collect();
+            gw_list.retain(|g| kept.contains(g.datacenter.as_str()));
+        }
+        if gw_list.len() > MAX_GATEWAYS {
+            for g in &gw_list[MAX_GATEWAYS..] {
+                issues.push(InputIssue::new(
+                    "gateway",
+                    &g.id,
+                    format!("more than {MAX_GATEWAYS} gateways; ignored"),
+                ));
+            }
+            gw_list.truncate(MAX_GATEWAYS);
+        }
         let ndc = dcs.len();
         let dc_idx: HashMap<&str, u32> = dcs
             .iter()
