@@ -4,5 +4,6 @@
 
 pub mod bgp;
 pub mod cli;
+pub mod controller;
 pub mod gateway;
 pub mod probe;

@@ -4,9 +4,11 @@
 //!   pinned eBPF toolchain, bpf-linker), idempotently, and says what it did.
 //! - `cargo xtask test`: the README's test command: setup, fmt, clippy, then the whole suite.
 //! - `cargo xtask lab`: the README's main job, in network namespaces on this machine.
+//! - `cargo xtask simulate SCENARIO`: a controller simulator scenario (`list` lists them).
 
 mod lab;
 mod setup;
+mod simulate;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +32,12 @@ enum Command {
     },
     /// Run the most complete gatewan topology that works today, in network namespaces.
     Lab,
+    /// Run a controller simulator scenario (`list` lists them; see docs/controller.md).
+    Simulate {
+        /// Scenario name, then `--seed N`, `--json` or `--snapshot-at SECONDS`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +48,7 @@ fn main() -> std::process::ExitCode {
             Command::Setup => setup::run().map(drop),
             Command::Test { nextest_args } => test::run(&nextest_args),
             Command::Lab => lab::run(),
+            Command::Simulate { args } => simulate::run(&args),
         });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

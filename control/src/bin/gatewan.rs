@@ -47,6 +47,8 @@ enum Command {
         #[arg(long, short, default_value = "/run/gatewan/gateway.sock")]
         socket: std::path::PathBuf,
     },
+    /// The controller: `plan` (what-if), `simulate` (scenarios), or the daemon (`--config`).
+    Controller(cli::controller::ControllerArgs),
     /// Attach gatewan's XDP program to an interface and print its counters until stopped.
     XdpWatch {
         /// Interface to attach to (in the current network namespace).
@@ -113,6 +115,7 @@ fn main() -> ExitCode {
         Command::Gateway { config } => cli::gateway::run(&config),
         Command::Rekey { tunnel, socket } => cli::status::rekey(&socket, &tunnel),
         Command::Status { socket, json } => cli::status::run(&socket, json),
+        Command::Controller(args) => cli::controller::run(args),
         Command::XdpWatch {
             interface,
             mode,

@@ -1,6 +1,7 @@
 //! The subcommands of the `gatewan` binary.
 
 pub mod bgpctl;
+pub mod controller;
 pub mod doctor;
 pub mod gateway;
 pub mod routes;
