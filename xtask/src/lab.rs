@@ -1,11 +1,16 @@
-//! `cargo xtask lab`: the README's main job. Until the two-datacenter SD-WAN exists, it runs the
-//! most complete gatewan topology that works and says what it shows.
+//! `cargo xtask lab`: the README's main job. A two-datacenter gatewan SD-WAN in network
+//! namespaces on this machine (see `gatewan_testbed::lab`): each datacenter a leaf with a
+//! kernel VXLAN device and a gatewan gateway with two transits, four WireGuard tunnels between
+//! the gateways through a transit namespace. It sends traffic between hosts of the two
+//! datacenters, shows `gatewan status` on both gateways, and tears everything down.
 
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use gatewan_testbed::{Need, Testbed};
+use gatewan_testbed::lab::Lab;
+use gatewan_testbed::Need;
 
 use crate::{run_cmd, setup};
 
@@ -22,51 +27,122 @@ pub fn run() -> anyhow::Result<()> {
     )?;
     let gatewan = std::env::current_dir()?.join("target/release/gatewan");
 
-    println!("\nlab: gatewan doctor");
-    run_cmd(Command::new(&gatewan).arg("doctor"))?;
+    println!("lab: starting two datacenters (leaf + gateway each) and a transit between them");
+    let mut lab = Lab::start(&gatewan, 2, "100ms")?;
+    println!(
+        "lab: dc-a: host {} behind leaf {}, gateway {}\nlab: dc-b: host {} behind leaf {}, gateway {}",
+        lab.a.host,
+        lab.a.leaf.name(),
+        lab.a.gateway.name(),
+        lab.b.host,
+        lab.b.leaf.name(),
+        lab.b.gateway.name()
+    );
+    wait_established(&mut lab, &gatewan)?;
 
-    let mut tb = Testbed::new()?;
-    let fabric = tb.add_netns("fabric")?;
-    let gateway = tb.add_netns("gateway")?;
-    let (leaf, gw_if) = tb.add_veth(&fabric, &gateway, 2)?;
-    leaf.add_addr("10.200.0.1/30")?;
-    gw_if.add_addr("10.200.0.2/30")?;
-    println!(
-        "\nlab: namespaces {} (a fabric leaf) and {} (a gateway), veth {} <-> {} with 2 queues",
-        fabric.name(),
-        gateway.name(),
-        leaf.name,
-        gw_if.name
-    );
-    println!(
-        "lab: gatewan xdp-watch on {} in the gateway namespace; the leaf pings it",
-        gw_if.name
-    );
-    let watch = tb.spawn(
-        &gateway,
-        gatewan.to_str().context("non-UTF-8 path")?,
-        [
-            "--log",
-            "warn",
-            "xdp-watch",
-            "--interface",
-            &gw_if.name,
-            "--interval",
-            "1",
-            "--count",
-            "4",
-        ],
+    println!("\nlab: ping dc-a host -> dc-b host (VXLAN -> WireGuard -> VXLAN)");
+    let ping = lab.a.leaf.exec(
+        "ping",
+        ["-c", "5", "-i", "0.2", "-I", lab.a.host, lab.b.host],
     )?;
-    std::thread::sleep(Duration::from_millis(500));
-    let ping = fabric.exec("ping", ["-c", "30", "-i", "0.1", "10.200.0.2"])?;
-    if let Some(summary) = ping.lines().find(|l| l.contains("packets transmitted")) {
-        println!("lab: leaf ping: {summary}");
+    for line in ping
+        .lines()
+        .filter(|l| l.contains("bytes from") || l.contains("transmitted") || l.contains("rtt"))
+    {
+        println!("  {line}");
     }
-    while tb.is_running(watch) {
-        std::thread::sleep(Duration::from_millis(100));
+    println!("\nlab: iperf3, 4 TCP flows dc-a -> dc-b for 3 s (flows spread over the tunnels)");
+    let server = lab
+        .tb
+        .spawn(&lab.b.leaf, "iperf3", ["-s", "-B", lab.b.host])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let iperf = lab.a.leaf.exec(
+        "iperf3",
+        ["-c", lab.b.host, "-B", lab.a.host, "-t", "3", "-P", "4"],
+    )?;
+    for line in iperf
+        .lines()
+        .filter(|l| l.contains("SUM") || l.contains("receiver") && !l.contains("[SUM]"))
+    {
+        println!("  {line}");
     }
-    println!("\nlab: what the gateway's XDP program counted (per verdict, summed over CPUs):");
-    print!("{}", tb.log(watch));
-    println!("\nlab: done; the namespaces are torn down. What works today is listed in README.md.");
+    lab.tb.stop(server, Duration::from_secs(1));
+    // Let a status period pass so the rates reflect the transfer.
+    std::thread::sleep(Duration::from_millis(1100));
+
+    for site in [&lab.a, &lab.b] {
+        println!(
+            "\nlab: gatewan status on {} (first tunnel; all {} with --json)",
+            site.name, lab.tunnels
+        );
+        let out = status(&gatewan, &site.socket, false)?;
+        // The first tunnel's entry, as operators read it.
+        let first: Vec<&str> = out
+            .lines()
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || !l.starts_with("- "))
+            .map(|(_, l)| l)
+            .collect();
+        for line in first {
+            println!("  {line}");
+        }
+        let all: serde_json::Value = serde_json::from_str(&status(&gatewan, &site.socket, true)?)?;
+        for t in all.as_array().into_iter().flatten() {
+            println!(
+                "  {} {} -> {}/{}: {} latency {} loss {} tx {} pkts, rx {} pkts",
+                t["interface"].as_str().unwrap_or("?"),
+                t["meta"]["sdwan_local_transit"].as_str().unwrap_or("?"),
+                t["peer"].as_str().unwrap_or("?"),
+                t["meta"]["sdwan_peer_transit"].as_str().unwrap_or("?"),
+                t["state"].as_str().unwrap_or("?"),
+                t["probe"]["latency"].as_str().unwrap_or("?"),
+                t["probe"]["loss"].as_str().unwrap_or("?"),
+                t["counters"]["tx_packets"],
+                t["counters"]["rx_packets"],
+            );
+        }
+    }
+    println!("\nlab: done; the namespaces are torn down. See README.md for what works today.");
+    Ok(())
+}
+
+fn status(gatewan: &Path, socket: &Path, json: bool) -> anyhow::Result<String> {
+    let mut cmd = Command::new(gatewan);
+    cmd.arg("status").arg("--socket").arg(socket);
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "gatewan status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_established(lab: &mut Lab, gatewan: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for site in [&lab.a, &lab.b] {
+        loop {
+            let all: serde_json::Value =
+                serde_json::from_str(&status(gatewan, &site.socket, true)?)?;
+            let tunnels = all.as_array().cloned().unwrap_or_default();
+            if tunnels.len() == lab.tunnels && tunnels.iter().all(|t| t["state"] == "Established") {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the tunnels of {} did not come up:\n{}",
+                site.name,
+                lab.tb.log(site.gateway_process)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    println!(
+        "lab: all {} tunnels established on both gateways",
+        lab.tunnels
+    );
     Ok(())
 }
