@@ -609,10 +609,9 @@ fn check_fabric(f: &FabricFile) -> Result<Fabric, ConfigError> {
     })
 }
 
-/// The X25519 public key of a private key.
+/// The WireGuard public key of a private key.
 pub fn public_key_of(private: &Key32) -> Key32 {
-    let secret = x25519_dalek::StaticSecret::from(private.0);
-    Key32(x25519_dalek::PublicKey::from(&secret).to_bytes())
+    Key32(gatewan_dataplane::wireguard::public_key(&private.0))
 }
 
 #[cfg(test)]
