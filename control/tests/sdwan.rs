@@ -167,10 +167,54 @@ fn netns_two_datacenters_through_vxlan_wireguard_vxlan() {
         .a
         .leaf
         .output("ping", ["-c", "2", "-i", "0.1", "-W", "1", "10.9.0.1"]);
-    let (_, drops) = statuses(&lab.a.socket);
+    let (socket, process) = (lab.a.socket.clone(), lab.a.gateway_process);
+    wait_for(
+        &mut lab.tb,
+        process,
+        || {
+            statuses(&socket)
+                .1
+                .get("unknown_prefix")
+                .copied()
+                .unwrap_or(0)
+                >= 2
+        },
+        "the unknown-prefix drops to be counted",
+    );
+
+    // A leaf whose VXLAN MTU exceeds the tunnels' learns the tunnel MTU from the gateway.
+    lab.a
+        .leaf
+        .ip(["link", "set", "vx0", "mtu", "1450"])
+        .expect("mtu");
+    let out = lab
+        .a
+        .leaf
+        .output(
+            "ping",
+            [
+                "-c", "1", "-W", "2", "-M", "do", "-s", "1410", "-I", lab.a.host, lab.b.host,
+            ],
+        )
+        .expect("ping");
+    let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        drops.get("unknown_prefix").copied().unwrap_or(0) >= 2,
-        "{drops:?}"
+        said.contains("mtu = 1420"),
+        "no fragmentation-needed with the tunnel MTU: {said}"
+    );
+    let (socket, process) = (lab.a.socket.clone(), lab.a.gateway_process);
+    wait_for(
+        &mut lab.tb,
+        process,
+        || {
+            statuses(&socket)
+                .1
+                .get("icmp_too_big_sent")
+                .copied()
+                .unwrap_or(0)
+                >= 1
+        },
+        "the gateway to count the ICMP error it sent",
     );
     lab.tb.stop(server, Duration::from_secs(1));
 }

@@ -19,7 +19,7 @@ use std::ops::Range;
 use crate::drop::DropReason;
 use crate::route::{FlowHasher, RouteTables, TunnelId};
 use crate::wire::ethernet::{self, ethertype, MacAddr};
-use crate::wire::{ipv4, ipv6, vxlan};
+use crate::wire::{icmp, ipv4, ipv6, vxlan};
 
 /// Our side of the fabric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,9 +139,24 @@ pub fn to_fabric(
     if !allowed {
         return Err(DropReason::SourceNotAllowed);
     }
-    let local = *tables.local(dst).ok_or(DropReason::UnknownPrefix)?;
+    if tables.local(dst).is_none() {
+        return Err(DropReason::UnknownPrefix);
+    }
     let (ip_len, _) = decrement(kind, ip)?;
-    let total = FABRIC_HEADROOM + ip_len.min(len);
+    encapsulate_for_leaf(fabric, tables, buf, ip_len.min(len), kind, dst)
+}
+
+/// Writes VXLAN and Ethernet headers in front of the IP packet at `buf[FABRIC_HEADROOM..]`
+/// for the leaf serving `dst`.
+fn encapsulate_for_leaf(
+    fabric: &Fabric,
+    tables: &RouteTables,
+    buf: &mut [u8],
+    ip_len: usize,
+    kind: u16,
+    dst: IpAddr,
+) -> Result<(usize, SocketAddr), DropReason> {
+    let local = *tables.local(dst).ok_or(DropReason::UnknownPrefix)?;
     vxlan::Repr { vni: local.vni }
         .emit(buf)
         .map_err(|_| DropReason::NoBuffer)?;
@@ -156,7 +171,59 @@ pub fn to_fabric(
     }
     .emit(eth)
     .map_err(|_| DropReason::NoBuffer)?;
-    Ok((total, SocketAddr::new(local.vtep, vxlan::PORT)))
+    Ok((
+        FABRIC_HEADROOM + ip_len,
+        SocketAddr::new(local.vtep, vxlan::PORT),
+    ))
+}
+
+/// The inner IP packet of a VXLAN payload (without Ethernet padding), if it parses.
+pub fn fabric_inner(payload: &[u8]) -> Option<&[u8]> {
+    let vx = vxlan::Packet::new_checked(payload).ok()?;
+    let frame = ethernet::Frame::new_checked(vx.payload()).ok()?;
+    let (kind, start) = (frame.ethertype(), vxlan::HEADER_LEN + frame.header_len());
+    let ip = payload.get(start..)?;
+    let len = match kind {
+        ethertype::IPV4 => ipv4::Packet::new_checked(ip).ok()?.total_len(),
+        ethertype::IPV6 => ipv6::Packet::new_checked(ip).ok()?.total_len(),
+        _ => return None,
+    };
+    ip.get(..len)
+}
+
+/// For an inner packet refused as too big for the tunnels ([`DropReason::TooBig`]): writes,
+/// for the sender's leaf, the ICMP "fragmentation needed" (IPv4, only with DF set) or ICMPv6
+/// "packet too big" carrying the tunnel MTU, from `gateway` (an address of ours of the same
+/// family). Returns the VXLAN payload's length and the leaf VTEP, as [`to_fabric`].
+pub fn too_big_reply(
+    fabric: &Fabric,
+    tables: &RouteTables,
+    gateway: IpAddr,
+    offending: &[u8],
+    buf: &mut [u8],
+) -> Result<(usize, SocketAddr), DropReason> {
+    let mtu = fabric.tunnel_mtu;
+    let room = buf.get_mut(FABRIC_HEADROOM..).ok_or(DropReason::NoBuffer)?;
+    let (len, kind, dst) = match (addrs(offending)?, gateway) {
+        ((ethertype::IPV4, IpAddr::V4(sender), _), IpAddr::V4(ours)) => {
+            if !ipv4::Packet::new_checked(offending)?.dont_frag() {
+                // Fragmenting is not done here; without DF there is no error to send.
+                return Err(DropReason::TooBig);
+            }
+            let mtu = u16::try_from(mtu).unwrap_or(u16::MAX);
+            let n =
+                icmp::frag_needed_v4(room, offending, ours, mtu).map_err(|_| DropReason::TooBig)?;
+            (n, ethertype::IPV4, IpAddr::V4(sender))
+        }
+        ((ethertype::IPV6, IpAddr::V6(sender), _), IpAddr::V6(ours)) => {
+            let mtu = u32::try_from(mtu).unwrap_or(u32::MAX);
+            let n = icmp::packet_too_big_v6(room, offending, ours, mtu)
+                .map_err(|_| DropReason::TooBig)?;
+            (n, ethertype::IPV6, IpAddr::V6(sender))
+        }
+        _ => return Err(DropReason::TooBig),
+    };
+    encapsulate_for_leaf(fabric, tables, buf, len, kind, dst)
 }
 
 #[cfg(test)]
@@ -368,6 +435,48 @@ mod tests {
         assert_eq!(
             to_fabric(&f, &t, TunnelId(0), &mut buf, pkt.len() - 22),
             Err(DropReason::UnknownPrefix)
+        );
+    }
+
+    #[test]
+    fn too_big_packets_get_fragmentation_needed_with_the_tunnel_mtu() {
+        let (f, t, h) = (fabric(), tables(), FlowHasher::new(7));
+        let src: Ipv4Addr = "10.1.0.5".parse().unwrap();
+        let mut pkt = vxlan_udp(100, OUR_MAC, src, "10.2.0.9".parse().unwrap(), 1, 64, 1500);
+        assert_eq!(
+            from_fabric(&f, &t, &h, &mut pkt).map(|_| ()),
+            Err(DropReason::TooBig)
+        );
+        let offending = fabric_inner(&pkt).unwrap();
+        assert_eq!(offending.len(), 1528);
+        let mut buf = vec![0u8; 2048];
+        let (len, to) =
+            too_big_reply(&f, &t, "192.0.2.1".parse().unwrap(), offending, &mut buf).unwrap();
+        assert_eq!(
+            to,
+            "192.0.2.10:4789".parse().unwrap(),
+            "back to the sender's leaf"
+        );
+        let vx = vxlan::Packet::new_checked(&buf[..len]).unwrap();
+        let frame = ethernet::Frame::new_checked(vx.payload()).unwrap();
+        assert_eq!(frame.dst(), LEAF_MAC);
+        let ip = ipv4::Packet::new_checked(frame.payload()).unwrap();
+        assert_eq!(
+            (ip.src_addr(), ip.dst_addr(), ip.protocol()),
+            ("192.0.2.1".parse().unwrap(), src, ip_proto::ICMP)
+        );
+        let msg = icmp::Packet::new_checked(ip.payload()).unwrap();
+        assert_eq!(
+            (msg.msg_type(), msg.code(), msg.next_hop_mtu_v4()),
+            (3, 4, 1420)
+        );
+        assert!(msg.verify_checksum_v4());
+        // Without DF nothing is sent back.
+        let mut no_df = offending.to_vec();
+        no_df[6] &= !0x40;
+        assert_eq!(
+            too_big_reply(&f, &t, "192.0.2.1".parse().unwrap(), &no_df, &mut buf),
+            Err(DropReason::TooBig)
         );
     }
 }

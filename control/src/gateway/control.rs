@@ -34,8 +34,9 @@ pub enum Response {
         gateway: String,
         datacenter: String,
         tunnels: Vec<TunnelStatus>,
-        /// Datagrams dropped before any tunnel claimed them (unknown peer, bad MAC, ...), per
-        /// reason, summed over transits.
+        /// Gateway-wide counters: what was dropped before any tunnel claimed it (unknown peer,
+        /// bad MAC, wrong VNI, unknown prefix, ...) by reason, and the forwarding totals
+        /// (`forwarded_from_fabric`, `icmp_too_big_sent`).
         #[serde(default)]
         drops: std::collections::BTreeMap<String, u64>,
     },

@@ -130,6 +130,10 @@ struct TransitIo {
 struct FabricIo {
     socket: UdpSocket,
     fabric: pipeline::Fabric,
+    /// Our VTEP address: the source of the ICMP errors we send into the fabric.
+    vtep: IpAddr,
+    /// ICMP "fragmentation needed" / "packet too big" sent for oversize packets.
+    too_big_sent: u64,
 }
 
 /// Where a datagram came from.
@@ -284,6 +288,8 @@ pub async fn run_until(
             tracing::info!(vtep = %f.vtep, vni = f.vni, local_routes = f.local_routes.len(), "fabric up");
             Some(FabricIo {
                 socket,
+                vtep: f.vtep,
+                too_big_sent: 0,
                 fabric: pipeline::Fabric {
                     vni: f.vni,
                     router_mac: f.router_mac,
@@ -628,11 +634,30 @@ impl Worker {
 
     /// A VXLAN payload from a leaf: route it into a tunnel.
     async fn on_fabric(&mut self, payload: &mut [u8], tx: &mut [u8]) {
-        let Some(fabric) = &self.fabric else { return };
+        let Some(fabric) = &mut self.fabric else {
+            return;
+        };
         let hit = match pipeline::from_fabric(&fabric.fabric, &self.tables, &self.hasher, payload) {
             Ok(hit) => hit,
             Err(reason) => {
                 self.fabric_drops.count(reason);
+                if reason == DropReason::TooBig {
+                    // Tell the sender the tunnel MTU (path MTU discovery), as a router would.
+                    let offending = pipeline::fabric_inner(payload).unwrap_or_default();
+                    if let Ok((len, leaf)) = pipeline::too_big_reply(
+                        &fabric.fabric,
+                        &self.tables,
+                        fabric.vtep,
+                        offending,
+                        tx,
+                    ) {
+                        if let Some(reply) = tx.get(..len) {
+                            if fabric.socket.send_to(reply, leaf).await.is_ok() {
+                                fabric.too_big_sent += 1;
+                            }
+                        }
+                    }
+                }
                 return;
             }
         };
@@ -869,6 +894,9 @@ impl Worker {
             }
         }
         drops.insert("forwarded_from_fabric".into(), self.forwarded_to_tunnels);
+        if let Some(fabric) = &self.fabric {
+            drops.insert("icmp_too_big_sent".into(), fabric.too_big_sent);
+        }
         let mut slot = self
             .status
             .lock()
