@@ -3,3 +3,4 @@
 //! subcommands to this crate. See docs/architecture.md.
 
 pub mod cli;
+pub mod mesh;
