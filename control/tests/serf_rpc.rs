@@ -379,3 +379,37 @@ async fn serf_rpc_pipelines_and_survives_agent_restart() {
         .unwrap();
     assert!(matches!(ev, Event::User { name, .. } if name == "again"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serf_tags_budget_matches_the_agent() {
+    use gatewan_control::mesh::tags::{check_size, encoded_len, TAGS_LIMIT};
+    needs();
+    let mut tb = Testbed::new().unwrap();
+    let (a, _b) = two_agents(&mut tb, None, &[]);
+    let c = a.client().await;
+    // Fill tags to exactly the limit as gatewan counts it; then one byte more.
+    let mut tags = BTreeMap::new();
+    tags.insert("dc".to_string(), "t1".to_string());
+    tags.insert("role".to_string(), "test".to_string());
+    let base = encoded_len(&tags) + 1 + 3; // key "pad" + raw16 header of a long value
+    let mut fill = TAGS_LIMIT - base - 3;
+    tags.insert("pad".to_string(), "x".repeat(fill));
+    assert_eq!(encoded_len(&tags), TAGS_LIMIT);
+    assert!(check_size(&tags).is_ok());
+    c.set_tags(&tags, &[]).await.unwrap();
+    fill += 1;
+    tags.insert("pad".to_string(), "x".repeat(fill));
+    assert_eq!(encoded_len(&tags), TAGS_LIMIT + 1);
+    assert!(check_size(&tags).is_err());
+    let err = c.set_tags(&tags, &[]).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RpcError::Agent {
+                command: "tags",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}

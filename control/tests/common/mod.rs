@@ -173,3 +173,196 @@ pub fn bridged(tb: &mut Testbed, roles: &[&str]) -> Vec<(Netns, std::net::Ipv4Ad
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------
+// Gateways: a MeshNode supervising its own agent inside a namespace.
+
+use gatewan_control::mesh::agent::{AgentConfig, Profile, SupervisorOptions};
+use gatewan_control::mesh::node::{MeshConfig, MeshNode};
+use gatewan_control::mesh::prefixes::PrefixList;
+use gatewan_control::mesh::tags::{GatewayMeta, Role, TransitMeta};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+pub const RPC_AUTH: &str = "gatewan-test-rpc";
+
+/// `n` distinct prefixes for gateway `seed`: half IPv4 /24, half IPv6 /48../64.
+pub fn prefixes(seed: u16, n: u32, salt: u32) -> PrefixList {
+    PrefixList::new((0..n).map(|i| {
+        let j = i / 2 + salt;
+        if i % 2 == 0 {
+            let idx = u32::from(seed) * 4096 + (j % 4096);
+            IpNet::V4(Ipv4Net::new(std::net::Ipv4Addr::from((10 << 24) | (idx << 8)), 24).unwrap())
+        } else {
+            IpNet::V6(
+                Ipv6Net::new(
+                    std::net::Ipv6Addr::new(0xfd00, seed, j as u16, 0, 0, 0, 0, 0),
+                    48 + (j % 17) as u8,
+                )
+                .unwrap()
+                .trunc(),
+            )
+        }
+    }))
+}
+
+pub fn meta(dc: &str, idx: u8) -> GatewayMeta {
+    GatewayMeta {
+        role: Role::Gateway,
+        datacenter: dc.into(),
+        transits: vec![
+            TransitMeta {
+                name: "lumen".into(),
+                public_key: [idx; 32],
+                endpoints: vec![
+                    format!("203.0.113.{idx}:6152").parse().unwrap(),
+                    format!("[2620:100:a006::{idx}]:6152").parse().unwrap(),
+                ],
+            },
+            TransitMeta {
+                name: "telstra".into(),
+                public_key: [idx.wrapping_add(100); 32],
+                endpoints: vec![format!("198.51.100.{idx}:6215").parse().unwrap()],
+            },
+        ],
+        echo_port: Some(7000 + u16::from(idx)),
+        prefix_list: None,
+    }
+}
+
+/// Serf's timing profile for test meshes: `local` (fastest failure detection) unless
+/// `GATEWAN_TEST_SERF_PROFILE` says `lan` or `wan` (to measure those).
+pub fn test_profile() -> Profile {
+    match std::env::var("GATEWAN_TEST_SERF_PROFILE").as_deref() {
+        Ok("lan") => Profile::Lan,
+        Ok("wan") => Profile::Wan,
+        _ => Profile::Local,
+    }
+}
+
+/// Everything needed to (re)start one gateway.
+#[derive(Clone)]
+pub struct GwSpec {
+    pub name: String,
+    pub netns: Netns,
+    pub addr: std::net::Ipv4Addr,
+    pub rpc_port: u16,
+    pub dir: PathBuf,
+    pub meta: GatewayMeta,
+    pub keys: Vec<String>,
+    pub seeds: Vec<String>,
+}
+
+impl GwSpec {
+    pub fn bind(&self) -> SocketAddr {
+        SocketAddr::new(self.addr.into(), 7946)
+    }
+
+    pub fn rpc_addr(&self) -> SocketAddr {
+        format!("127.0.0.1:{}", self.rpc_port).parse().unwrap()
+    }
+
+    pub fn connector(&self) -> NetnsConnect {
+        NetnsConnect {
+            netns: self.netns.clone(),
+            addr: self.rpc_addr(),
+        }
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("agent.log")
+    }
+
+    pub fn start(&self, list: PrefixList) -> MeshNode {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let mut cfg = MeshConfig::new(self.name.clone(), self.meta.clone(), list);
+        cfg.rpc = RpcOptions {
+            auth_key: Some(RPC_AUTH.into()),
+            timeout: Duration::from_secs(20),
+            ..RpcOptions::default()
+        };
+        cfg.tick = Duration::from_millis(250);
+        cfg.reconcile_interval = Duration::from_secs(5);
+        cfg.repair_after = Duration::from_secs(1);
+        cfg.repair_deadline = Duration::from_secs(3);
+        cfg.pull_interval = Duration::from_secs(3);
+        cfg.query_timeout = Duration::from_secs(2);
+        let agent = AgentConfig {
+            node_name: self.name.clone(),
+            bind: self.bind(),
+            advertise: None,
+            rpc_addr: self.rpc_addr(),
+            rpc_auth: RPC_AUTH.into(),
+            keyring_file: self.dir.join("keyring.json"),
+            initial_keys: self.keys.clone(),
+            snapshot_file: self.dir.join("snapshot"),
+            profile: test_profile(),
+            retry_join: self.seeds.clone(),
+            retry_interval: Duration::from_secs(1),
+            tags: Default::default(),
+            log_level: "debug".into(),
+            config_file: self.dir.join("agent.json"),
+        };
+        let options = SupervisorOptions {
+            launcher: vec![
+                "ip".into(),
+                "netns".into(),
+                "exec".into(),
+                self.netns.name().to_owned(),
+            ],
+            log_file: Some(self.log()),
+            ..SupervisorOptions::default()
+        };
+        MeshNode::start(cfg, self.connector(), Some((agent, options))).unwrap()
+    }
+}
+
+/// Prints the tail of each agent log if the test is failing.
+pub struct LogsOnFailure(pub Vec<PathBuf>);
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if let Some(keep) = std::env::var_os("GATEWAN_TEST_KEEP_LOGS") {
+            let keep = PathBuf::from(keep);
+            let _ = std::fs::create_dir_all(&keep);
+            for path in &self.0 {
+                if let Some(parent) = path.parent().and_then(|p| p.file_name()) {
+                    let _ =
+                        std::fs::copy(path, keep.join(format!("{}.log", parent.to_string_lossy())));
+                }
+            }
+        }
+        if !std::thread::panicking() {
+            return;
+        }
+        for path in &self.0 {
+            let log = std::fs::read_to_string(path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(25).collect();
+            eprintln!("--- {} ---", path.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// Specs for gateways `names` (with datacenters), bridged, joined through the first.
+pub fn gateway_specs(tb: &mut Testbed, gws: &[(&str, &str)], keys: &[&str]) -> Vec<GwSpec> {
+    let roles: Vec<&str> = gws.iter().map(|(n, _)| *n).collect();
+    let nets = bridged(tb, &roles);
+    let seed = format!("{}:7946", nets[0].1);
+    let other = format!("{}:7946", nets[1 % nets.len()].1);
+    gws.iter()
+        .zip(nets)
+        .enumerate()
+        .map(|(i, ((name, dc), (netns, addr)))| GwSpec {
+            name: format!("{name}-{dc}"),
+            netns,
+            addr,
+            rpc_port: 7500 + u16::try_from(i).unwrap(),
+            dir: tb.dir().join(name),
+            meta: meta(dc, u8::try_from(i + 1).unwrap()),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+            seeds: vec![if i == 0 { other.clone() } else { seed.clone() }],
+        })
+        .collect()
+}

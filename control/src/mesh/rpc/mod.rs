@@ -184,19 +184,24 @@ impl std::fmt::Debug for RpcClient {
 }
 
 impl RpcClient {
-    /// Connects (handshake and auth included) and returns the client.
-    pub async fn connect(
-        connector: impl Connect,
-        options: RpcOptions,
-    ) -> Result<RpcClient, RpcError> {
-        let client = RpcClient {
+    /// A client that dials on first use (and again after every loss).
+    pub fn new(connector: impl Connect, options: RpcOptions) -> RpcClient {
+        RpcClient {
             inner: Arc::new(Inner {
                 connector: Box::new(connector),
                 options,
                 conn: tokio::sync::Mutex::new(None),
                 generation: AtomicU64::new(0),
             }),
-        };
+        }
+    }
+
+    /// Connects (handshake and auth included) and returns the client.
+    pub async fn connect(
+        connector: impl Connect,
+        options: RpcOptions,
+    ) -> Result<RpcClient, RpcError> {
+        let client = RpcClient::new(connector, options);
         client.connection().await?;
         Ok(client)
     }
@@ -435,6 +440,7 @@ impl RpcClient {
             .await?;
         Ok(QueryStream {
             inner: StreamInner { conn, seq, rx },
+            spurious: 0,
         })
     }
 
@@ -969,9 +975,15 @@ impl EventStream {
 /// Responses to one query; `next` returns `Ok(None)` when the query's time is up.
 pub struct QueryStream {
     inner: StreamInner,
+    spurious: u64,
 }
 
 impl QueryStream {
+    /// Records skipped because they named no sender.
+    pub fn spurious(&self) -> u64 {
+        self.spurious
+    }
+
     pub async fn next(&mut self) -> Result<Option<QueryRecord>, RpcError> {
         loop {
             let raw = match self.inner.next_raw().await {
@@ -979,6 +991,13 @@ impl QueryStream {
                 None => return Ok(None),
             };
             let rec: WireQueryRecord = decode("query", &raw)?;
+            // After a query's deadline the agent may emit a burst of ack/response records
+            // with no sender and no payload before its `done` (it keeps reading the closed
+            // response channels until its own timer fires); they carry nothing: skip them.
+            if rec.kind != "done" && rec.from.as_deref().unwrap_or_default().is_empty() {
+                self.spurious += 1;
+                continue;
+            }
             match rec.kind.as_str() {
                 "ack" => {
                     return Ok(Some(QueryRecord::Ack {
