@@ -171,6 +171,62 @@ async fn serf_mesh_five_gateways_in_three_datacenters() {
         }
     }
 
+    // `gatewan members` against a gateway's agent: the typed view, with every list pulled
+    // and verified.
+    let spec = &specs[2];
+    let t0 = Instant::now();
+    let out = spec
+        .netns
+        .exec(
+            env!("CARGO_BIN_EXE_gatewan"),
+            [
+                "members",
+                "--json",
+                &format!("--rpc-addr={}", spec.rpc_addr()),
+                &format!("--rpc-auth={RPC_AUTH}"),
+                "--timeout=30",
+            ],
+        )
+        .unwrap();
+    println!("gatewan members --json took {:?}", t0.elapsed());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["local"], spec.name.as_str());
+    for (s, list) in specs.iter().zip(&lists) {
+        let m = &v["members"][s.name.as_str()];
+        assert_eq!(m["status"], "alive", "{}", s.name);
+        assert_eq!(m["meta"]["datacenter"], s.meta.datacenter.as_str());
+        assert_eq!(m["meta"]["role"], "gateway");
+        assert_eq!(m["meta"]["transits"].as_array().unwrap().len(), 2);
+        let got: Vec<String> = m["prefixes"]["prefixes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect();
+        let want: Vec<String> = list.iter().map(|p| p.to_string()).collect();
+        assert_eq!(got, want, "{}", s.name);
+    }
+    let table = spec
+        .netns
+        .exec(
+            env!("CARGO_BIN_EXE_gatewan"),
+            [
+                "members",
+                &format!("--rpc-addr={}", spec.rpc_addr()),
+                &format!("--rpc-auth={RPC_AUTH}"),
+                "--timeout=30",
+            ],
+        )
+        .unwrap();
+    println!("{table}");
+    assert_eq!(table.lines().count(), 6, "{table}");
+    assert_eq!(table.lines().filter(|l| l.contains(" alive ")).count(), 5);
+    assert_eq!(
+        table.matches("2000 (v4 1000, v6 1000)").count(),
+        5,
+        "{table}"
+    );
+
     // A change on gw2 reaches every other gateway; measure how long it takes.
     let mut changed = prefixes(2, 2000, 0).as_slice()[10..].to_vec();
     changed.extend(prefixes(2, 20, 3000).iter().take(10).copied());

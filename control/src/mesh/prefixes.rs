@@ -72,6 +72,7 @@ const FIXED_HEADER: usize = 2 + 8 + 2 + 2 + 32;
 
 /// A canonical set of prefixes: host bits cleared, sorted, no duplicates.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
 pub struct PrefixList {
     prefixes: Vec<IpNet>,
 }
@@ -137,6 +138,17 @@ pub enum Reject {
     DeltaBase,
     #[error("delta does not apply cleanly or yields another digest")]
     DeltaMismatch,
+}
+
+impl Reject {
+    /// Whether this is ordinary gossip redundancy (copies, our own list, old versions, a
+    /// delta we cannot use) rather than a malformed or inconsistent payload.
+    pub fn is_benign(self) -> bool {
+        matches!(
+            self,
+            Reject::Duplicate | Reject::Own | Reject::Stale | Reject::DeltaBase
+        )
+    }
 }
 
 /// A parsed chunk: a view over the received bytes.
@@ -580,6 +592,15 @@ impl SyncCounters {
 
     pub fn rejected_total(&self) -> u64 {
         self.rejected.values().sum()
+    }
+
+    /// Payloads refused as malformed or inconsistent (not mere redundancy).
+    pub fn bad_total(&self) -> u64 {
+        self.rejected
+            .iter()
+            .filter(|(r, _)| !r.is_benign())
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 
