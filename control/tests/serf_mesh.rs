@@ -227,6 +227,14 @@ async fn serf_mesh_five_gateways_in_three_datacenters() {
         "{table}"
     );
 
+    // Right after a mass start the gossip queues are still busy with the initial pulls;
+    // GATEWAN_TEST_SETTLE_SECS lets the mesh go quiet first, to measure steady state.
+    if let Some(secs) = std::env::var("GATEWAN_TEST_SETTLE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
     // A change on gw2 reaches every other gateway; measure how long it takes.
     let mut changed = prefixes(2, 2000, 0).as_slice()[10..].to_vec();
     changed.extend(prefixes(2, 20, 3000).iter().take(10).copied());

@@ -263,7 +263,7 @@ impl AgentSupervisor {
                         _ = tokio::time::sleep(delay) => {}
                         _ = &mut stop_rx => return,
                     }
-                    delay = (delay * 2).min(options.restart_max);
+                    delay = delay.saturating_mul(2).min(options.restart_max);
                     if held.load(std::sync::atomic::Ordering::Acquire) {
                         // Leaving: the agent exits on purpose; wait for `stop`.
                         continue;

@@ -85,7 +85,7 @@ impl MeshConfig {
             pull_interval: Duration::from_secs(10),
             query_timeout: Duration::from_secs(5),
             chunk_len: MAX_CHUNK_LEN,
-            max_pulls: 4,
+            max_pulls: 8,
         }
     }
 }
@@ -337,7 +337,7 @@ impl State {
                     },
                 }
             }
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            backoff = backoff.saturating_mul(2).min(Duration::from_secs(2));
             if self.rpc.reconnect().await.is_ok() {
                 backoff = Duration::from_millis(100);
             }
@@ -443,11 +443,13 @@ impl State {
         if let Err(e) = self.start_session().await {
             return SessionEnd::Lost(e.to_string());
         }
-        let mut tick = tokio::time::interval(self.cfg.tick);
+        // Zero periods would make tokio panic: configuration is input too.
+        let floor = Duration::from_millis(10);
+        let mut tick = tokio::time::interval(self.cfg.tick.max(floor));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reconcile = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.cfg.reconcile_interval,
-            self.cfg.reconcile_interval,
+            tokio::time::Instant::now() + self.cfg.reconcile_interval.max(floor),
+            self.cfg.reconcile_interval.max(floor),
         );
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -365,6 +365,25 @@ mod tests {
     }
 
     #[test]
+    fn four_typical_dual_stack_transits_fit_the_budget() {
+        let mut m = meta();
+        m.transits = ["lumen", "telstra", "ntt", "cogent"]
+            .iter()
+            .zip(1u8..)
+            .map(|(name, i)| TransitMeta {
+                name: (*name).into(),
+                public_key: [i; 32],
+                endpoints: vec![
+                    format!("203.0.113.{i}:6152").parse().unwrap(),
+                    format!("[2620:100:a006::{i}]:6152").parse().unwrap(),
+                ],
+            })
+            .collect();
+        let size = encoded_len(&m.to_tags().unwrap());
+        assert!(size <= TAGS_LIMIT, "{size}");
+    }
+
+    #[test]
     fn oversized_tags_are_refused_before_sending() {
         let mut m = meta();
         m.transits = (0..6)
