@@ -603,7 +603,9 @@ impl Conn {
     }
 
     fn is_closed(&self) -> bool {
-        self.closed.borrow().is_some()
+        // The shared state is marked before any waiter learns of the loss, so a caller
+        // woken by it never picks this connection again.
+        lock(&self.shared).closed.is_some() || self.closed.borrow().is_some()
     }
 
     fn shutdown(&self, reason: &str) {
@@ -753,6 +755,7 @@ fn fail_all(shared: &Mutex<Shared>, closer: &watch::Sender<Option<String>>, reas
         shared.closed = Some(reason.clone());
         std::mem::take(&mut shared.pending)
     };
+    let _ = closer.send(Some(reason.clone()));
     for (_, p) in pending {
         match p {
             Pending::Once { tx: Some(tx), .. } => {
@@ -767,7 +770,6 @@ fn fail_all(shared: &Mutex<Shared>, closer: &watch::Sender<Option<String>>, reas
             _ => {}
         }
     }
-    let _ = closer.send(Some(reason));
 }
 
 /// Where the next value in the agent's byte stream belongs.
