@@ -6,4 +6,5 @@ pub mod bgp;
 pub mod cli;
 pub mod controller;
 pub mod gateway;
+pub mod mesh;
 pub mod probe;

@@ -18,7 +18,7 @@ fn help_lists_the_subcommands() {
     let out = gatewan(&["--help"]);
     assert!(out.status.success());
     let help = text(&out.stdout);
-    for sub in ["doctor", "xdp-watch"] {
+    for sub in ["doctor", "members", "xdp-watch"] {
         assert!(help.contains(sub), "--help does not mention {sub}:\n{help}");
     }
 }

@@ -49,6 +49,23 @@ enum Command {
     },
     /// The controller: `plan` (what-if), `simulate` (scenarios), or the daemon (`--config`).
     Controller(cli::controller::ControllerArgs),
+    /// Show the mesh (gateways, status, metadata, prefix lists) through a local Serf agent.
+    Members {
+        /// The Serf agent's RPC address.
+        #[arg(long, env = "GATEWAN_SERF_RPC_ADDR", default_value = "127.0.0.1:7373")]
+        rpc_addr: std::net::SocketAddr,
+        /// The agent's RPC auth key (rpc_auth).
+        #[arg(long, env = "GATEWAN_SERF_RPC_AUTH", hide_env_values = true)]
+        rpc_auth: Option<String>,
+        #[arg(long)]
+        json: bool,
+        /// Members and metadata only; do not fetch prefix lists.
+        #[arg(long)]
+        no_prefixes: bool,
+        /// Seconds to spend fetching prefix lists.
+        #[arg(long, default_value_t = 5.0, value_parser = parse_interval)]
+        timeout: f64,
+    },
     /// Attach gatewan's XDP program to an interface and print its counters until stopped.
     XdpWatch {
         /// Interface to attach to (in the current network namespace).
@@ -116,6 +133,19 @@ fn main() -> ExitCode {
         Command::Rekey { tunnel, socket } => cli::status::rekey(&socket, &tunnel),
         Command::Status { socket, json } => cli::status::run(&socket, json),
         Command::Controller(args) => cli::controller::run(args),
+        Command::Members {
+            rpc_addr,
+            rpc_auth,
+            json,
+            no_prefixes,
+            timeout,
+        } => cli::members::run(cli::members::Options {
+            rpc_addr,
+            rpc_auth,
+            json,
+            no_prefixes,
+            timeout: Duration::from_secs_f64(timeout),
+        }),
         Command::XdpWatch {
             interface,
             mode,

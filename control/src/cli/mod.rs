@@ -4,6 +4,7 @@ pub mod bgpctl;
 pub mod controller;
 pub mod doctor;
 pub mod gateway;
+pub mod members;
 pub mod routes;
 pub mod status;
 pub mod xdp_watch;
