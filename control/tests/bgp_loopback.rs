@@ -191,7 +191,7 @@ async fn loopback_export_import_withdraw_and_session_down() {
         ImportEvent::Withdraw(r) => assert_eq!(r.vtep.to_string(), "10.184.84.45"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(b.local_prefixes().borrow().len(), 2);
+    table_of(&b, 2).await;
     let (_, a_status) = control::query(&a_cfg.control_socket)
         .await
         .expect("A status");
@@ -210,7 +210,7 @@ async fn loopback_export_import_withdraw_and_session_down() {
             withdrawn += 1;
         }
     }
-    assert!(b.local_prefixes().borrow().is_empty());
+    table_of(&b, 0).await;
     let st = b.status().await.expect("status");
     assert_ne!(st.peers[0].state, State::Established);
     let err = st.peers[0].stats.last_error.clone().unwrap_or_default();
