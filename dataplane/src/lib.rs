@@ -3,6 +3,8 @@
 //! the handles exposed here. See docs/architecture.md for where each piece lives.
 
 pub mod drop;
+#[cfg(feature = "fixture")]
+pub mod fixture;
 pub mod ifname;
 pub mod pipeline;
 pub mod route;
