@@ -174,53 +174,8 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
-/// An Ethernet MAC address, written `70:5b:83:6b:72:a9`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MacAddr(pub [u8; 6]);
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0:?} is not a MAC address (expected six hex bytes separated by ':')")]
-pub struct MacParseError(pub String);
-
-impl FromStr for MacAddr {
-    type Err = MacParseError;
-
-    fn from_str(s: &str) -> Result<MacAddr, MacParseError> {
-        let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for b in out.iter_mut() {
-            let p = parts.next().ok_or_else(|| MacParseError(s.to_string()))?;
-            if p.len() != 2 {
-                return Err(MacParseError(s.to_string()));
-            }
-            *b = u8::from_str_radix(p, 16).map_err(|_| MacParseError(s.to_string()))?;
-        }
-        if parts.next().is_some() {
-            return Err(MacParseError(s.to_string()));
-        }
-        Ok(MacAddr(out))
-    }
-}
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-impl Serialize for MacAddr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for MacAddr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+/// An Ethernet MAC address, written `70:5b:83:6b:72:a9`: the dataplane's type.
+pub use gatewan_dataplane::wire::ethernet::{MacAddr, ParseMacError as MacParseError};
 
 /// Everything the controller knows at the start of a cycle.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

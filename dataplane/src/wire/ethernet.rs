@@ -54,6 +54,20 @@ impl std::fmt::Display for MacAddr {
 #[error("invalid MAC address {0:?}: expected six hex bytes like 70:5b:83:6b:72:a9")]
 pub struct ParseMacError(pub String);
 
+// Configurations and the control plane's JSON write MAC addresses as text.
+impl serde::Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::str::FromStr for MacAddr {
     type Err = ParseMacError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

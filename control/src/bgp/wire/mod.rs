@@ -18,9 +18,7 @@ pub mod update;
 #[cfg(test)]
 pub(crate) mod vectors;
 
-use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
 
 use thiserror::Error;
 
@@ -265,54 +263,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A 48-bit MAC address (EVPN Router's MAC, gateways' router MACs).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MacAddr(pub [u8; 6]);
-
-impl fmt::Display for MacAddr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
-    }
-}
-
-/// A MAC address that did not parse as six colon-separated hex octets.
-#[derive(Clone, Debug, Error, PartialEq, Eq)]
-#[error("{0:?} is not a MAC address (six hex octets separated by ':')")]
-pub struct BadMac(pub String);
-
-impl FromStr for MacAddr {
-    type Err = BadMac;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut out = [0u8; 6];
-        let mut parts = s.split([':', '-']);
-        for slot in &mut out {
-            let part = parts.next().ok_or_else(|| BadMac(s.into()))?;
-            if part.is_empty() || part.len() > 2 {
-                return Err(BadMac(s.into()));
-            }
-            *slot = u8::from_str_radix(part, 16).map_err(|_| BadMac(s.into()))?;
-        }
-        if parts.next().is_some() {
-            return Err(BadMac(s.into()));
-        }
-        Ok(MacAddr(out))
-    }
-}
-
-impl serde::Serialize for MacAddr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for MacAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+/// A 48-bit MAC address (EVPN Router's MAC, gateways' router MACs): the dataplane's type.
+pub use gatewan_dataplane::wire::ethernet::{MacAddr, ParseMacError as BadMac};
 
 /// Lower-case hex, for logging whole malformed messages (RFC 7606 section 6 asks for them).
 pub fn hex(bytes: &[u8]) -> String {
