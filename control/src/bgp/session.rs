@@ -513,7 +513,7 @@ impl Session {
                 self.stats.update_session_resets += 1;
                 tracing::warn!(
                     peer_as = self.config.peer_as,
-                    update = %wire::hex(body),
+                    update = %hex::encode(body),
                     "malformed UPDATE, session reset (RFC 7606): {}",
                     reset.reason
                 );
@@ -536,7 +536,7 @@ impl Session {
                             peer_as = self.config.peer_as,
                             attribute = e.type_code,
                             approach = %e.approach,
-                            update = %wire::hex(body),
+                            update = %hex::encode(body),
                             "malformed UPDATE: {}",
                             e.reason
                         );

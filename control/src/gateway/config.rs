@@ -35,7 +35,7 @@ impl Key32 {
 
     /// Lower-case hex, as `gatewan status` prints public keys.
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.0)
     }
 }
 

@@ -527,7 +527,7 @@ pub struct AppliedList {
 }
 
 fn ser_hex32<S: serde::Serializer>(d: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&super::tags::hex(d))
+    s.serialize_str(&hex::encode(d))
 }
 
 /// What a chunk did.

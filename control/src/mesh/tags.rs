@@ -105,16 +105,18 @@ pub struct ListTag {
 }
 
 fn ser_hex8<S: serde::Serializer>(d: &[u8; 8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&hex(d))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    s.serialize_str(&hex::encode(d))
 }
 
 impl fmt::Display for ListTag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.version, self.chunks, hex(&self.digest))
+        write!(
+            f,
+            "{}.{}.{}",
+            self.version,
+            self.chunks,
+            hex::encode(self.digest)
+        )
     }
 }
 

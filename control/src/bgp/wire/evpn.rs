@@ -88,7 +88,7 @@ impl fmt::Display for RouteDistinguisher {
                 write!(f, "{asn}L:{value}")
             }
             Self::As4 { asn, value } => write!(f, "{asn}:{value}"),
-            Self::Other(b) => write!(f, "0x{}", super::hex(b)),
+            Self::Other(b) => write!(f, "0x{}", hex::encode(b)),
         }
     }
 }

@@ -194,7 +194,7 @@ impl fmt::Display for ExtCommunity {
             Self::Encapsulation(TUNNEL_VXLAN) => f.write_str("encap:vxlan"),
             Self::Encapsulation(t) => write!(f, "encap:{t}"),
             Self::RouterMac(mac) => write!(f, "router-mac:{mac}"),
-            Self::Other(b) => write!(f, "0x{}", super::hex(b)),
+            Self::Other(b) => write!(f, "0x{}", hex::encode(b)),
         }
     }
 }

@@ -266,16 +266,6 @@ impl<'a> Reader<'a> {
 /// A 48-bit MAC address (EVPN Router's MAC, gateways' router MACs): the dataplane's type.
 pub use gatewan_dataplane::wire::ethernet::{MacAddr, ParseMacError as BadMac};
 
-/// Lower-case hex, for logging whole malformed messages (RFC 7606 section 6 asks for them).
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -327,13 +327,7 @@ mod tests {
         view.body
     }
 
-    fn unhex(s: &str) -> Vec<u8> {
-        let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::bgp::wire::vectors::unhex;
 
     #[test]
     fn our_open_round_trips() {
