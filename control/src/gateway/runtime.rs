@@ -699,17 +699,12 @@ impl Worker {
         // Probes are ordinary traffic: before a session exists they are staged and start the
         // handshake, as any packet would.
         for i in 0..self.tunnels.len() {
-            let mut due = Vec::new();
-            if let Some(ctx) = self.tunnels.get_mut(i) {
-                while let Some(seq) = ctx.prober.poll_probe(now) {
-                    due.push(seq);
-                }
-                ctx.probes_sent += due.len() as u64;
-            }
-            for seq in due {
-                let Some(addrs) = self.tunnels.get(i).map(|c| c.addrs) else {
-                    break;
-                };
+            // One due probe at a time: nothing is collected, nothing allocated.
+            while let Some((seq, addrs)) = self.tunnels.get_mut(i).and_then(|ctx| {
+                let seq = ctx.prober.poll_probe(now)?;
+                ctx.probes_sent += 1;
+                Some((seq, ctx.addrs))
+            }) {
                 let Some(body) = tx.get_mut(DATA_HEADER_LEN..) else {
                     break;
                 };
