@@ -847,6 +847,8 @@ mod example_tests {
             GatewayConfig::parse(text, &dir.join("gateway.yaml")).expect("the example is valid");
         assert_eq!(config.transits.len(), 2);
         assert_eq!(config.tunnels[0].peer_echo_port, Some(7117));
+        let fabric = config.fabric.expect("the example has a fabric section");
+        assert_eq!((fabric.vni, fabric.local_routes.len()), (2204857, 1));
         let _ = std::fs::remove_dir_all(dir);
     }
 }
