@@ -37,6 +37,9 @@ pub use codec::{
     Event, KeyResponse, Member, MemberEventKind, MemberFilter, MemberStatus, QueryRecord,
 };
 
+/// How many times a keyring command is sent when members miss its deadline (see `key_op`).
+const KEY_OP_ATTEMPTS: u32 = 3;
+
 /// Everything that can go wrong talking to an agent. Agent-side errors keep the agent's
 /// message; the well-known ones get their own variant.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -451,7 +454,38 @@ impl RpcClient {
             .into_result("respond")
     }
 
+    /// A keyring command, repeated while some members did not answer in time and none
+    /// refused. Serf runs key changes as a query with a deadline, so on a busy mesh an answer
+    /// can arrive too late; every keyring command is idempotent (installing, using or removing
+    /// a key twice leaves the same keyring), so asking again is safe and completes the change.
     async fn key_op(
+        &self,
+        command: &'static str,
+        key: Option<&str>,
+    ) -> Result<KeyResponse, RpcError> {
+        let mut attempt = 1;
+        loop {
+            match self.key_op_once(command, key).await {
+                Err(RpcError::Keyring { response, .. })
+                    if response.num_err == 0
+                        && response.num_resp < response.num_nodes
+                        && attempt < KEY_OP_ATTEMPTS =>
+                {
+                    tracing::debug!(
+                        command,
+                        attempt,
+                        answered = response.num_resp,
+                        members = response.num_nodes,
+                        "keyring change not answered by every member; asking again"
+                    );
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn key_op_once(
         &self,
         command: &'static str,
         key: Option<&str>,
