@@ -14,6 +14,9 @@
 //! session the peer still has packets in flight on; the retired slot keeps them deliverable.
 //! It expires like any session (REJECT_AFTER_TIME) and is replaced by the next eviction.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use super::aead::Aead;
 use super::messages::DataMut;
 use super::noise::SessionKeys;
@@ -40,7 +43,28 @@ impl Default for Limits {
     }
 }
 
+/// An [`Instant`] that workers record and the owner reads: nanoseconds + 1, 0 for never.
+#[derive(Default)]
+pub(crate) struct AtomicInstant(AtomicU64);
+
+impl AtomicInstant {
+    pub(crate) fn store(&self, t: Instant) {
+        self.0.store(t.as_nanos().saturating_add(1), Ordering::Relaxed);
+    }
+
+    pub(crate) fn load(&self) -> Option<Instant> {
+        self.0
+            .load(Ordering::Relaxed)
+            .checked_sub(1)
+            .map(Instant::from_nanos)
+    }
+}
+
 /// One session: a sending and a receiving key with their counters.
+///
+/// Shared by the tunnel that owns it and the workers that seal and open data messages with
+/// it (see [`SessionTable`](super::SessionTable)): counters and the replay window are
+/// atomics, so sealing and opening take `&self`.
 pub struct Keypair<A> {
     /// Our index: data messages for this session carry it as receiver.
     pub local_index: u32,
@@ -51,10 +75,14 @@ pub struct Keypair<A> {
     /// When the handshake completed.
     pub created: Instant,
     send: A,
-    send_counter: u64,
+    send_counter: AtomicU64,
     recv: A,
     replay: ReplayWindow,
-    last_received: Option<Instant>,
+    last_received: AtomicInstant,
+    /// Last data message (not a keepalive) received, and last one sent: the owner's timers
+    /// read them (see `Tunnel::absorb`).
+    pub(crate) last_received_data: AtomicInstant,
+    pub(crate) last_sent: AtomicInstant,
 }
 
 impl<A: Aead> Keypair<A> {
@@ -65,16 +93,18 @@ impl<A: Aead> Keypair<A> {
             initiator: keys.initiator,
             created: now,
             send: A::new(&keys.send)?,
-            send_counter: 0,
+            send_counter: AtomicU64::new(0),
             recv: A::new(&keys.recv)?,
             replay: ReplayWindow::new(),
-            last_received: None,
+            last_received: AtomicInstant::default(),
+            last_received_data: AtomicInstant::default(),
+            last_sent: AtomicInstant::default(),
         })
     }
 
     /// The counter the next sealed message will carry.
     pub fn send_counter(&self) -> u64 {
-        self.send_counter
+        self.send_counter.load(Ordering::Relaxed)
     }
 
     fn fresh(&self, now: Instant) -> bool {
@@ -83,7 +113,7 @@ impl<A: Aead> Keypair<A> {
 
     /// Whether this session may still send.
     pub fn can_send(&self, now: Instant, limits: &Limits) -> bool {
-        self.fresh(now) && self.send_counter < limits.reject_after_messages
+        self.fresh(now) && self.send_counter() < limits.reject_after_messages
     }
 
     /// Whether this session may still receive.
@@ -94,37 +124,38 @@ impl<A: Aead> Keypair<A> {
     /// Whether the sender side wants a new session: past REKEY_AFTER_MESSAGES, or (only the
     /// initiator, so both ends do not rekey at once) past REKEY_AFTER_TIME.
     pub fn wants_rekey_on_send(&self, now: Instant, limits: &Limits) -> bool {
-        self.send_counter > limits.rekey_after_messages
+        self.send_counter() > limits.rekey_after_messages
             || (self.initiator && now.has_elapsed(self.created, super::timers::REKEY_AFTER_TIME))
     }
 
-    /// Seals an inner packet in place (see [`transport::seal`]), consuming a counter.
+    /// Seals an inner packet in place (see [`transport::seal`]), consuming a counter. Workers
+    /// sealing at once each get their own counter.
     pub fn seal(
-        &mut self,
+        &self,
+        now: Instant,
         buf: &mut [u8],
         len: usize,
         mtu: usize,
         limits: &Limits,
     ) -> Result<usize, Error> {
-        if self.send_counter >= limits.reject_after_messages {
+        let counter = self.send_counter.fetch_add(1, Ordering::Relaxed);
+        if counter >= limits.reject_after_messages {
+            // Keep the counter pinned at the limit rather than creeping towards wrap-around.
+            self.send_counter
+                .store(limits.reject_after_messages, Ordering::Relaxed);
             return Err(Error::CounterExhausted);
         }
-        let n = transport::seal(
-            &self.send,
-            self.remote_index,
-            self.send_counter,
-            buf,
-            len,
-            mtu,
-        )?;
-        self.send_counter += 1;
+        let n = transport::seal(&self.send, self.remote_index, counter, buf, len, mtu)?;
+        if len > 0 {
+            self.last_sent.store(now);
+        }
         Ok(n)
     }
 
     /// Opens a data message in place: replay pre-check, decryption, then the counter is
     /// recorded. Returns the padded plaintext length.
     pub fn open(
-        &mut self,
+        &self,
         now: Instant,
         msg: &mut DataMut<'_>,
         limits: &Limits,
@@ -137,13 +168,16 @@ impl<A: Aead> Keypair<A> {
         self.replay
             .accept(msg.counter, limit)
             .map_err(|r| refusal(r, msg.counter))?;
-        self.last_received = Some(now);
+        self.last_received.store(now);
+        if n > 0 {
+            self.last_received_data.store(now);
+        }
         Ok(n)
     }
 
     /// When a message was last received on this session.
     pub fn last_received(&self) -> Option<Instant> {
-        self.last_received
+        self.last_received.load()
     }
 }
 
@@ -165,10 +199,10 @@ pub enum Slot {
 
 /// The keypairs of a tunnel.
 pub struct Keypairs<A> {
-    pub previous: Option<Box<Keypair<A>>>,
-    pub current: Option<Box<Keypair<A>>>,
-    pub next: Option<Box<Keypair<A>>>,
-    pub retired: Option<Box<Keypair<A>>>,
+    pub previous: Option<Arc<Keypair<A>>>,
+    pub current: Option<Arc<Keypair<A>>>,
+    pub next: Option<Arc<Keypair<A>>>,
+    pub retired: Option<Arc<Keypair<A>>>,
 }
 
 impl<A> Default for Keypairs<A> {
@@ -184,11 +218,11 @@ impl<A> Default for Keypairs<A> {
 
 impl<A: Aead> Keypairs<A> {
     /// Keeps an evicted keypair in `retired` if it received more recently than the one there.
-    fn retire(&mut self, kp: Option<Box<Keypair<A>>>) {
+    fn retire(&mut self, kp: Option<Arc<Keypair<A>>>) {
         let Some(kp) = kp else { return };
         let better = match &self.retired {
             None => true,
-            Some(r) => kp.last_received >= r.last_received,
+            Some(r) => kp.last_received() >= r.last_received(),
         };
         if better {
             self.retired = Some(kp);
@@ -196,7 +230,7 @@ impl<A: Aead> Keypairs<A> {
     }
 
     /// Installs a keypair we derived as initiator: usable at once.
-    pub fn insert_initiator(&mut self, kp: Box<Keypair<A>>) {
+    pub fn insert_initiator(&mut self, kp: Arc<Keypair<A>>) {
         if let Some(next) = self.next.take() {
             // An unconfirmed responder keypair becomes previous (the peer may send on it as
             // soon as it has our response); the old current and previous retire.
@@ -213,7 +247,7 @@ impl<A: Aead> Keypairs<A> {
     }
 
     /// Installs a keypair we derived as responder: it waits in `next` for confirmation.
-    pub fn insert_responder(&mut self, kp: Box<Keypair<A>>) {
+    pub fn insert_responder(&mut self, kp: Arc<Keypair<A>>) {
         let old_next = self.next.replace(kp);
         self.retire(old_next);
         let old_previous = self.previous.take();
@@ -231,32 +265,19 @@ impl<A: Aead> Keypairs<A> {
     }
 
     /// The keypair whose local index is `index`.
-    pub fn find_mut(&mut self, index: u32) -> Option<(Slot, &mut Keypair<A>)> {
-        if let Some(kp) = self
-            .current
-            .as_deref_mut()
-            .filter(|k| k.local_index == index)
-        {
-            return Some((Slot::Current, kp));
-        }
-        if let Some(kp) = self
-            .previous
-            .as_deref_mut()
-            .filter(|k| k.local_index == index)
-        {
-            return Some((Slot::Previous, kp));
-        }
-        if let Some(kp) = self.next.as_deref_mut().filter(|k| k.local_index == index) {
-            return Some((Slot::Next, kp));
-        }
-        if let Some(kp) = self
-            .retired
-            .as_deref_mut()
-            .filter(|k| k.local_index == index)
-        {
-            return Some((Slot::Retired, kp));
-        }
-        None
+    pub fn find(&self, index: u32) -> Option<(Slot, &Arc<Keypair<A>>)> {
+        [
+            (Slot::Current, &self.current),
+            (Slot::Previous, &self.previous),
+            (Slot::Next, &self.next),
+            (Slot::Retired, &self.retired),
+        ]
+        .into_iter()
+        .find_map(|(slot, kp)| {
+            kp.as_ref()
+                .filter(|k| k.local_index == index)
+                .map(|k| (slot, k))
+        })
     }
 
     /// Whether any keypair uses `index` locally.
@@ -276,10 +297,8 @@ impl<A: Aead> Keypairs<A> {
     }
 
     /// The current keypair if it can send now.
-    pub fn sendable(&mut self, now: Instant, limits: &Limits) -> Option<&mut Keypair<A>> {
-        self.current
-            .as_deref_mut()
-            .filter(|k| k.can_send(now, limits))
+    pub fn sendable(&self, now: Instant, limits: &Limits) -> Option<&Arc<Keypair<A>>> {
+        self.current.as_ref().filter(|k| k.can_send(now, limits))
     }
 }
 
@@ -290,7 +309,7 @@ mod tests {
     use crate::wireguard::aead::RingChaCha20Poly1305;
     use zeroize::Zeroizing;
 
-    fn kp(index: u32, initiator: bool) -> Box<Keypair<RingChaCha20Poly1305>> {
+    fn kp(index: u32, initiator: bool) -> Arc<Keypair<RingChaCha20Poly1305>> {
         let keys = SessionKeys {
             send: Zeroizing::new([1; 32]),
             recv: Zeroizing::new([1; 32]),
@@ -298,10 +317,10 @@ mod tests {
             remote_index: index + 100,
             initiator,
         };
-        Box::new(Keypair::new(&keys, Instant::from_secs(0)).unwrap())
+        Arc::new(Keypair::new(&keys, Instant::from_secs(0)).unwrap())
     }
 
-    fn idx(k: &Option<Box<Keypair<RingChaCha20Poly1305>>>) -> Option<u32> {
+    fn idx(k: &Option<Arc<Keypair<RingChaCha20Poly1305>>>) -> Option<u32> {
         k.as_ref().map(|k| k.local_index)
     }
 
@@ -322,15 +341,15 @@ mod tests {
         ks.insert_responder(kp(2, false));
         ks.insert_initiator(kp(1, true));
         assert_eq!(all(&ks), [Some(2), Some(1), None, None]);
-        ks.previous.as_mut().unwrap().last_received = Some(Instant::from_secs(5));
+        ks.previous.as_ref().unwrap().last_received.store(Instant::from_secs(5));
         // We rekey: 2 is pushed out of previous but stays receivable as retired.
         ks.insert_initiator(kp(3, true));
         assert_eq!(all(&ks), [Some(1), Some(3), None, Some(2)]);
-        assert_eq!(ks.find_mut(2).map(|(s, _)| s), Some(Slot::Retired));
+        assert_eq!(ks.find(2).map(|(s, _)| s), Some(Slot::Retired));
         // An evictee that never received does not displace one that did.
         ks.insert_initiator(kp(4, true));
         assert_eq!(all(&ks), [Some(3), Some(4), None, Some(2)]);
-        ks.previous.as_mut().unwrap().last_received = Some(Instant::from_secs(9));
+        ks.previous.as_ref().unwrap().last_received.store(Instant::from_secs(9));
         ks.insert_initiator(kp(5, true));
         assert_eq!(all(&ks), [Some(4), Some(5), None, Some(3)]);
     }
@@ -344,7 +363,7 @@ mod tests {
         assert_eq!(all(&ks), [Some(1), Some(2), None, None]);
         ks.insert_responder(kp(3, false));
         assert_eq!(all(&ks), [None, Some(2), Some(3), Some(1)]);
-        assert_eq!(ks.find_mut(3).map(|(s, _)| s), Some(Slot::Next));
+        assert_eq!(ks.find(3).map(|(s, _)| s), Some(Slot::Next));
         ks.confirm_next();
         assert_eq!(all(&ks), [Some(2), Some(3), None, Some(1)]);
         ks.insert_responder(kp(4, false));
@@ -353,13 +372,13 @@ mod tests {
         assert_eq!(all(&ks), [Some(4), Some(5), None, Some(3)]);
         assert!(ks.uses_index(4) && ks.uses_index(3) && !ks.uses_index(2));
         ks.clear();
-        assert!(ks.find_mut(5).is_none());
+        assert!(ks.find(5).is_none());
     }
 
     #[test]
     fn receiving_refuses_counters_at_the_reject_limit() {
         // kp() uses one key both ways, so a keypair opens what it sealed.
-        let mut k = kp(1, true);
+        let k = kp(1, true);
         let big = Limits::default();
         let small = Limits {
             rekey_after_messages: 5,
@@ -369,7 +388,7 @@ mod tests {
         let mut msgs = Vec::new();
         for _ in 0..=10 {
             let mut buf = [0u8; 64];
-            let n = k.seal(&mut buf, 0, 1420, &big).unwrap();
+            let n = k.seal(now, &mut buf, 0, 1420, &big).unwrap();
             msgs.push(buf[..n].to_vec());
         }
         for (counter, mut m) in msgs.into_iter().enumerate() {
@@ -390,18 +409,18 @@ mod tests {
             rekey_after_messages: 2,
             reject_after_messages: 4,
         };
-        let mut k = kp(1, true);
+        let k = kp(1, true);
         let t0 = Instant::from_secs(0);
         let mut buf = [0u8; 64];
         for _ in 0..3 {
             assert!(!k.wants_rekey_on_send(t0, &limits));
-            k.seal(&mut buf, 0, 1420, &limits).unwrap();
+            k.seal(t0, &mut buf, 0, 1420, &limits).unwrap();
         }
         assert!(k.wants_rekey_on_send(t0, &limits), "counter 3 > 2");
-        k.seal(&mut buf, 0, 1420, &limits).unwrap();
+        k.seal(t0, &mut buf, 0, 1420, &limits).unwrap();
         assert!(!k.can_send(t0, &limits));
         assert_eq!(
-            k.seal(&mut buf, 0, 1420, &limits),
+            k.seal(t0, &mut buf, 0, 1420, &limits),
             Err(Error::CounterExhausted)
         );
 

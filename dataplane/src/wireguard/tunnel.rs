@@ -480,7 +480,7 @@ impl<A: Aead> Tunnel<A> {
     fn handle_data(&mut self, now: Instant, datagram: &mut [u8]) -> Result<Action, Error> {
         let limits = self.config.limits;
         let mut msg = DataMut::parse(datagram)?;
-        let Some((slot, kp)) = self.keypairs.find_mut(msg.receiver) else {
+        let Some((slot, kp)) = self.keypairs.find(msg.receiver) else {
             return Err(Error::UnknownIndex(msg.receiver));
         };
         if !kp.can_receive(now) {
@@ -600,7 +600,7 @@ impl<A: Aead> Tunnel<A> {
         let keys = noise::create_response(consumed, &self.peer, ephemeral, local_index, out)?;
         self.maker.stamp(now, out)?;
         let kp = Keypair::new(&keys, now)?;
-        self.keypairs.insert_responder(Box::new(kp));
+        self.keypairs.insert_responder(Arc::new(kp));
 
         self.timers.zero_key_material = Some(now + ZERO_KEYS_AFTER);
         self.timers.new_handshake = None;
@@ -635,7 +635,7 @@ impl<A: Aead> Tunnel<A> {
         let keys = noise::consume_response(state, &self.identity, &self.peer, &msg)?;
         let kp = Keypair::new(&keys, now)?;
         self.handshake = None;
-        self.keypairs.insert_initiator(Box::new(kp));
+        self.keypairs.insert_initiator(Arc::new(kp));
 
         self.timers.zero_key_material = Some(now + ZERO_KEYS_AFTER);
         self.on_handshake_complete(now);
@@ -677,7 +677,7 @@ impl<A: Aead> Tunnel<A> {
         let limits = self.config.limits;
         let mtu = self.config.mtu;
         if let Some(kp) = self.keypairs.sendable(now, &limits) {
-            let n = kp.seal(buf, len, mtu, &limits)?;
+            let n = kp.seal(now, buf, len, mtu, &limits)?;
             let rekey = kp.wants_rekey_on_send(now, &limits);
             self.on_data_sent(now, len);
             if rekey {
@@ -724,7 +724,7 @@ impl<A: Aead> Tunnel<A> {
             let _ = self
                 .staged
                 .pop_into(out.get_mut(DATA_HEADER_LEN..).unwrap_or_default());
-            let n = kp.seal(out, len, mtu, &limits)?;
+            let n = kp.seal(now, out, len, mtu, &limits)?;
             let rekey = kp.wants_rekey_on_send(now, &limits);
             self.pending_keepalive = false;
             self.on_data_sent(now, len);
@@ -734,7 +734,7 @@ impl<A: Aead> Tunnel<A> {
             return Ok(Some(n));
         }
         if self.pending_keepalive {
-            let n = kp.seal(out, 0, mtu, &limits)?;
+            let n = kp.seal(now, out, 0, mtu, &limits)?;
             self.pending_keepalive = false;
             self.stats.keepalives_sent += 1;
             self.on_traversal(now);
