@@ -16,6 +16,7 @@ use super::cookie::{CookieChecker, LoadMonitor, MacVerdict};
 use super::error::DropReason;
 use super::messages::{self, Initiation, MessageType};
 use super::noise::{self, StaticIdentity};
+use super::sessions::{self, SessionTable};
 use super::time::Instant;
 use super::tunnel::{Action, Encapsulated, PeerConfig, Tunnel, DEFAULT_UNDER_LOAD_THRESHOLD};
 use super::Error;
@@ -263,6 +264,44 @@ impl<A: Aead> Device<A> {
     }
 
     /// The earliest timer deadline over all tunnels.
+    /// Feeds every tunnel's timers with what workers did on its sessions (see
+    /// [`Tunnel::absorb`]). [`Device::tick`] does this too.
+    pub fn absorb(&mut self, now: Instant) {
+        for e in self.tunnels.iter_mut().flatten() {
+            e.tunnel.absorb(now);
+        }
+    }
+
+    /// A snapshot of every tunnel's sessions and endpoint for the workers.
+    pub fn session_table(&self) -> SessionTable<A> {
+        let mut table = SessionTable::with_capacity(self.tunnels.len());
+        for (i, e) in self.tunnels.iter().enumerate() {
+            let (Some(e), Ok(id)) = (e, u16::try_from(i)) else {
+                continue;
+            };
+            let config = e.tunnel.config();
+            table.insert(
+                TunnelId(id),
+                e.tunnel.keypairs(),
+                e.endpoint,
+                config.mtu,
+                config.limits,
+            );
+        }
+        table
+    }
+
+    /// Changes whenever [`Device::session_table`] would build a different table.
+    pub fn sessions_fingerprint(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (i, e) in self.tunnels.iter().enumerate() {
+            if let (Some(e), Ok(id)) = (e, u16::try_from(i)) {
+                sessions::fingerprint(&mut h, TunnelId(id), e.tunnel.session_indices(), e.endpoint);
+            }
+        }
+        std::hash::Hasher::finish(&h)
+    }
+
     pub fn next_deadline(&self) -> Option<Instant> {
         self.tunnels
             .iter()

@@ -55,6 +55,9 @@ pub enum Error {
     /// A tunnel id that names no tunnel.
     #[error("unknown tunnel")]
     UnknownTunnel,
+    /// A worker has no usable session for the tunnel; the owner stages the packet.
+    #[error("no session to send on")]
+    NoSession,
     /// The AEAD implementation refused the operation (input too long).
     #[error("aead failure")]
     Aead,
@@ -80,6 +83,7 @@ pub enum DropReason {
     BufferTooSmall,
     CounterExhausted,
     UnknownTunnel,
+    NoSession,
     Aead,
     /// A staged packet pushed out by a newer one, or purged when a handshake gave up.
     StagedOverflow,
@@ -87,7 +91,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons (size of a counter array).
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
 
     /// All reasons, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -108,6 +112,7 @@ impl DropReason {
         DropReason::BufferTooSmall,
         DropReason::CounterExhausted,
         DropReason::UnknownTunnel,
+        DropReason::NoSession,
         DropReason::Aead,
         DropReason::StagedOverflow,
     ];
@@ -132,6 +137,7 @@ impl DropReason {
             DropReason::BufferTooSmall => "buffer_too_small",
             DropReason::CounterExhausted => "counter_exhausted",
             DropReason::UnknownTunnel => "unknown_tunnel",
+            DropReason::NoSession => "no_session",
             DropReason::Aead => "aead",
             DropReason::StagedOverflow => "staged_overflow",
         }
@@ -159,6 +165,7 @@ impl Error {
             Error::BufferTooSmall { .. } => DropReason::BufferTooSmall,
             Error::CounterExhausted => DropReason::CounterExhausted,
             Error::UnknownTunnel => DropReason::UnknownTunnel,
+            Error::NoSession => DropReason::NoSession,
             Error::Aead => DropReason::Aead,
         }
     }

@@ -14,6 +14,7 @@ pub mod messages;
 pub mod noise;
 pub mod replay;
 pub mod session;
+pub mod sessions;
 pub mod tai64n;
 pub mod time;
 pub mod timers;
@@ -26,6 +27,7 @@ pub use error::{DropReason, Error};
 pub use messages::{DATA_HEADER_LEN, DATA_MIN_LEN, INITIATION_LEN, RESPONSE_LEN};
 pub use noise::StaticIdentity;
 pub use session::Limits;
+pub use sessions::{Opened, SessionTable};
 pub use time::Instant;
 pub use tunnel::{Action, Encapsulated, PeerConfig, Tunnel, TunnelState, TunnelStats};
 

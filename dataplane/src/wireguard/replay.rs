@@ -94,7 +94,10 @@ impl ReplayWindow {
     pub fn check(&self, counter: u64, limit: u64) -> Result<(), Refusal> {
         self.window_check(counter, limit)?;
         let (slot, tag, bit) = place(counter);
-        let word = self.slots.get(slot).map_or(0, |s| s.load(Ordering::Acquire));
+        let word = self
+            .slots
+            .get(slot)
+            .map_or(0, |s| s.load(Ordering::Acquire));
         match age(word, tag) {
             core::cmp::Ordering::Greater => Ok(()),
             core::cmp::Ordering::Equal if word & bit == 0 => Ok(()),

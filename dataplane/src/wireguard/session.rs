@@ -49,7 +49,8 @@ pub(crate) struct AtomicInstant(AtomicU64);
 
 impl AtomicInstant {
     pub(crate) fn store(&self, t: Instant) {
-        self.0.store(t.as_nanos().saturating_add(1), Ordering::Relaxed);
+        self.0
+            .store(t.as_nanos().saturating_add(1), Ordering::Relaxed);
     }
 
     pub(crate) fn load(&self) -> Option<Instant> {
@@ -341,7 +342,11 @@ mod tests {
         ks.insert_responder(kp(2, false));
         ks.insert_initiator(kp(1, true));
         assert_eq!(all(&ks), [Some(2), Some(1), None, None]);
-        ks.previous.as_ref().unwrap().last_received.store(Instant::from_secs(5));
+        ks.previous
+            .as_ref()
+            .unwrap()
+            .last_received
+            .store(Instant::from_secs(5));
         // We rekey: 2 is pushed out of previous but stays receivable as retired.
         ks.insert_initiator(kp(3, true));
         assert_eq!(all(&ks), [Some(1), Some(3), None, Some(2)]);
@@ -349,7 +354,11 @@ mod tests {
         // An evictee that never received does not displace one that did.
         ks.insert_initiator(kp(4, true));
         assert_eq!(all(&ks), [Some(3), Some(4), None, Some(2)]);
-        ks.previous.as_ref().unwrap().last_received.store(Instant::from_secs(9));
+        ks.previous
+            .as_ref()
+            .unwrap()
+            .last_received
+            .store(Instant::from_secs(9));
         ks.insert_initiator(kp(5, true));
         assert_eq!(all(&ks), [Some(4), Some(5), None, Some(3)]);
     }

@@ -1017,6 +1017,184 @@ fn device_dispatches_by_index_and_by_endpoint() {
     assert_eq!(dev.ids().collect::<Vec<_>>(), vec![t1]);
 }
 
+// ----- sessions shared with workers -----
+
+/// B's device with one tunnel to A, handshake done (A initiated), B's session unconfirmed.
+fn device_and_peer(now: Instant) -> (Device, TunnelId, Tunnel, SocketAddr) {
+    let mut dev: Device = Device::new(B_KEY, rng(20));
+    let ep = addr("192.0.2.1:1000");
+    let id = dev
+        .add_tunnel(PeerConfig::new(public_key(&A_KEY)), Some(ep), rng(21))
+        .unwrap();
+    let mut a = Tunnel::new(A_KEY, PeerConfig::new(public_key(&B_KEY)), 5, rng(22)).unwrap();
+    let mut out = [0u8; 256];
+    let mut init = initiation_from(&mut a, now);
+    let (_, r) = dev.handle_datagram(now, ep, &mut init, &mut out);
+    let Ok(Action::SendResponse(n)) = r else {
+        panic!("{r:?}")
+    };
+    let mut resp = out[..n].to_vec();
+    assert_eq!(
+        a.handle_datagram(now, ep, &mut resp, &mut out),
+        Ok(Action::Accepted)
+    );
+    (dev, id, a, ep)
+}
+
+fn sealed_by(a: &mut Tunnel, now: Instant, seq: u32) -> Vec<u8> {
+    let p = ip_packet(seq, 60);
+    let mut buf = vec![0u8; 200];
+    buf[DATA_HEADER_LEN..DATA_HEADER_LEN + 60].copy_from_slice(&p);
+    let Encapsulated::Ready(n) = a.encapsulate(now, &mut buf, 60).unwrap() else {
+        panic!("A has a session")
+    };
+    buf.truncate(n);
+    buf
+}
+
+#[test]
+fn worker_tables_open_and_seal_on_the_devices_sessions() {
+    let now = Instant::from_secs(T0);
+    let (mut dev, id, mut a, ep) = device_and_peer(now);
+    let mut buf = vec![0u8; 200];
+    // Nothing confirmed yet: B may not send, so a worker hands the packet to the owner.
+    let table = dev.session_table();
+    assert_eq!(
+        table.seal(now, id, &mut buf, 60).map(|_| ()),
+        Err(Error::NoSession)
+    );
+    // A worker opens A's first data message on B's unconfirmed session, once.
+    let mut d = sealed_by(&mut a, now, 7);
+    let replay = d.clone();
+    assert_eq!(
+        table.open(now, &mut d),
+        Ok(Opened {
+            tunnel: id,
+            len: 60
+        })
+    );
+    assert_eq!(seq_of(&d[DATA_HEADER_LEN..]), 7);
+    let mut replay2 = replay.clone();
+    assert_eq!(table.open(now, &mut replay2), Err(Error::Replay(0)));
+    // The owner learns of it, confirms the session, and the next table can send.
+    let before = dev.sessions_fingerprint();
+    dev.absorb(now);
+    assert_ne!(dev.sessions_fingerprint(), before);
+    assert_eq!(dev.tunnel(id).unwrap().state(now), TunnelState::Established);
+    let table = dev.session_table();
+    buf[DATA_HEADER_LEN..DATA_HEADER_LEN + 60].copy_from_slice(&ip_packet(9, 60));
+    let (n, to) = table.seal(now, id, &mut buf, 60).unwrap();
+    assert_eq!(to, ep);
+    let mut out = [0u8; 256];
+    let r = a.handle_datagram(now, ep, &mut buf[..n], &mut out);
+    assert_eq!(
+        r,
+        Ok(Action::Deliver {
+            offset: DATA_HEADER_LEN,
+            len: 60
+        })
+    );
+    assert_eq!(seq_of(&buf[DATA_HEADER_LEN..]), 9);
+    // Unknown indices and tunnels are typed errors.
+    let mut junk = replay.clone();
+    junk[4..8].copy_from_slice(&0xdead_0077u32.to_le_bytes());
+    assert!(matches!(
+        table.open(now, &mut junk),
+        Err(Error::UnknownIndex(_))
+    ));
+    assert_eq!(
+        table.seal(now, TunnelId(9), &mut buf, 60).map(|_| ()),
+        Err(Error::UnknownTunnel)
+    );
+}
+
+#[test]
+fn worker_activity_drives_the_owners_timers() {
+    let t0 = Instant::from_secs(T0);
+    let (mut dev, id, mut a, _) = device_and_peer(t0);
+    // A worker received data at t0 and nothing went back: a keepalive is owed 10 s later.
+    let mut first = sealed_by(&mut a, t0, 1);
+    dev.session_table().open(t0, &mut first).unwrap();
+    dev.absorb(t0);
+    let table = dev.session_table();
+    let ka = dev.tunnel(id).unwrap().timers().send_keepalive;
+    assert_eq!(ka, Some(t0 + KEEPALIVE_TIMEOUT));
+    let mut out = [0u8; 256];
+    let almost = t0 + KEEPALIVE_TIMEOUT - Duration::from_millis(1);
+    assert_eq!(dev.tick(almost, &mut out), Ok(None));
+    assert_eq!(
+        dev.tick(t0 + KEEPALIVE_TIMEOUT, &mut out),
+        Ok(Some((id, 32)))
+    );
+    assert_eq!(dev.tick(t0 + KEEPALIVE_TIMEOUT, &mut out), Ok(None));
+    // A worker sends data at t2 and hears nothing back: a new handshake after 15 s + jitter.
+    let t2 = t0 + Duration::from_secs(20);
+    let mut buf = vec![0u8; 200];
+    buf[DATA_HEADER_LEN..DATA_HEADER_LEN + 60].copy_from_slice(&ip_packet(3, 60));
+    table.seal(t2, id, &mut buf, 60).unwrap();
+    dev.absorb(t2);
+    let deadline = dev.tunnel(id).unwrap().timers().new_handshake.unwrap();
+    assert!(deadline >= t2 + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT);
+    assert!(deadline < t2 + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + REKEY_TIMEOUT_JITTER_MAX);
+    assert_eq!(
+        dev.tick(deadline - Duration::from_millis(1), &mut out),
+        Ok(None)
+    );
+    let sent = dev.tick(deadline, &mut out).unwrap();
+    assert_eq!(sent, Some((id, INITIATION_LEN)));
+    assert_eq!(out[0], 1, "a handshake initiation");
+}
+
+#[test]
+fn workers_sealing_at_once_never_reuse_a_counter() {
+    let now = Instant::from_secs(T0);
+    let (mut dev, id, mut a, ep) = device_and_peer(now);
+    let mut first = sealed_by(&mut a, now, 0);
+    dev.session_table().open(now, &mut first).unwrap();
+    dev.absorb(now);
+    let table = dev.session_table();
+    let sealed: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..2u32)
+            .map(|w| {
+                let table = &table;
+                scope.spawn(move || {
+                    (0..1000u32)
+                        .map(|i| {
+                            let mut buf = vec![0u8; 200];
+                            buf[DATA_HEADER_LEN..DATA_HEADER_LEN + 60]
+                                .copy_from_slice(&ip_packet(w * 1000 + i, 60));
+                            let (n, _) = table.seal(now, id, &mut buf, 60).unwrap();
+                            buf.truncate(n);
+                            buf
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    let mut out = [0u8; 256];
+    let mut seqs: Vec<u32> = sealed
+        .into_iter()
+        .map(|mut d| {
+            let r = a.handle_datagram(now, ep, &mut d, &mut out);
+            assert_eq!(
+                r,
+                Ok(Action::Deliver {
+                    offset: DATA_HEADER_LEN,
+                    len: 60
+                })
+            );
+            seq_of(&d[DATA_HEADER_LEN..])
+        })
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..2000).collect::<Vec<_>>());
+}
+
 // ----- hostile input -----
 
 mod fuzz {

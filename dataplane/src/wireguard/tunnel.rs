@@ -253,6 +253,16 @@ pub struct Tunnel<A: Aead = RingChaCha20Poly1305> {
     staged: Staged,
     last_handshake: Option<Instant>,
     stats: TunnelStats,
+    /// Session activity already fed to the timers (see [`Tunnel::absorb`]).
+    seen: Seen,
+}
+
+/// The latest receive, data receive and send times the timers have taken into account.
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    rx: Option<Instant>,
+    rx_data: Option<Instant>,
+    tx: Option<Instant>,
 }
 
 impl<A: Aead> Tunnel<A> {
@@ -309,6 +319,7 @@ impl<A: Aead> Tunnel<A> {
             gave_up: false,
             last_handshake: None,
             stats: TunnelStats::default(),
+            seen: Seen::default(),
         })
     }
 
@@ -373,6 +384,7 @@ impl<A: Aead> Tunnel<A> {
     /// Runs expired timers, then writes the next datagram to send into `out` (at least
     /// [`INITIATION_LEN`] bytes, and enough for a staged packet). Call until `None`.
     pub fn tick(&mut self, now: Instant, out: &mut [u8]) -> Result<Option<usize>, Error> {
+        self.absorb(now);
         self.run_timers(now);
         let r = self.flush(now, out);
         if let Err(e) = &r {
@@ -390,6 +402,74 @@ impl<A: Aead> Tunnel<A> {
     /// handshake queue is filling up calls this).
     pub fn set_under_load(&mut self, now: Instant) {
         self.load.force(now);
+    }
+
+    /// Feeds the timers with what workers did on this tunnel's sessions since the last call:
+    /// data sealed and opened through a [`SessionTable`](super::SessionTable) never passes
+    /// through the tunnel, so the owner calls this (and [`Tunnel::tick`] does) to keep
+    /// keepalives, handshake timeouts, rekeys and key confirmation as if it had.
+    pub fn absorb(&mut self, now: Instant) {
+        if self
+            .keypairs
+            .next
+            .as_ref()
+            .is_some_and(|k| k.last_received().is_some())
+        {
+            // The initiator sent on our responder session: key confirmed.
+            self.keypairs.confirm_next();
+            self.on_handshake_complete(now);
+        }
+        let all = [
+            &self.keypairs.previous,
+            &self.keypairs.current,
+            &self.keypairs.retired,
+        ];
+        let latest = |f: fn(&Keypair<A>) -> Option<Instant>| {
+            all.iter().filter_map(|k| k.as_deref()).filter_map(f).max()
+        };
+        let rx = latest(|k| k.last_received());
+        let rx_data = latest(|k| k.last_received_data.load());
+        let tx = latest(|k| k.last_sent.load());
+        if rx > self.seen.rx {
+            self.seen.rx = rx;
+            self.keep_key_fresh_on_receive(now);
+            self.timers.new_handshake = None;
+            self.on_traversal(now);
+        }
+        if let Some(at) = rx_data.filter(|_| rx_data > self.seen.rx_data) {
+            self.seen.rx_data = rx_data;
+            if self.timers.send_keepalive.is_none() {
+                self.timers.send_keepalive = Some(at + KEEPALIVE_TIMEOUT);
+            } else {
+                self.timers.need_another_keepalive = true;
+            }
+        }
+        if let Some(at) = tx.filter(|_| tx > self.seen.tx) {
+            self.seen.tx = tx;
+            self.on_traversal(now);
+            if tx > rx_data {
+                // We spoke after the peer last did: no passive keepalive owed.
+                self.on_authenticated_sent();
+            }
+            if tx > rx && self.timers.new_handshake.is_none() {
+                self.timers.new_handshake =
+                    Some(at + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + timers::jitter(&mut *self.rng));
+            }
+            let limits = self.config.limits;
+            if self
+                .keypairs
+                .current
+                .as_ref()
+                .is_some_and(|k| k.wants_rekey_on_send(now, &limits))
+            {
+                self.request_handshake(now, false);
+            }
+        }
+    }
+
+    /// The sessions workers may use: every receivable keypair, and the current one for sending.
+    pub(crate) fn keypairs(&self) -> &Keypairs<A> {
+        &self.keypairs
     }
 
     // ----- observation -----
@@ -488,6 +568,10 @@ impl<A: Aead> Tunnel<A> {
         }
         let padded = kp.open(now, &mut msg, &limits)?;
 
+        self.seen.rx = Some(now);
+        if padded > 0 {
+            self.seen.rx_data = Some(now);
+        }
         if slot == Slot::Next {
             self.keypairs.confirm_next();
             self.on_handshake_complete(now);
@@ -866,6 +950,9 @@ impl<A: Aead> Tunnel<A> {
     }
 
     fn on_data_sent(&mut self, now: Instant, len: usize) {
+        if len > 0 {
+            self.seen.tx = Some(now);
+        }
         self.on_traversal(now);
         self.on_authenticated_sent();
         if len == 0 {
