@@ -110,6 +110,8 @@ drop_reasons! {
     TooBig = "too_big",
     /// No room in the transmit ring or buffer pool.
     NoBuffer = "no_buffer",
+    /// A decrypted WireGuard payload that is not an IPv4 or IPv6 packet.
+    WgBadInner = "wg_bad_inner",
 }
 
 impl std::fmt::Display for DropReason {

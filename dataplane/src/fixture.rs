@@ -1,39 +1,42 @@
-//! A forwarding fixture for tests and benchmarks (feature `fixture`): two gateways' worth of
-//! state, A and B, with an established WireGuard session and route tables that send
-//! 10.1.0.0/16 (A's datacenter) and 10.2.0.0/16 (B's) across the tunnel.
+//! A forwarding fixture for tests and benchmarks (feature `fixture`): two gateways, A and B,
+//! each a WireGuard device with one tunnel to the other (session established) and a forwarding
+//! [`engine::Worker`] with route tables that send 10.1.0.0/16 (A's datacenter) and 10.2.0.0/16
+//! (B's) across the tunnel. Packets go through exactly the code the gateway's workers run.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
 
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use crate::drop::DropReason;
-use crate::pipeline::{self, Fabric, FABRIC_HEADROOM};
-use crate::route::{LocalRoute, RouteTables, TunnelGroup, TunnelId};
+use crate::engine::{self, Engine, EngineTunnel, Handoff, Verdict};
+use crate::pipeline::Fabric;
+use crate::route::{FlowHasher, LocalRoute, RouteHandle, RouteTables, TunnelGroup, TunnelId};
 use crate::wire::ethernet::{self, ethertype, MacAddr};
 use crate::wire::{ip_proto, ipv4, udp, vxlan};
-use crate::wireguard::{
-    public_key, Action, Encapsulated, Instant, PeerConfig, Tunnel, DATA_HEADER_LEN,
-};
+use crate::wireguard::{public_key, Action, Device, Instant, PeerConfig};
 
 const A_KEY: [u8; 32] = [0x11; 32];
 const B_KEY: [u8; 32] = [0x22; 32];
 pub const A_MAC: MacAddr = MacAddr([0x02, 0, 0x0a, 0, 1, 1]);
 pub const B_MAC: MacAddr = MacAddr([0x02, 0, 0x0a, 0, 2, 1]);
 const LEAF_MAC: MacAddr = MacAddr([0x02, 0, 0x0a, 0, 1, 2]);
-/// Buffer size that fits every packet the fixture makes.
-pub const BUF: usize = 2048;
+/// Buffer size that fits every packet the fixture makes, with the engine's head- and tailroom.
+pub const BUF: usize = 2048 + engine::HEADROOM + engine::TAILROOM;
 
-/// Both gateways' state.
+/// Both gateways' state: the devices (the owners' side) and a worker each.
 pub struct Pair {
-    pub a: Tunnel,
-    pub b: Tunnel,
+    pub a: engine::Worker,
+    pub b: engine::Worker,
+    pub device_a: Device,
+    pub device_b: Device,
     pub now: Instant,
-    pub fabric_a: Fabric,
-    pub fabric_b: Fabric,
-    pub tables_a: RouteTables,
-    pub tables_b: RouteTables,
     pub peer: SocketAddr,
+    /// The owners' ends of the route tables (the workers hold readers).
+    pub routes_a: RouteHandle,
+    pub routes_b: RouteHandle,
 }
 
 fn tables(remote: &str, local: &str, vtep: [u8; 4]) -> RouteTables {
@@ -65,44 +68,70 @@ pub fn tables_b() -> RouteTables {
 
 /// A and B with a confirmed session, at a fixed instant.
 pub fn pair() -> Result<Pair, crate::wireguard::Error> {
-    let tunnel = |mine: [u8; 32], theirs: [u8; 32], slot, seed| {
-        Tunnel::new(
-            mine,
-            PeerConfig::new(public_key(&theirs)),
-            slot,
-            Box::new(ChaCha20Rng::seed_from_u64(seed)),
-        )
-    };
-    let (mut a, mut b) = (tunnel(A_KEY, B_KEY, 1, 1)?, tunnel(B_KEY, A_KEY, 2, 2)?);
     let now = Instant::from_secs(1_764_000_000);
     let peer = SocketAddr::from(([192, 0, 2, 1], 51820));
+    let device = |mine: [u8; 32], theirs: [u8; 32], seed| {
+        let mut d: Device = Device::new(mine, Box::new(ChaCha20Rng::seed_from_u64(seed)));
+        let rng = Box::new(ChaCha20Rng::seed_from_u64(seed + 10));
+        d.add_tunnel(PeerConfig::new(public_key(&theirs)), Some(peer), rng)
+            .map(|id| (d, id))
+    };
+    let ((mut device_a, id_a), (mut device_b, id_b)) =
+        (device(A_KEY, B_KEY, 1)?, device(B_KEY, A_KEY, 2)?);
     let (mut out, mut scratch) = (vec![0u8; BUF], vec![0u8; BUF]);
-    a.initiate_handshake(now);
-    let n = a.tick(now, &mut out)?.unwrap_or(0);
+    if let Some(t) = device_a.tunnel_mut(id_a) {
+        t.initiate_handshake(now);
+    }
+    let n = device_a.tick(now, &mut out)?.map_or(0, |(_, n)| n);
     let mut init = out[..n].to_vec();
-    if let Action::SendResponse(n) = b.handle_datagram(now, peer, &mut init, &mut out)? {
+    if let (_, Ok(Action::SendResponse(n))) =
+        device_b.handle_datagram(now, peer, &mut init, &mut out)
+    {
         let mut response = out[..n].to_vec();
-        a.handle_datagram(now, peer, &mut response, &mut scratch)?;
+        let _ = device_a.handle_datagram(now, peer, &mut response, &mut scratch);
     }
     // A's first data message (a keepalive) confirms the session on B's side.
-    if let Some(n) = a.tick(now, &mut out)? {
+    if let Some((_, n)) = device_a.tick(now, &mut out)? {
         let mut keepalive = out[..n].to_vec();
-        b.handle_datagram(now, peer, &mut keepalive, &mut scratch)?;
+        let _ = device_b.handle_datagram(now, peer, &mut keepalive, &mut scratch);
     }
-    let fabric = |mac| Fabric {
-        vni: 100,
-        router_mac: mac,
-        tunnel_mtu: 1420,
+    let worker = |device: &Device, id, mac, tables: RouteTables| {
+        let fabric = Fabric {
+            vni: 100,
+            router_mac: mac,
+            tunnel_mtu: 1420,
+        };
+        let tunnels = vec![EngineTunnel {
+            transit: 0,
+            wg: id,
+            local: [None, None],
+        }];
+        let vtep = Ipv4Addr::new(10, 0, 0, 1).into();
+        let engine = Engine::new(
+            Some((fabric, vtep)),
+            tunnels,
+            1,
+            FlowHasher::new(1),
+            Arc::new(Handoff::new(64)),
+        );
+        engine.publish_sessions(0, device.session_table());
+        let routes = RouteHandle::new(tables);
+        (
+            engine::Worker::new(Arc::new(engine), routes.reader()),
+            routes,
+        )
     };
+    let (a, routes_a) = worker(&device_a, id_a, A_MAC, tables_a());
+    let (b, routes_b) = worker(&device_b, id_b, B_MAC, tables_b());
     Ok(Pair {
         a,
         b,
+        device_a,
+        device_b,
         now,
-        fabric_a: fabric(A_MAC),
-        fabric_b: fabric(B_MAC),
-        tables_a: tables_a(),
-        tables_b: tables_b(),
         peer,
+        routes_a,
+        routes_b,
     })
 }
 
@@ -142,46 +171,40 @@ pub fn vxlan_payload(inner_len: usize) -> Vec<u8> {
     buf
 }
 
-/// Fabric to transit on A: decapsulate and route `payload`, encrypt into `tx`. Returns the
-/// datagram's length.
+/// Fabric to transit on A: the VXLAN payload at `buf[payload]` is decapsulated, routed and
+/// sealed in place. Returns where the WireGuard datagram now lies in `buf`.
 pub fn fabric_to_transit(
     p: &mut Pair,
-    payload: &mut [u8],
-    tx: &mut [u8],
-) -> Result<usize, DropReason> {
-    let hit = pipeline::from_fabric(
-        &p.fabric_a,
-        &p.tables_a,
-        &crate::route::FlowHasher::new(1),
-        payload,
-    )?;
-    let inner = payload.get(hit.inner).ok_or(DropReason::NoBuffer)?;
-    tx.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + inner.len())
-        .ok_or(DropReason::NoBuffer)?
-        .copy_from_slice(inner);
-    match p.a.encapsulate(p.now, tx, inner.len()) {
-        Ok(Encapsulated::Ready(n)) => Ok(n),
+    buf: &mut [u8],
+    payload: Range<usize>,
+) -> Result<Range<usize>, DropReason> {
+    match p.a.from_fabric(p.now, buf, payload) {
+        Verdict::Transit { range, .. } => Ok(range),
+        Verdict::Dropped(reason) => Err(reason),
         _ => Err(DropReason::NoSession),
     }
 }
 
-/// Transit to fabric on B: decrypt `datagram` in place and encapsulate for B's leaf into
-/// `out`. Returns the VXLAN payload's length.
+/// Transit to fabric on B: the datagram at `buf[datagram]` is opened and encapsulated for B's
+/// leaf in place. Returns where the VXLAN payload now lies in `buf`.
 pub fn transit_to_fabric(
     p: &mut Pair,
-    datagram: &mut [u8],
-    out: &mut [u8],
-) -> Result<usize, DropReason> {
-    let mut none = [0u8; 0];
-    let (offset, len) = match p.b.handle_datagram(p.now, p.peer, datagram, &mut none) {
-        Ok(Action::Deliver { offset, len }) => (offset, len),
-        _ => return Err(DropReason::BadAuth),
-    };
-    let inner = datagram
-        .get(offset..offset + len)
-        .ok_or(DropReason::NoBuffer)?;
-    out.get_mut(FABRIC_HEADROOM..FABRIC_HEADROOM + len)
-        .ok_or(DropReason::NoBuffer)?
-        .copy_from_slice(inner);
-    pipeline::to_fabric(&p.fabric_b, &p.tables_b, TunnelId(0), out, len).map(|(n, _)| n)
+    buf: &mut [u8],
+    datagram: Range<usize>,
+) -> Result<Range<usize>, DropReason> {
+    match p.b.from_transit(p.now, 0, p.peer, buf, datagram) {
+        Verdict::Fabric { range, .. } => Ok(range),
+        Verdict::Dropped(reason) => Err(reason),
+        _ => Err(DropReason::BadAuth),
+    }
+}
+
+/// Copies `payload` into `buf` after the engine's headroom, as a backend receives it.
+pub fn receive(buf: &mut [u8], payload: &[u8]) -> Range<usize> {
+    let start = engine::HEADROOM;
+    let end = start + payload.len();
+    if let Some(dst) = buf.get_mut(start..end) {
+        dst.copy_from_slice(payload);
+    }
+    start..end
 }

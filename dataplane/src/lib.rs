@@ -3,6 +3,7 @@
 //! the handles exposed here. See docs/architecture.md for where each piece lives.
 
 pub mod drop;
+pub mod engine;
 #[cfg(feature = "fixture")]
 pub mod fixture;
 pub mod ifname;

@@ -1,0 +1,158 @@
+//! The lock-free path from the workers to the owner (the one thread that runs handshakes,
+//! timers and the gateway's own services) for the few packets workers do not finish:
+//! WireGuard handshake messages, inner packets addressed to the gateway (echo, STAMP, probe
+//! replies), and packets that found no session yet (the owner stages them and starts a
+//! handshake).
+//!
+//! Parcels travel in fixed buffers taken from a pool, so nothing is allocated per packet; when
+//! the pool or the queue is empty the packet is dropped and counted, which also bounds the
+//! work an initiation flood can push onto the owner.
+
+use core::net::SocketAddr;
+use crossbeam_queue::ArrayQueue;
+
+/// Largest datagram a parcel carries (a handshake or an inner packet of a 1420-byte tunnel,
+/// with room to spare).
+pub const PARCEL_LEN: usize = 2048;
+
+/// What the owner should do with a parcel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParcelKind {
+    /// A WireGuard message other than data, received on `transit` from `src`.
+    Handshake,
+    /// A decrypted inner packet for the gateway itself, from route tunnel `tunnel`.
+    Local,
+    /// An inner packet for route tunnel `tunnel` that found no session.
+    Stage,
+}
+
+pub struct Parcel {
+    pub kind: ParcelKind,
+    pub transit: usize,
+    pub tunnel: u32,
+    pub src: SocketAddr,
+    pub len: usize,
+    pub buf: Box<[u8; PARCEL_LEN]>,
+}
+
+impl Parcel {
+    pub fn bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        self.buf.get_mut(..self.len).unwrap_or_default()
+    }
+}
+
+/// The queue and its buffer pool; shared by all workers and the owner.
+pub struct Handoff {
+    queue: ArrayQueue<Parcel>,
+    pool: ArrayQueue<Box<[u8; PARCEL_LEN]>>,
+    waker: atomic_waker::AtomicWaker,
+}
+
+impl Handoff {
+    /// A queue of `capacity` parcels, with as many buffers allocated up front.
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let pool = ArrayQueue::new(capacity);
+        for _ in 0..capacity {
+            let _ = pool.push(Box::new([0u8; PARCEL_LEN]));
+        }
+        Self {
+            queue: ArrayQueue::new(capacity),
+            pool,
+            waker: atomic_waker::AtomicWaker::new(),
+        }
+    }
+
+    /// Copies `bytes` into a parcel for the owner. False when the queue or the pool is
+    /// exhausted (the caller counts the drop) or the packet is too large.
+    pub fn send(
+        &self,
+        kind: ParcelKind,
+        transit: usize,
+        tunnel: u32,
+        src: SocketAddr,
+        bytes: &[u8],
+    ) -> bool {
+        let Some(mut buf) = self.pool.pop() else {
+            return false;
+        };
+        let Some(dst) = buf.get_mut(..bytes.len()) else {
+            let _ = self.pool.push(buf);
+            return false;
+        };
+        dst.copy_from_slice(bytes);
+        let parcel = Parcel {
+            kind,
+            transit,
+            tunnel,
+            src,
+            len: bytes.len(),
+            buf,
+        };
+        match self.queue.push(parcel) {
+            Ok(()) => {
+                self.waker.wake();
+                true
+            }
+            Err(p) => {
+                let _ = self.pool.push(p.buf);
+                false
+            }
+        }
+    }
+
+    /// The next parcel, if any. Give its buffer back with [`Handoff::recycle`].
+    pub fn recv(&self) -> Option<Parcel> {
+        self.queue.pop()
+    }
+
+    pub fn recycle(&self, parcel: Parcel) {
+        let _ = self.pool.push(parcel.buf);
+    }
+
+    /// For an async owner: ready when a parcel is queued (registers the waker first, so a
+    /// parcel sent in between is not missed).
+    pub fn poll_ready(&self, cx: &mut core::task::Context<'_>) -> core::task::Poll<()> {
+        self.waker.register(cx.waker());
+        if self.queue.is_empty() {
+            core::task::Poll::Pending
+        } else {
+            core::task::Poll::Ready(())
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parcels_round_trip_and_a_full_queue_refuses() {
+        let h = Handoff::new(2);
+        let src: SocketAddr = "192.0.2.1:51820".parse().unwrap();
+        assert!(h.send(ParcelKind::Handshake, 1, 0, src, &[1, 2, 3]));
+        assert!(h.send(ParcelKind::Local, 0, 7, src, &[4]));
+        assert!(!h.send(ParcelKind::Local, 0, 7, src, &[5]), "pool empty");
+        assert!(!h.send(ParcelKind::Local, 0, 7, src, &[0; PARCEL_LEN + 1]));
+        let p = h.recv().unwrap();
+        assert_eq!(
+            (p.kind, p.transit, p.bytes()),
+            (ParcelKind::Handshake, 1, &[1u8, 2, 3][..])
+        );
+        h.recycle(p);
+        assert!(h.send(ParcelKind::Stage, 0, 3, src, &[6, 6]));
+        let p = h.recv().unwrap();
+        assert_eq!(
+            (p.kind, p.tunnel, p.bytes()),
+            (ParcelKind::Local, 7, &[4u8][..])
+        );
+        let p2 = h.recv().unwrap();
+        assert_eq!(p2.bytes(), &[6, 6]);
+        assert!(h.recv().is_none());
+    }
+}

@@ -1,0 +1,431 @@
+//! The forwarding engine: what every worker does to a packet, whichever backend (UDP sockets
+//! or AF_XDP) brought it.
+//!
+//! The [`Engine`] is shared by all workers and built once by the gateway: the fabric settings,
+//! which WireGuard tunnel each route-table tunnel is, the route tables (published RCU-style,
+//! see [`crate::route::RouteHandle`]) and, per transit, the device's [`SessionTable`]
+//! (republished by the owner whenever sessions change). Each worker holds a [`Worker`]: its
+//! own cached readers and counters, so a packet costs no lock, no allocation and no system
+//! call. Packets are rewritten in place inside the caller's buffer, which must have
+//! [`HEADROOM`] bytes free in front of the received datagram and [`TAILROOM`] after it.
+//!
+//! * fabric -> transit: [`Worker::from_fabric`] decapsulates and routes
+//!   ([`pipeline::from_fabric`]), then seals the inner packet where it lies: the WireGuard
+//!   header goes over the VXLAN and Ethernet headers it replaces.
+//! * transit -> fabric: [`Worker::from_transit`] opens the data message in place, then either
+//!   hands the inner packet to the owner (it is addressed to the gateway) or writes VXLAN and
+//!   Ethernet headers over the WireGuard header ([`pipeline::to_fabric`]).
+//!
+//! Handshake messages and packets that found no session go to the owner through the
+//! [`Handoff`] queue.
+
+pub mod handoff;
+pub mod stats;
+
+use core::net::{IpAddr, SocketAddr};
+use core::ops::Range;
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Cache};
+
+use crate::drop::DropReason;
+use crate::pipeline::{self, Fabric, FABRIC_HEADROOM};
+use crate::route::{FlowHasher, RouteReader, TunnelId as RouteTunnel};
+use crate::wire::{ipv4, ipv6};
+use crate::wireguard::{
+    self as wg,
+    messages::{self, MessageType},
+    SessionTable, DATA_HEADER_LEN,
+};
+pub use handoff::{Handoff, Parcel, ParcelKind, PARCEL_LEN};
+pub use stats::{PublishedStats, TunnelCounter, WorkerCounter, WorkerStats};
+
+/// Bytes a receive buffer must keep free before the datagram: WireGuard -> VXLAN grows the
+/// packet by 6 bytes, and the AF_XDP backend prepends outer Ethernet, IP and UDP headers.
+pub const HEADROOM: usize = 128;
+/// Bytes a receive buffer must keep free after the datagram: sealing pads the inner packet
+/// to 16 bytes and appends a 16-byte tag.
+pub const TAILROOM: usize = 64;
+
+/// A tunnel as the workers know it; its index is its id in the route tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineTunnel {
+    /// Index of the transit (and of its session table) that carries it.
+    pub transit: usize,
+    /// Its id in that transit's WireGuard device.
+    pub wg: wg::TunnelId,
+    /// The gateway's own inner addresses on this tunnel: packets to them go to the owner.
+    pub local: [Option<IpAddr>; 2],
+}
+
+/// What to do with a packet after a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send `buf[range]` as a UDP payload from `transit`'s address to `to`.
+    Transit {
+        transit: usize,
+        to: SocketAddr,
+        range: Range<usize>,
+    },
+    /// Send `buf[range]` as a UDP payload from our VTEP to `to` (a leaf).
+    Fabric { to: SocketAddr, range: Range<usize> },
+    /// Finished here: a keepalive, or handed to the owner.
+    Consumed,
+    /// Dropped and counted.
+    Dropped(DropReason),
+}
+
+/// State shared by every worker.
+pub struct Engine {
+    fabric: Option<Fabric>,
+    /// Our VTEP address: the source of ICMP errors sent into the fabric.
+    vtep: Option<IpAddr>,
+    tunnels: Vec<EngineTunnel>,
+    /// [transit][WireGuard tunnel id] -> route tunnel index.
+    by_wg: Vec<Vec<Option<u32>>>,
+    sessions: Vec<Arc<ArcSwap<SessionTable>>>,
+    hasher: FlowHasher,
+    handoff: Arc<Handoff>,
+}
+
+impl Engine {
+    /// `transits` session tables in transit order; `tunnels` in route-table order.
+    pub fn new(
+        fabric: Option<(Fabric, IpAddr)>,
+        tunnels: Vec<EngineTunnel>,
+        transits: usize,
+        hasher: FlowHasher,
+        handoff: Arc<Handoff>,
+    ) -> Self {
+        let mut by_wg: Vec<Vec<Option<u32>>> = vec![Vec::new(); transits];
+        for (i, t) in tunnels.iter().enumerate() {
+            if let (Some(map), Ok(i)) = (by_wg.get_mut(t.transit), u32::try_from(i)) {
+                let slot = usize::from(t.wg.0);
+                if map.len() <= slot {
+                    map.resize(slot + 1, None);
+                }
+                if let Some(s) = map.get_mut(slot) {
+                    *s = Some(i);
+                }
+            }
+        }
+        Self {
+            fabric: fabric.map(|(f, _)| f),
+            vtep: fabric.map(|(_, v)| v),
+            tunnels,
+            by_wg,
+            sessions: (0..transits)
+                .map(|_| Arc::new(ArcSwap::from_pointee(SessionTable::default())))
+                .collect(),
+            hasher,
+            handoff,
+        }
+    }
+
+    /// Publishes a transit's new session table (the owner calls this when it changed).
+    pub fn publish_sessions(&self, transit: usize, table: SessionTable) {
+        if let Some(slot) = self.sessions.get(transit) {
+            slot.store(Arc::new(table));
+        }
+    }
+
+    pub fn tunnels(&self) -> &[EngineTunnel] {
+        &self.tunnels
+    }
+
+    pub fn handoff(&self) -> &Handoff {
+        &self.handoff
+    }
+
+    /// The route tunnel carried by (transit, WireGuard tunnel).
+    pub fn route_tunnel(&self, transit: usize, wg: wg::TunnelId) -> Option<u32> {
+        self.by_wg
+            .get(transit)
+            .and_then(|m| m.get(usize::from(wg.0)))
+            .copied()
+            .flatten()
+    }
+}
+
+/// One worker's view of the engine.
+pub struct Worker {
+    engine: Arc<Engine>,
+    routes: RouteReader,
+    sessions: Vec<Cache<Arc<ArcSwap<SessionTable>>, Arc<SessionTable>>>,
+    pub stats: WorkerStats,
+}
+
+impl Worker {
+    pub fn new(engine: Arc<Engine>, routes: RouteReader) -> Self {
+        let sessions = engine
+            .sessions
+            .iter()
+            .map(|s| Cache::new(Arc::clone(s)))
+            .collect();
+        let stats = WorkerStats::new(engine.tunnels.len());
+        Self {
+            engine,
+            routes,
+            sessions,
+            stats,
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// A VXLAN datagram from a leaf at `buf[payload]` (the UDP payload).
+    pub fn from_fabric(
+        &mut self,
+        now: wg::Instant,
+        buf: &mut [u8],
+        payload: Range<usize>,
+    ) -> Verdict {
+        let engine = &*self.engine;
+        let Some(fabric) = &engine.fabric else {
+            return self.drop(DropReason::WrongPort);
+        };
+        let tables = self.routes.load();
+        let start = payload.start;
+        let Some(vxlan) = buf.get_mut(payload) else {
+            self.stats.drop(DropReason::NoBuffer);
+            return Verdict::Dropped(DropReason::NoBuffer);
+        };
+        let hit = match pipeline::from_fabric(fabric, tables, &engine.hasher, vxlan) {
+            Ok(hit) => hit,
+            Err(DropReason::TooBig) => {
+                self.stats.drop(DropReason::TooBig);
+                return self.too_big(start, buf);
+            }
+            Err(reason) => return self.drop(reason),
+        };
+        let index = hit.tunnel.0 as usize;
+        let Some(tunnel) = engine.tunnels.get(index).copied() else {
+            return self.drop(DropReason::NoTunnel);
+        };
+        let len = hit.inner.len();
+        // The WireGuard header goes over the VXLAN and Ethernet headers in front of the inner
+        // packet (22 or more bytes, 16 needed).
+        let Some(wg_start) = (start + hit.inner.start).checked_sub(DATA_HEADER_LEN) else {
+            return self.drop(DropReason::NoBuffer);
+        };
+        let Some(table) = self.sessions.get_mut(tunnel.transit).map(|c| c.load()) else {
+            return self.drop(DropReason::NoTunnel);
+        };
+        let Some(room) = buf.get_mut(wg_start..) else {
+            return self.drop(DropReason::NoBuffer);
+        };
+        self.stats.add(WorkerCounter::FromFabric, 1);
+        match table.seal(now, tunnel.wg, room, len) {
+            Ok((n, to)) => {
+                self.stats.tunnel(index, TunnelCounter::TxPackets, 1);
+                self.stats.tunnel(index, TunnelCounter::TxBytes, len as u64);
+                Verdict::Transit {
+                    transit: tunnel.transit,
+                    to,
+                    range: wg_start..wg_start + n,
+                }
+            }
+            Err(wg::Error::NoSession) => {
+                let inner = wg_start + DATA_HEADER_LEN;
+                let packet = buf.get(inner..inner + len).unwrap_or_default();
+                self.hand_over(
+                    ParcelKind::Stage,
+                    tunnel.transit,
+                    index,
+                    UNSPECIFIED,
+                    packet,
+                )
+            }
+            Err(e) => {
+                let reason = drop_reason(&e);
+                self.stats.tunnel_drop(index, reason);
+                Verdict::Dropped(reason)
+            }
+        }
+    }
+
+    /// A datagram from a transit peer at `buf[datagram]` (the UDP payload).
+    pub fn from_transit(
+        &mut self,
+        now: wg::Instant,
+        transit: usize,
+        src: SocketAddr,
+        buf: &mut [u8],
+        datagram: Range<usize>,
+    ) -> Verdict {
+        let start = datagram.start;
+        let Some(bytes) = buf.get_mut(datagram) else {
+            return self.drop(DropReason::NoBuffer);
+        };
+        match messages::message_type(bytes) {
+            Ok(MessageType::Data) => {}
+            Ok(_) => {
+                // Handshakes and cookie replies: the owner's business.
+                let bytes: &[u8] = bytes;
+                return self.hand_over(ParcelKind::Handshake, transit, 0, src, bytes);
+            }
+            Err(e) => return self.drop(drop_reason(&e)),
+        }
+        let Some(table) = self.sessions.get_mut(transit).map(|c| c.load()) else {
+            return self.drop(DropReason::WrongPort);
+        };
+        let opened = table.open(now, bytes);
+        let (wg_tunnel, len) = match opened {
+            Ok(o) => (o.tunnel, o.len),
+            Err(e) => {
+                let reason = drop_reason(&e);
+                // Failures after the index lookup belong to a tunnel.
+                let index = messages::receiver_index(bytes)
+                    .map(wg::TunnelId::of_index)
+                    .and_then(|id| self.engine.route_tunnel(transit, id));
+                match (index, e) {
+                    (_, wg::Error::UnknownIndex(_)) | (None, _) => self.stats.drop(reason),
+                    (Some(i), _) => self.stats.tunnel_drop(i as usize, reason),
+                }
+                return Verdict::Dropped(reason);
+            }
+        };
+        let Some(index) = self.engine.route_tunnel(transit, wg_tunnel) else {
+            return self.drop(DropReason::NoTunnel);
+        };
+        let index = index as usize;
+        if len == 0 {
+            self.stats
+                .tunnel(index, TunnelCounter::KeepalivesReceived, 1);
+            return Verdict::Consumed;
+        }
+        self.stats.tunnel(index, TunnelCounter::RxPackets, 1);
+        self.stats.tunnel(index, TunnelCounter::RxBytes, len as u64);
+        let inner = start + DATA_HEADER_LEN;
+        let local = self.engine.tunnels.get(index).map(|t| t.local);
+        let packet = buf.get(inner..inner + len).unwrap_or_default();
+        if let (Some(local), Some(dst)) = (local, destination(packet)) {
+            if local.contains(&Some(dst)) {
+                return self.hand_over(ParcelKind::Local, transit, index, src, packet);
+            }
+        }
+        let engine = &*self.engine;
+        let Some(fabric) = &engine.fabric else {
+            self.stats.tunnel_drop(index, DropReason::UnknownPrefix);
+            return Verdict::Dropped(DropReason::UnknownPrefix);
+        };
+        let tables = self.routes.load();
+        // VXLAN and Ethernet headers go over the WireGuard header (16 bytes, 22 needed: the
+        // other 6 come from the headroom).
+        let Some(frame) = inner.checked_sub(FABRIC_HEADROOM) else {
+            return self.drop(DropReason::NoBuffer);
+        };
+        let room = buf.get_mut(frame..).unwrap_or_default();
+        match pipeline::to_fabric(fabric, tables, RouteTunnel(index as u32), room, len) {
+            Ok((n, to)) => {
+                self.stats.tunnel(index, TunnelCounter::ToFabric, 1);
+                Verdict::Fabric {
+                    to,
+                    range: frame..frame + n,
+                }
+            }
+            Err(reason) => {
+                self.stats.tunnel_drop(index, reason);
+                Verdict::Dropped(reason)
+            }
+        }
+    }
+
+    /// Answers an oversize packet from the fabric with the ICMP error a router sends, written
+    /// over the packet itself (the offending packet is copied inside the buffer first).
+    fn too_big(&mut self, start: usize, buf: &mut [u8]) -> Verdict {
+        let engine = &*self.engine;
+        let (Some(fabric), Some(vtep)) = (&engine.fabric, engine.vtep) else {
+            return Verdict::Dropped(DropReason::TooBig);
+        };
+        let tables = self.routes.load();
+        // The error quotes only the start of the offending packet: copy that much to the
+        // end of the buffer so the reply can be built from `start`.
+        let Some(payload) = buf.get(start..) else {
+            return Verdict::Dropped(DropReason::TooBig);
+        };
+        let Some(inner) = pipeline::fabric_inner(payload) else {
+            return Verdict::Dropped(DropReason::TooBig);
+        };
+        let quote = inner.len().min(QUOTE_LEN);
+        let mut quoted = [0u8; QUOTE_LEN];
+        if let (Some(dst), Some(src)) = (quoted.get_mut(..quote), inner.get(..quote)) {
+            dst.copy_from_slice(src);
+        }
+        let Some(out) = buf.get_mut(start..) else {
+            return Verdict::Dropped(DropReason::TooBig);
+        };
+        let offending = quoted.get(..quote).unwrap_or_default();
+        match pipeline::too_big_reply(fabric, tables, vtep, offending, out) {
+            Ok((n, to)) => {
+                self.stats.add(WorkerCounter::TooBigSent, 1);
+                Verdict::Fabric {
+                    to,
+                    range: start..start + n,
+                }
+            }
+            Err(_) => Verdict::Dropped(DropReason::TooBig),
+        }
+    }
+
+    fn hand_over(
+        &mut self,
+        kind: ParcelKind,
+        transit: usize,
+        tunnel: usize,
+        src: SocketAddr,
+        bytes: &[u8],
+    ) -> Verdict {
+        let tunnel = u32::try_from(tunnel).unwrap_or(u32::MAX);
+        if self.engine.handoff.send(kind, transit, tunnel, src, bytes) {
+            self.stats.add(WorkerCounter::HandedToOwner, 1);
+            Verdict::Consumed
+        } else {
+            self.stats.add(WorkerCounter::OwnerQueueFull, 1);
+            self.drop(DropReason::NoBuffer)
+        }
+    }
+
+    fn drop(&mut self, reason: DropReason) -> Verdict {
+        self.stats.drop(reason);
+        Verdict::Dropped(reason)
+    }
+}
+
+/// What the ICMP errors quote of the offending packet: the headers and a little more
+/// (RFC 4443 allows up to the minimum MTU; routers commonly quote this much).
+const QUOTE_LEN: usize = 576;
+
+const UNSPECIFIED: SocketAddr = SocketAddr::new(IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED), 0);
+
+/// The destination address of an IP packet, if it parses.
+fn destination(packet: &[u8]) -> Option<IpAddr> {
+    match packet.first().map(|b| b >> 4) {
+        Some(4) => ipv4::Packet::new_checked(packet)
+            .ok()
+            .map(|p| IpAddr::V4(p.dst_addr())),
+        Some(6) => ipv6::Packet::new_checked(packet)
+            .ok()
+            .map(|p| IpAddr::V6(p.dst_addr())),
+        _ => None,
+    }
+}
+
+/// The counter a WireGuard refusal on the data path is filed under.
+pub fn drop_reason(e: &wg::Error) -> DropReason {
+    match e {
+        wg::Error::BadLength { .. } => DropReason::WgBadLength,
+        wg::Error::UnknownType(_) => DropReason::WgUnknownType,
+        wg::Error::UnknownIndex(_) => DropReason::WgUnknownReceiver,
+        wg::Error::Replay(_) => DropReason::Replay,
+        wg::Error::SessionExpired | wg::Error::NoSession | wg::Error::CounterExhausted => {
+            DropReason::NoSession
+        }
+        wg::Error::InvalidInnerPacket => DropReason::WgBadInner,
+        wg::Error::BufferTooSmall { .. } => DropReason::NoBuffer,
+        wg::Error::UnknownTunnel => DropReason::NoTunnel,
+        _ => DropReason::BadAuth,
+    }
+}
