@@ -9,6 +9,7 @@ pub mod fixture;
 pub mod ifname;
 pub mod pipeline;
 pub mod route;
+pub mod socket;
 pub mod support;
 pub mod wire;
 pub mod wireguard;

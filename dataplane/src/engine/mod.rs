@@ -19,6 +19,7 @@
 //! Handshake messages and packets that found no session go to the owner through the
 //! [`Handoff`] queue.
 
+pub mod clock;
 pub mod handoff;
 pub mod stats;
 
@@ -37,6 +38,7 @@ use crate::wireguard::{
     messages::{self, MessageType},
     SessionTable, DATA_HEADER_LEN,
 };
+pub use clock::Clock;
 pub use handoff::{Handoff, Parcel, ParcelKind, PARCEL_LEN};
 pub use stats::{PublishedStats, TunnelCounter, WorkerCounter, WorkerStats};
 

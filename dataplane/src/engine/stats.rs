@@ -41,9 +41,13 @@ pub enum WorkerCounter {
     /// Receive batches (the average batch is packets / batches).
     RxBatches,
     RxPackets,
+    /// Datagrams the kernel refused to send (full buffers, unreachable peers).
+    TxFailed,
+    /// Sends that carried several datagrams at once (UDP GSO).
+    GsoSends,
 }
 
-const WORKER_FIELDS: usize = 6;
+const WORKER_FIELDS: usize = 8;
 
 fn tunnel_slot(tunnel: usize, field: usize) -> usize {
     WORKER_FIELDS + DropReason::COUNT + tunnel * TUNNEL_FIELDS + field
