@@ -210,7 +210,7 @@ fn wggo_unknown_peer_is_rejected_and_counted() {
         run.gateway,
         || match runtime.block_on(request(&socket, &Request::Status)) {
             Ok(Response::Status { drops, .. }) => {
-                drops.get("UnknownPeer").copied().unwrap_or(0) > 0
+                drops.get("unknown_peer").copied().unwrap_or(0) > 0
             }
             other => panic!("unexpected answer {other:?}"),
         },
@@ -350,7 +350,7 @@ fn wggo_replayed_data_message_is_rejected_and_counted() {
         gateway,
         || {
             last = tunnel_status(&socket);
-            last["counters"]["drops"]["Replay"].as_u64().unwrap_or(0) >= 5
+            last["counters"]["drops"]["replay"].as_u64().unwrap_or(0) >= 5
         },
         "five replays to be refused",
     );

@@ -68,6 +68,57 @@ pub struct GatewayFile {
     /// tunnels and probes them but forwards nothing.
     #[serde(default)]
     pub fabric: Option<FabricFile>,
+    #[serde(default)]
+    pub dataplane: Dataplane,
+}
+
+/// How packets are forwarded: worker threads and their batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataplane {
+    /// Forwarding workers, one per core; default: one for every core this process may use.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Datagrams per receive batch (1..=1024, default 64).
+    #[serde(default)]
+    pub batch: Option<usize>,
+    /// Send runs of equal-size datagrams to one peer as one UDP GSO send (default true).
+    #[serde(default)]
+    pub gso: Option<bool>,
+}
+
+impl Dataplane {
+    /// The number of workers: as configured, or one per available core.
+    pub fn workers(&self) -> usize {
+        self.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch.unwrap_or(64)
+    }
+
+    pub fn gso(&self) -> bool {
+        self.gso.unwrap_or(true)
+    }
+
+    fn check(self) -> Result<Self, ConfigError> {
+        if let Some(w) = self.workers {
+            if !(1..=1024).contains(&w) {
+                return Err(field(
+                    "dataplane.workers",
+                    format!("{w}: must be 1 to 1024"),
+                ));
+            }
+        }
+        if let Some(b) = self.batch {
+            if !(1..=1024).contains(&b) {
+                return Err(field("dataplane.batch", format!("{b}: must be 1 to 1024")));
+            }
+        }
+        Ok(self)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -173,6 +224,7 @@ pub struct GatewayConfig {
     pub probe: ProbeConfig,
     pub tunnels: Vec<Tunnel>,
     pub fabric: Option<Fabric>,
+    pub dataplane: Dataplane,
 }
 
 /// The checked fabric side.
@@ -543,6 +595,7 @@ impl GatewayFile {
         };
         Ok(GatewayConfig {
             fabric,
+            dataplane: self.dataplane.check()?,
             name: self.name,
             datacenter: self.datacenter,
             private_key,
@@ -661,6 +714,9 @@ fabric:
     - prefix: 10.1.0.0/16
       vtep: 192.0.2.101
       router_mac: 02:00:00:00:0b:01
+dataplane:
+  workers: 2
+  batch: 32
 "#,
             peer_pub()
         )
@@ -687,6 +743,14 @@ fabric:
             Some("10.13.76.134".parse().expect("addr"))
         );
         assert_eq!(t.networks.len(), 2);
+        assert_eq!(
+            (
+                config.dataplane.workers(),
+                config.dataplane.batch(),
+                config.dataplane.gso()
+            ),
+            (2, 32, true)
+        );
     }
 
     /// Each mutation of the sample must fail with a message naming `field`.
@@ -700,6 +764,8 @@ fabric:
                 "private_key",
             ),
             ("capacity: 1Gbps", "capacity: fast", "transits[0].capacity"),
+            ("workers: 2", "workers: 0", "dataplane.workers"),
+            ("batch: 32", "batch: 5000", "dataplane.batch"),
             ("transit: lumen", "transit: cogent", "tunnels[0].transit"),
             (
                 "peer_address_v4: 10.13.76.134",

@@ -1,31 +1,36 @@
-//! The gateway's event loop on tokio (the portable socket adapter around the sans-IO cores).
+//! The gateway: forwarding workers on every core, and one owner task for everything else.
 //!
-//! One worker task owns everything the packets touch: per transit a UDP socket and a WireGuard
-//! [`Device`] holding every tunnel on that transit; each tunnel's prober and STAMP reflector;
-//! the fabric's VXLAN socket and the route tables. Nothing is shared with other tasks, so
-//! nothing is locked. The worker polls all its sockets at once, wakes on a datagram or on the
-//! earliest deadline (WireGuard timers, the next probe, the next status snapshot), and
-//! publishes a status snapshot per second for the control endpoint.
+//! The workers ([`gatewan_dataplane::socket::SocketWorker`], one per core, pinned) forward
+//! packets between the fabric's VXLAN and the transits' WireGuard through the forwarding
+//! engine, on their own `SO_REUSEPORT` sockets, sharing only published tables.
 //!
-//! Forwarding: VXLAN from a leaf goes through [`pipeline::from_fabric`] (checks, TTL, route,
-//! tunnel pick) and is encrypted in place into the picked tunnel; a decrypted packet that is
-//! not for the gateway itself goes through [`pipeline::to_fabric`] to the leaf's VTEP.
+//! The owner (a tokio task) holds what must have a single writer: per transit the WireGuard
+//! [`Device`] (handshakes, cookies, timers), each tunnel's prober and STAMP reflector, the
+//! route tables' handle. It receives from the workers, through the engine's lock-free handoff
+//! queue, the few packets they do not finish (handshake messages, inner packets addressed to
+//! the gateway, packets that found no session yet), sends handshakes, keepalives and probes
+//! itself, republishes a transit's session table whenever its sessions change, feeds the
+//! WireGuard timers with the workers' activity, and publishes a status snapshot per second
+//! (workers' counters summed) for the control endpoint.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use gatewan_dataplane::drop::{DropCounters, DropReason};
-use gatewan_dataplane::pipeline::{self, FABRIC_HEADROOM};
-use gatewan_dataplane::route::{self, FlowHasher, RouteTables, TunnelGroup};
+use gatewan_dataplane::engine::{
+    self, Clock, Engine, EngineTunnel, Handoff, Parcel, ParcelKind, PublishedStats, TunnelCounter,
+    WorkerCounter, WorkerStats,
+};
+use gatewan_dataplane::pipeline;
+use gatewan_dataplane::route::{self, FlowHasher, RouteHandle, RouteTables, TunnelGroup};
+use gatewan_dataplane::socket::{self, SocketWorker, WorkerConfig};
 use gatewan_dataplane::wireguard::{
     self as wg, Action, Device, Encapsulated, PeerConfig, TunnelId, DATA_HEADER_LEN,
 };
 use rand_core::OsRng;
 use thiserror::Error;
-use tokio::io::ReadBuf;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
 use super::config::{GatewayConfig, Key32, Transit, Tunnel};
@@ -35,10 +40,14 @@ use super::status::{self, Counters, EndpointInfo, Meta, ProbeStatus, TunnelState
 use crate::probe::ntp::NtpTimestamp;
 use crate::probe::{Prober, Reflector};
 
-/// How often the worker refreshes its tunnels' status (and their rates).
+/// How often the owner refreshes its tunnels' status (and their rates).
 const STATUS_PERIOD: Duration = Duration::from_secs(1);
-/// Receive and transmit buffers: the largest UDP datagram.
-const BUF_LEN: usize = 65_536;
+/// How often the owner feeds the WireGuard timers with the workers' activity at the latest.
+const ABSORB_PERIOD: Duration = Duration::from_millis(50);
+/// The owner's transmit buffer: the largest datagram it builds.
+const BUF_LEN: usize = 4096;
+/// Parcels in flight from the workers to the owner.
+const HANDOFF_CAPACITY: usize = 1024;
 
 #[derive(Debug, Error)]
 pub enum GatewayError {
@@ -56,40 +65,14 @@ pub enum GatewayError {
     Control(#[from] ControlError),
     #[error("installing signal handlers")]
     Signals(#[source] std::io::Error),
+    #[error("starting forwarding worker {index}")]
+    Spawn {
+        index: usize,
+        source: std::io::Error,
+    },
 }
 
-/// The WireGuard core's clock: wall-clock time read once at start, advanced by the monotonic
-/// clock (so timers never jump and handshake timestamps still grow across restarts).
-#[derive(Clone, Copy, Debug)]
-struct Clock {
-    wall_base_ns: u64,
-    mono_base: Instant,
-}
-
-impl Clock {
-    fn new() -> Self {
-        let wall = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        Clock {
-            wall_base_ns: u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX),
-            mono_base: Instant::now(),
-        }
-    }
-
-    fn wg(&self, mono: Instant) -> wg::Instant {
-        let since = u64::try_from(mono.saturating_duration_since(self.mono_base).as_nanos())
-            .unwrap_or(u64::MAX);
-        wg::Instant::from_nanos(self.wall_base_ns.saturating_add(since))
-    }
-
-    fn mono(&self, t: wg::Instant) -> Instant {
-        self.mono_base + Duration::from_nanos(t.as_nanos().saturating_sub(self.wall_base_ns))
-    }
-}
-
-/// One tunnel's companions in the transit task.
-/// One tunnel's companions in the worker.
+/// One tunnel's companions in the owner.
 struct TunnelCtx {
     /// Which of the worker's transits carries it, and its id in that transit's device.
     transit: usize,
@@ -103,7 +86,6 @@ struct TunnelCtx {
     /// Inner packets dropped or ignored on this tunnel, by counter name.
     drops: BTreeMap<&'static str, u64>,
     probes_sent: u64,
-    forwarded_to_fabric: u64,
     last: (Instant, u64, u64),
     rx_bps: u64,
     tx_bps: u64,
@@ -118,55 +100,38 @@ impl TunnelCtx {
     }
 }
 
-/// A transit and the WireGuard device of its tunnels. Its socket lives in
-/// [`Worker::sockets`] at the same index: the device is not `Sync`, so the sockets, which are
-/// polled across awaits, are kept apart from it.
+/// A transit and the WireGuard device of its tunnels.
 struct TransitIo {
     transit: Transit,
     device: Device,
-}
-
-/// The fabric side: the VXLAN socket on our VTEP.
-struct FabricIo {
+    /// A handle on one worker's socket for this transit: the owner only sends on it
+    /// (handshakes, keepalives, probes); the workers receive.
     socket: UdpSocket,
-    fabric: pipeline::Fabric,
-    /// Our VTEP address: the source of the ICMP errors we send into the fabric.
-    vtep: IpAddr,
-    /// ICMP "fragmentation needed" / "packet too big" sent for oversize packets.
-    too_big_sent: u64,
+    /// What the published session table was built from.
+    published: Option<u64>,
 }
 
-/// Where a datagram came from.
-#[derive(Clone, Copy)]
-enum Port {
-    Transit(usize),
-    Fabric,
-}
-
-struct Worker {
+struct Owner {
     public_key: Key32,
     transits: Vec<TransitIo>,
-    sockets: Vec<UdpSocket>,
-    fabric: Option<FabricIo>,
     /// Indexed by the route tables' tunnel ids.
     tunnels: Vec<TunnelCtx>,
-    tables: RouteTables,
-    hasher: FlowHasher,
-    /// Forwarding drops that no tunnel owns (from the fabric side), by reason.
-    fabric_drops: DropCounters,
-    forwarded_to_tunnels: u64,
+    engine: Arc<Engine>,
+    /// The route tables' writing end (the workers hold readers); kept for route updates.
+    _routes: RouteHandle,
+    workers: Vec<Arc<PublishedStats>>,
     clock: Clock,
     status: Arc<Mutex<Snapshot>>,
     commands: mpsc::UnboundedReceiver<Command>,
 }
 
-/// What the control endpoint asks of the worker.
+/// What the control endpoint asks of the owner.
 #[derive(Debug)]
 enum Command {
     Rekey(usize),
 }
 
-/// What the worker last published.
+/// What the owner last published.
 #[derive(Default)]
 struct Snapshot {
     tunnels: Vec<TunnelStatus>,
@@ -237,27 +202,42 @@ pub async fn run_until(
 ) -> Result<(), GatewayError> {
     let clock = Clock::new();
     let public_key = super::config::public_key_of(&config.private_key);
+    let workers = config.dataplane.workers();
+    // Every worker binds its own socket on each address; binding them all here first makes a
+    // bad address an error at start, not a dead thread.
+    let transit_addrs: Vec<SocketAddr> = config.transits.iter().map(|t| t.listen).collect();
+    let fabric_addr = config
+        .fabric
+        .as_ref()
+        .map(|f| SocketAddr::new(f.vtep, gatewan_dataplane::wire::vxlan::PORT));
+    let mut socket_sets = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        socket_sets.push(bind_all(&config, &transit_addrs, fabric_addr)?);
+    }
     let mut transits = Vec::new();
-    let mut sockets = Vec::new();
-    let mut tunnels: Vec<TunnelCtx> = Vec::new();
-    for transit in &config.transits {
-        let socket =
-            UdpSocket::bind(transit.listen)
-                .await
-                .map_err(|source| GatewayError::Bind {
-                    what: format!("transit {}", transit.name),
-                    addr: transit.listen,
-                    source,
-                })?;
-        let device = Device::new(config.private_key.0, Box::new(OsRng));
+    for (t, transit) in config.transits.iter().enumerate() {
+        let socket = socket_sets
+            .first()
+            .and_then(|set| set.transits.get(t))
+            .map(UdpSocket::try_clone)
+            .transpose()
+            .map_err(|source| GatewayError::Bind {
+                what: format!("transit {}", transit.name),
+                addr: transit.listen,
+                source,
+            })?
+            .ok_or_else(|| GatewayError::Routes("no worker sockets".into()))?;
         transits.push(TransitIo {
             transit: transit.clone(),
-            device,
+            device: Device::new(config.private_key.0, Box::new(OsRng)),
+            socket,
+            published: None,
         });
-        sockets.push(socket);
         tracing::info!(transit = %transit.name, listen = %transit.listen, "transit up");
     }
     // Tunnels in configuration order: their index is their id in the route tables.
+    let mut tunnels: Vec<TunnelCtx> = Vec::new();
+    let mut engine_tunnels = Vec::new();
     for t in &config.tunnels {
         let Some(io) = transits.get_mut(t.transit) else {
             continue;
@@ -272,33 +252,67 @@ pub async fn run_until(
                 tunnel: t.name.clone(),
                 source,
             })?;
-        tunnels.push(new_ctx(t.transit, id, t, &config, &public_key, &io.transit));
+        let ctx = new_ctx(t.transit, id, t, &config, &public_key, &io.transit);
+        engine_tunnels.push(EngineTunnel {
+            transit: t.transit,
+            wg: id,
+            local: [ctx.addrs.v4.map(IpAddr::V4), ctx.addrs.v6.map(IpAddr::V6)],
+        });
+        tunnels.push(ctx);
     }
-    let fabric = match &config.fabric {
-        None => None,
-        Some(f) => {
-            let addr = SocketAddr::new(f.vtep, gatewan_dataplane::wire::vxlan::PORT);
-            let socket = UdpSocket::bind(addr)
-                .await
-                .map_err(|source| GatewayError::Bind {
-                    what: "fabric VXLAN".into(),
-                    addr,
-                    source,
-                })?;
-            tracing::info!(vtep = %f.vtep, vni = f.vni, local_routes = f.local_routes.len(), "fabric up");
-            Some(FabricIo {
-                socket,
-                vtep: f.vtep,
-                too_big_sent: 0,
-                fabric: pipeline::Fabric {
-                    vni: f.vni,
-                    router_mac: f.router_mac,
-                    tunnel_mtu: wg::tunnel::DEFAULT_MTU,
-                },
-            })
-        }
-    };
-    let tables = static_tables(&config)?;
+    let fabric = config.fabric.as_ref().map(|f| {
+        tracing::info!(vtep = %f.vtep, vni = f.vni, local_routes = f.local_routes.len(), "fabric up");
+        (
+            pipeline::Fabric {
+                vni: f.vni,
+                router_mac: f.router_mac,
+                tunnel_mtu: wg::tunnel::DEFAULT_MTU,
+            },
+            f.vtep,
+        )
+    });
+    let routes = RouteHandle::new(static_tables(&config)?);
+    let engine = Arc::new(Engine::new(
+        fabric,
+        engine_tunnels,
+        transits.len(),
+        FlowHasher::new(0x6761_7465_7761_6e21),
+        Arc::new(Handoff::new(HANDOFF_CAPACITY)),
+    ));
+
+    // The forwarding workers, one per core.
+    let stop_workers = Arc::new(AtomicBool::new(false));
+    let cores = core_count();
+    let mut published = Vec::with_capacity(workers);
+    let mut threads = Vec::with_capacity(workers);
+    for (index, sockets) in socket_sets.into_iter().enumerate() {
+        let stats = Arc::new(PublishedStats::new(tunnels.len()));
+        published.push(Arc::clone(&stats));
+        let worker = SocketWorker::new(
+            engine::Worker::new(Arc::clone(&engine), routes.reader()),
+            sockets,
+            clock,
+            stats,
+            WorkerConfig {
+                batch: config.dataplane.batch(),
+                core: Some(index % cores),
+                gso: config.dataplane.gso(),
+            },
+        );
+        let stop = Arc::clone(&stop_workers);
+        let thread = std::thread::Builder::new()
+            .name(format!("gatewan-fwd-{index}"))
+            .spawn(move || worker.run(&stop))
+            .map_err(|source| GatewayError::Spawn { index, source })?;
+        threads.push(thread);
+    }
+    tracing::info!(
+        workers,
+        batch = config.dataplane.batch(),
+        gso = config.dataplane.gso(),
+        "socket backend: forwarding workers started"
+    );
+
     let by_name: BTreeMap<String, usize> = tunnels
         .iter()
         .enumerate()
@@ -306,21 +320,18 @@ pub async fn run_until(
         .collect();
     let (command_tx, commands) = mpsc::unbounded_channel();
     let status = Arc::new(Mutex::new(Snapshot::default()));
-    let worker = Worker {
+    let owner = Owner {
         public_key,
         transits,
-        sockets,
-        fabric,
         tunnels,
-        tables,
-        hasher: FlowHasher::new(0x6761_7465_7761_6e21),
-        fabric_drops: DropCounters::default(),
-        forwarded_to_tunnels: 0,
+        engine,
+        _routes: routes,
+        workers: published,
         clock,
         status: Arc::clone(&status),
         commands,
     };
-    let task = tokio::spawn(worker.run(stopped));
+    let task = tokio::spawn(owner.run(stopped));
 
     let (name, datacenter) = (config.name.clone(), config.datacenter.clone());
     let socket_path = config.control_socket.clone();
@@ -337,7 +348,7 @@ pub async fn run_until(
                     },
                 };
             }
-            // A poisoned lock only means the worker panicked mid-copy; its last snapshot is
+            // A poisoned lock only means the owner panicked mid-copy; its last snapshot is
             // still the best answer.
             let guard = status
                 .lock()
@@ -354,9 +365,48 @@ pub async fn run_until(
     tracing::info!(gateway = %config.name, socket = %config.control_socket.display(), "gateway running");
     stop.await;
     let _ = task.await;
+    stop_workers.store(true, std::sync::atomic::Ordering::Relaxed);
+    for thread in threads {
+        let _ = thread.join();
+    }
     control.abort();
     let _ = std::fs::remove_file(&config.control_socket);
     Ok(())
+}
+
+fn bind_all(
+    config: &GatewayConfig,
+    transits: &[SocketAddr],
+    fabric: Option<SocketAddr>,
+) -> Result<socket::SocketSet, GatewayError> {
+    let mut set = socket::SocketSet {
+        transits: Vec::with_capacity(transits.len()),
+        fabric: None,
+    };
+    for (addr, t) in transits.iter().zip(&config.transits) {
+        set.transits.push(
+            socket::bind_reuseport(*addr).map_err(|source| GatewayError::Bind {
+                what: format!("transit {}", t.name),
+                addr: *addr,
+                source,
+            })?,
+        );
+    }
+    if let Some(addr) = fabric {
+        set.fabric = Some(
+            socket::bind_reuseport(addr).map_err(|source| GatewayError::Bind {
+                what: "fabric VXLAN".into(),
+                addr,
+                source,
+            })?,
+        );
+    }
+    Ok(set)
+}
+
+/// Cores this process may run on (the workers are pinned round-robin over them).
+fn core_count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 fn new_ctx(
@@ -397,7 +447,6 @@ fn new_ctx(
         uuid: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, seed.as_bytes()).to_string(),
         drops: BTreeMap::new(),
         probes_sent: 0,
-        forwarded_to_fabric: 0,
         last: (now, 0, 0),
         rx_bps: 0,
         tx_bps: 0,
@@ -412,43 +461,24 @@ fn default_prober(now: Instant) -> Prober {
         .expect("the default probe configuration is valid")
 }
 
-/// Receives one datagram from whichever socket has one, into `buf`.
-fn poll_sockets(
-    transits: &[UdpSocket],
-    fabric: &Option<FabricIo>,
-    buf: &mut [u8],
-    cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<(Port, std::io::Result<(usize, SocketAddr)>)> {
-    use std::task::Poll;
-    let sockets = transits
-        .iter()
-        .enumerate()
-        .map(|(i, socket)| (Port::Transit(i), socket))
-        .chain(fabric.iter().map(|f| (Port::Fabric, &f.socket)));
-    for (port, socket) in sockets {
-        let mut read = ReadBuf::new(buf);
-        match socket.poll_recv_from(cx, &mut read) {
-            Poll::Ready(Ok(src)) => return Poll::Ready((port, Ok((read.filled().len(), src)))),
-            Poll::Ready(Err(e)) => return Poll::Ready((port, Err(e))),
-            Poll::Pending => {}
-        }
-    }
-    Poll::Pending
-}
-
-impl Worker {
+impl Owner {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
-        let mut rx = vec![0u8; BUF_LEN];
         let mut tx = vec![0u8; BUF_LEN];
         let mut next_status = Instant::now();
+        let engine = Arc::clone(&self.engine);
         loop {
             let now = Instant::now();
-            self.on_timers(now, &mut tx).await;
+            while let Some(mut parcel) = engine.handoff().recv() {
+                self.on_parcel(&mut parcel, &mut tx);
+                engine.handoff().recycle(parcel);
+            }
+            self.on_timers(now, &mut tx);
+            self.publish_sessions();
             if now >= next_status {
                 self.publish(now);
                 next_status = now + STATUS_PERIOD;
             }
-            let mut wake = next_status;
+            let mut wake = next_status.min(now + ABSORB_PERIOD);
             for io in &self.transits {
                 if let Some(deadline) = io.device.next_deadline() {
                     wake = wake.min(self.clock.mono(deadline));
@@ -460,32 +490,47 @@ impl Worker {
                     wake = wake.min(at);
                 }
             }
-            let (sockets, fabric, commands) = (&self.sockets, &self.fabric, &mut self.commands);
-            let received = tokio::select! {
+            let handoff = engine.handoff();
+            tokio::select! {
                 _ = stopped.changed() => break,
-                r = std::future::poll_fn(|cx| poll_sockets(sockets, fabric, &mut rx, cx)) => Some(r),
-                Some(command) = commands.recv() => {
-                    self.on_command(command);
-                    None
-                }
-                _ = tokio::time::sleep_until(wake.max(now).into()) => None,
-            };
-            match received {
-                Some((Port::Transit(t), Ok((n, src)))) => {
-                    if let Some(datagram) = rx.get_mut(..n) {
-                        self.on_transit(t, datagram, src, &mut tx).await;
-                    }
-                }
-                Some((Port::Fabric, Ok((n, _src)))) => {
-                    if let Some(payload) = rx.get_mut(..n) {
-                        self.on_fabric(payload, &mut tx).await;
-                    }
-                }
-                Some((_, Err(e))) => tracing::debug!(error = %e, "receive"),
-                None => {}
+                _ = std::future::poll_fn(|cx| handoff.poll_ready(cx)) => {}
+                Some(command) = self.commands.recv() => self.on_command(command),
+                _ = tokio::time::sleep_until(wake.max(now).into()) => {}
             }
         }
-        tracing::info!("worker stopped");
+        tracing::info!("owner stopped");
+    }
+
+    /// Republishes each transit's session table if its sessions changed.
+    fn publish_sessions(&mut self) {
+        for (t, io) in self.transits.iter_mut().enumerate() {
+            let fingerprint = io.device.sessions_fingerprint();
+            if io.published != Some(fingerprint) {
+                self.engine.publish_sessions(t, io.device.session_table());
+                io.published = Some(fingerprint);
+            }
+        }
+    }
+
+    fn on_parcel(&mut self, parcel: &mut Parcel, tx: &mut [u8]) {
+        let tunnel = parcel.tunnel as usize;
+        match parcel.kind {
+            ParcelKind::Handshake => {
+                let (t, src) = (parcel.transit, parcel.src);
+                self.on_handshake(t, parcel.bytes_mut(), src, tx);
+            }
+            ParcelKind::Local => self.on_local(tunnel, parcel.bytes(), tx),
+            ParcelKind::Stage => {
+                let packet = parcel.bytes();
+                let Some(room) = tx.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()) else {
+                    return;
+                };
+                room.copy_from_slice(packet);
+                self.encapsulate_and_send(tunnel, tx, packet.len());
+            }
+        }
+        // A handshake may have made a session: publish it before the next parcel.
+        self.publish_sessions();
     }
 
     fn on_command(&mut self, command: Command) {
@@ -521,16 +566,17 @@ impl Worker {
             .position(|c| c.transit == transit && c.id == id)
     }
 
-    async fn send_transit(&mut self, transit: usize, datagram: &[u8], to: SocketAddr) {
-        if let Some(socket) = self.sockets.get(transit) {
-            if let Err(e) = socket.send_to(datagram, to).await {
+    fn send_transit(&self, transit: usize, datagram: &[u8], to: SocketAddr) {
+        if let Some(io) = self.transits.get(transit) {
+            if let Err(e) = io.socket.send_to(datagram, to) {
                 tracing::debug!(transit, %to, error = %e, "send");
             }
         }
     }
 
-    async fn on_transit(&mut self, t: usize, datagram: &mut [u8], src: SocketAddr, tx: &mut [u8]) {
-        let now = self.clock.wg(Instant::now());
+    /// A WireGuard message other than data, handed over by a worker.
+    fn on_handshake(&mut self, t: usize, datagram: &mut [u8], src: SocketAddr, tx: &mut [u8]) {
+        let now = self.clock.now();
         let Some(io) = self.transits.get_mut(t) else {
             return;
         };
@@ -553,21 +599,16 @@ impl Worker {
         match action {
             Action::SendResponse(n) | Action::SendCookieReply(n) => {
                 if let Some(reply) = tx.get(..n) {
-                    self.send_transit(t, reply, src).await;
+                    self.send_transit(t, reply, src);
                 }
             }
-            Action::Deliver { offset, len } => {
-                let index = id.and_then(|id| self.tunnel_index(t, id));
-                if let (Some(index), Some(packet)) = (index, datagram.get(offset..offset + len)) {
-                    self.on_inner(index, packet, tx).await;
-                }
-            }
-            Action::Accepted | Action::CookieStored => {}
+            // Data never comes this way (the workers open it).
+            Action::Deliver { .. } | Action::Accepted | Action::CookieStored => {}
         }
     }
 
-    /// A decrypted inner packet from tunnel `index`: for the gateway itself, or for the fabric.
-    async fn on_inner(&mut self, index: usize, packet: &[u8], tx: &mut [u8]) {
+    /// A decrypted inner packet for the gateway itself, from tunnel `index`.
+    fn on_local(&mut self, index: usize, packet: &[u8], tx: &mut [u8]) {
         let now = Instant::now();
         let Some(ctx) = self.tunnels.get_mut(index) else {
             return;
@@ -582,100 +623,21 @@ impl Worker {
             NtpTimestamp::now(),
             body,
         ) {
-            Ok(Inner::Reply(len)) => self.encapsulate_and_send(index, tx, len).await,
+            Ok(Inner::Reply(len)) => self.encapsulate_and_send(index, tx, len),
             Ok(Inner::ProbeReply { seq, residence }) => {
                 ctx.prober.on_reply(now, seq, residence);
             }
             Ok(Inner::IcmpProbeReply { seq16 }) => {
                 ctx.prober.on_reply_seq16(now, seq16, None);
             }
-            Ok(Inner::NotForUs) => self.forward_to_fabric(index, packet, tx).await,
+            // The workers only hand over packets addressed to the gateway.
+            Ok(Inner::NotForUs) => ctx.count("not_for_us"),
             Err(drop) => ctx.count(drop.name()),
         }
     }
 
-    async fn forward_to_fabric(&mut self, index: usize, packet: &[u8], tx: &mut [u8]) {
-        let Some(fabric) = &self.fabric else {
-            if let Some(ctx) = self.tunnels.get_mut(index) {
-                ctx.count("no_fabric");
-            }
-            return;
-        };
-        // One copy, into room for the VXLAN and Ethernet headers in front.
-        let Some(room) = tx.get_mut(FABRIC_HEADROOM..FABRIC_HEADROOM + packet.len()) else {
-            return;
-        };
-        room.copy_from_slice(packet);
-        let result = pipeline::to_fabric(
-            &fabric.fabric,
-            &self.tables,
-            route::TunnelId(index as u32),
-            tx,
-            packet.len(),
-        );
-        match result {
-            Ok((len, vtep)) => {
-                if let Some(payload) = tx.get(..len) {
-                    if let Err(e) = fabric.socket.send_to(payload, vtep).await {
-                        tracing::debug!(%vtep, error = %e, "fabric send");
-                    }
-                }
-                if let Some(ctx) = self.tunnels.get_mut(index) {
-                    ctx.forwarded_to_fabric += 1;
-                }
-            }
-            Err(reason) => {
-                if let Some(ctx) = self.tunnels.get_mut(index) {
-                    ctx.count(reason.name());
-                }
-            }
-        }
-    }
-
-    /// A VXLAN payload from a leaf: route it into a tunnel.
-    async fn on_fabric(&mut self, payload: &mut [u8], tx: &mut [u8]) {
-        let Some(fabric) = &mut self.fabric else {
-            return;
-        };
-        let hit = match pipeline::from_fabric(&fabric.fabric, &self.tables, &self.hasher, payload) {
-            Ok(hit) => hit,
-            Err(reason) => {
-                self.fabric_drops.count(reason);
-                if reason == DropReason::TooBig {
-                    // Tell the sender the tunnel MTU (path MTU discovery), as a router would.
-                    let offending = pipeline::fabric_inner(payload).unwrap_or_default();
-                    if let Ok((len, leaf)) = pipeline::too_big_reply(
-                        &fabric.fabric,
-                        &self.tables,
-                        fabric.vtep,
-                        offending,
-                        tx,
-                    ) {
-                        if let Some(reply) = tx.get(..len) {
-                            if fabric.socket.send_to(reply, leaf).await.is_ok() {
-                                fabric.too_big_sent += 1;
-                            }
-                        }
-                    }
-                }
-                return;
-            }
-        };
-        let index = hit.tunnel.0 as usize;
-        let Some(inner) = payload.get(hit.inner.clone()) else {
-            return;
-        };
-        let Some(room) = tx.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + inner.len()) else {
-            self.fabric_drops.count(DropReason::NoBuffer);
-            return;
-        };
-        room.copy_from_slice(inner);
-        self.forwarded_to_tunnels += 1;
-        self.encapsulate_and_send(index, tx, inner.len()).await;
-    }
-
-    async fn encapsulate_and_send(&mut self, index: usize, buf: &mut [u8], len: usize) {
-        let now = self.clock.wg(Instant::now());
+    fn encapsulate_and_send(&mut self, index: usize, buf: &mut [u8], len: usize) {
+        let now = self.clock.now();
         let Some(ctx) = self.tunnels.get(index) else {
             return;
         };
@@ -686,7 +648,7 @@ impl Worker {
         match io.device.encapsulate(now, id, buf, len) {
             Ok(Encapsulated::Ready(n)) => {
                 if let (Some(to), Some(datagram)) = (io.device.endpoint(id), buf.get(..n)) {
-                    self.send_transit(t, datagram, to).await;
+                    self.send_transit(t, datagram, to);
                 }
             }
             // Sent by `tick` once the handshake completes.
@@ -695,7 +657,7 @@ impl Worker {
         }
     }
 
-    async fn on_timers(&mut self, now: Instant, tx: &mut [u8]) {
+    fn on_timers(&mut self, now: Instant, tx: &mut [u8]) {
         // Probes are ordinary traffic: before a session exists they are staged and start the
         // handshake, as any packet would.
         for i in 0..self.tunnels.len() {
@@ -709,7 +671,7 @@ impl Worker {
                     break;
                 };
                 match inner::build_probe(&addrs, seq, NtpTimestamp::now(), body) {
-                    Ok(Some(len)) => self.encapsulate_and_send(i, tx, len).await,
+                    Ok(Some(len)) => self.encapsulate_and_send(i, tx, len),
                     Ok(None) => {}
                     Err(drop) => {
                         if let Some(ctx) = self.tunnels.get_mut(i) {
@@ -737,10 +699,11 @@ impl Worker {
             }
         }
         for t in 0..self.transits.len() {
+            // `tick` also feeds the timers with what the workers did since the last call.
             while let Some(io) = self.transits.get_mut(t) {
                 match io.device.tick(wg_now, tx) {
                     Ok(Some((id, n))) => match (io.device.endpoint(id), tx.get(..n)) {
-                        (Some(to), Some(datagram)) => self.send_transit(t, datagram, to).await,
+                        (Some(to), Some(datagram)) => self.send_transit(t, datagram, to),
                         // A tunnel that only answers has nowhere to send its own handshakes.
                         _ => {
                             if let Some(index) = self.tunnel_index(t, id) {
@@ -760,29 +723,44 @@ impl Worker {
         }
     }
 
+    /// The workers' counters, summed.
+    fn worker_totals(&self) -> WorkerStats {
+        let mut total = WorkerStats::new(self.tunnels.len());
+        for w in &self.workers {
+            total.merge(&w.snapshot());
+        }
+        total
+    }
+
     fn publish(&mut self, now: Instant) {
         let wg_now = self.clock.wg(now);
+        let workers = self.worker_totals();
         let mut snapshot = Vec::with_capacity(self.tunnels.len());
-        for ctx in &mut self.tunnels {
+        for (index, ctx) in self.tunnels.iter_mut().enumerate() {
             let Some(io) = self.transits.get(ctx.transit) else {
                 continue;
             };
             let Some(tunnel) = io.device.tunnel(ctx.id) else {
                 continue;
             };
-            let stats = tunnel.stats().clone();
+            let stats = tunnel.stats();
+            // The owner's own traffic (handshake-time staging, probes, echo replies) and the
+            // workers' forwarding.
+            let w = |c| workers.get_tunnel(index, c);
+            let rx_packets = stats.rx_packets + w(TunnelCounter::RxPackets);
+            let rx_bytes = stats.rx_bytes + w(TunnelCounter::RxBytes);
+            let tx_packets = stats.tx_packets + w(TunnelCounter::TxPackets);
+            let tx_bytes = stats.tx_bytes + w(TunnelCounter::TxBytes);
             let wg_state = tunnel.state(wg_now);
             let endpoint = io.device.endpoint(ctx.id);
             let last_handshake = tunnel.last_handshake();
             let probe = ctx.prober.stats(now);
             let elapsed = now.saturating_duration_since(ctx.last.0).as_secs_f64();
             if elapsed > 0.0 {
-                ctx.rx_bps =
-                    ((stats.rx_bytes.saturating_sub(ctx.last.1)) as f64 * 8.0 / elapsed) as u64;
-                ctx.tx_bps =
-                    ((stats.tx_bytes.saturating_sub(ctx.last.2)) as f64 * 8.0 / elapsed) as u64;
+                ctx.rx_bps = ((rx_bytes.saturating_sub(ctx.last.1)) as f64 * 8.0 / elapsed) as u64;
+                ctx.tx_bps = ((tx_bytes.saturating_sub(ctx.last.2)) as f64 * 8.0 / elapsed) as u64;
             }
-            ctx.last = (now, stats.rx_bytes, stats.tx_bytes);
+            ctx.last = (now, rx_bytes, tx_bytes);
             let state = match wg_state {
                 wg::TunnelState::Idle | wg::TunnelState::Connecting => TunnelState::Connecting,
                 wg::TunnelState::Expired => TunnelState::Expired,
@@ -801,8 +779,11 @@ impl Worker {
             let mut drops: BTreeMap<String, u64> = stats
                 .all_drops()
                 .filter(|(_, n)| *n > 0)
-                .map(|(r, n)| (format!("{r:?}"), n))
+                .map(|(r, n)| (r.name().to_owned(), n))
                 .collect();
+            for (reason, n) in workers.tunnel_drops(index).nonzero() {
+                *drops.entry(reason.name().to_owned()).or_default() += n;
+            }
             drops.extend(ctx.drops.iter().map(|(k, v)| ((*k).to_owned(), *v)));
             let (source_addr, target_endpoint) = ctx.addrs.probe_endpoints();
             let c = &ctx.config;
@@ -855,10 +836,10 @@ impl Worker {
                     echo_port: opt(ctx.addrs.peer_echo_port.map(|p| p.to_string())),
                 },
                 counters: Counters {
-                    rx_bytes: stats.rx_bytes,
-                    tx_bytes: stats.tx_bytes,
-                    rx_packets: stats.rx_packets,
-                    tx_packets: stats.tx_packets,
+                    rx_bytes,
+                    tx_bytes,
+                    rx_packets,
+                    tx_packets,
                     rx_bps: ctx.rx_bps,
                     tx_bps: ctx.tx_bps,
                     handshakes_sent: stats.initiations_sent,
@@ -868,7 +849,7 @@ impl Worker {
                     seconds_since_handshake: last_handshake
                         .map(|t| self.clock.mono(t))
                         .map(|t| now.saturating_duration_since(t).as_secs()),
-                    forwarded_to_fabric: ctx.forwarded_to_fabric,
+                    forwarded_to_fabric: w(TunnelCounter::ToFabric),
                     drops,
                 },
             });
@@ -878,19 +859,30 @@ impl Worker {
             for &reason in wg::DropReason::ALL.iter() {
                 let n = io.device.drops(reason);
                 if n > 0 {
-                    *drops.entry(format!("{reason:?}")).or_default() += n;
+                    *drops.entry(reason.name().to_owned()).or_default() += n;
                 }
             }
         }
-        for reason in DropReason::ALL.iter().copied() {
-            let n = self.fabric_drops.get(reason);
-            if n > 0 {
-                drops.insert(reason.name().to_owned(), n);
-            }
+        for (reason, n) in workers.drops().nonzero() {
+            *drops.entry(reason.name().to_owned()).or_default() += n;
         }
-        drops.insert("forwarded_from_fabric".into(), self.forwarded_to_tunnels);
-        if let Some(fabric) = &self.fabric {
-            drops.insert("icmp_too_big_sent".into(), fabric.too_big_sent);
+        drops.insert(
+            "forwarded_from_fabric".into(),
+            workers.get(WorkerCounter::FromFabric),
+        );
+        drops.insert(
+            "icmp_too_big_sent".into(),
+            workers.get(WorkerCounter::TooBigSent),
+        );
+        for (name, c) in [
+            ("handed_to_owner", WorkerCounter::HandedToOwner),
+            ("owner_queue_full", WorkerCounter::OwnerQueueFull),
+            ("tx_failed", WorkerCounter::TxFailed),
+        ] {
+            let n = workers.get(c);
+            if n > 0 {
+                drops.insert(name.into(), n);
+            }
         }
         let mut slot = self
             .status

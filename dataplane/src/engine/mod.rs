@@ -154,6 +154,8 @@ pub struct Worker {
     engine: Arc<Engine>,
     routes: RouteReader,
     sessions: Vec<Cache<Arc<ArcSwap<SessionTable>>, Arc<SessionTable>>>,
+    /// Where an oversize packet waits while the ICMP error is written over it.
+    scratch: Box<[u8; PARCEL_LEN]>,
     pub stats: WorkerStats,
 }
 
@@ -169,6 +171,7 @@ impl Worker {
             engine,
             routes,
             sessions,
+            scratch: Box::new([0; PARCEL_LEN]),
             stats,
         }
     }
@@ -343,23 +346,22 @@ impl Worker {
             return Verdict::Dropped(DropReason::TooBig);
         };
         let tables = self.routes.load();
-        // The error quotes only the start of the offending packet: copy that much to the
-        // end of the buffer so the reply can be built from `start`.
+        // The reply is written where the offending packet lies: move the packet aside first
+        // (rare, and bounded by the datagram size).
         let Some(payload) = buf.get(start..) else {
             return Verdict::Dropped(DropReason::TooBig);
         };
         let Some(inner) = pipeline::fabric_inner(payload) else {
             return Verdict::Dropped(DropReason::TooBig);
         };
-        let quote = inner.len().min(QUOTE_LEN);
-        let mut quoted = [0u8; QUOTE_LEN];
-        if let (Some(dst), Some(src)) = (quoted.get_mut(..quote), inner.get(..quote)) {
-            dst.copy_from_slice(src);
-        }
+        let Some(aside) = self.scratch.get_mut(..inner.len()) else {
+            return Verdict::Dropped(DropReason::TooBig);
+        };
+        aside.copy_from_slice(inner);
+        let offending = &*aside;
         let Some(out) = buf.get_mut(start..) else {
             return Verdict::Dropped(DropReason::TooBig);
         };
-        let offending = quoted.get(..quote).unwrap_or_default();
         match pipeline::too_big_reply(fabric, tables, vtep, offending, out) {
             Ok((n, to)) => {
                 self.stats.add(WorkerCounter::TooBigSent, 1);
@@ -395,10 +397,6 @@ impl Worker {
         Verdict::Dropped(reason)
     }
 }
-
-/// What the ICMP errors quote of the offending packet: the headers and a little more
-/// (RFC 4443 allows up to the minimum MTU; routers commonly quote this much).
-const QUOTE_LEN: usize = 576;
 
 const UNSPECIFIED: SocketAddr = SocketAddr::new(IpAddr::V4(core::net::Ipv4Addr::UNSPECIFIED), 0);
 

@@ -143,13 +143,16 @@ fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
         libc::AF_INET => {
             // SAFETY: the family says the storage holds a sockaddr_in; storage is larger and
             // suitably aligned for it.
-            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let a =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
             let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
             Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
         }
         libc::AF_INET6 => {
             // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let a = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
             let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
             Some(SocketAddr::V6(std::net::SocketAddrV6::new(
                 ip,
@@ -229,7 +232,8 @@ impl TxQueue {
             let size = first.len();
             let mut run = 1;
             if self.gso {
-                while i + run < total && run < GSO_MAX_SEGMENTS && (run + 1) * size <= GSO_MAX_BYTES {
+                while i + run < total && run < GSO_MAX_SEGMENTS && (run + 1) * size <= GSO_MAX_BYTES
+                {
                     match self.entries.get(i + run) {
                         Some((_, r, t)) if *t == to && r.len() <= size => {
                             run += 1;
@@ -309,7 +313,9 @@ impl TxQueue {
     }
 
     fn segments(&self, msg: usize) -> u64 {
-        self.hdrs.get(msg).map_or(0, |h| h.msg_hdr.msg_iovlen as u64)
+        self.hdrs
+            .get(msg)
+            .map_or(0, |h| h.msg_hdr.msg_iovlen as u64)
     }
 }
 
@@ -367,7 +373,8 @@ mod tests {
         }
         q.flush(a.as_fd(), &src);
         let mut rx = RxBatch::new(64);
-        b.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        b.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
         let mut got = Vec::new();
         while got.len() < sizes.len() {
             // Wait for at least one, then drain without blocking.
@@ -405,7 +412,10 @@ mod tests {
         let lens: Vec<usize> = got.iter().map(Vec::len).collect();
         assert_eq!(lens, sizes);
         for (i, d) in got.iter().enumerate() {
-            assert!(d.iter().enumerate().all(|(k, b)| *b == (i * 7 + k) as u8), "{i}");
+            assert!(
+                d.iter().enumerate().all(|(k, b)| *b == (i * 7 + k) as u8),
+                "{i}"
+            );
         }
     }
 }

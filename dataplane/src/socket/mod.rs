@@ -221,11 +221,7 @@ impl SocketWorker {
                     (Port::Transit(_), None) => continue,
                 };
                 match verdict {
-                    Verdict::Transit {
-                        transit,
-                        to,
-                        range,
-                    } => {
+                    Verdict::Transit { transit, to, range } => {
                         if let Some(q) = tx_transit.get_mut(transit) {
                             q.push(i, range, to);
                         }
