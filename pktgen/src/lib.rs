@@ -1,1 +1,18 @@
-//! Traffic generator and sink; lands with the AF_XDP engine (see docs/architecture.md).
+//! gatewan's traffic generator and sink. See docs/pktgen.md.
+//!
+//! The generator sends fabric traffic as a datacenter leaf would: VXLAN to the gateway's VTEP,
+//! inner Ethernet to its router MAC, inner IPv4/IPv6 UDP or TCP-shaped flows, every payload
+//! starting with a [`payload::PayloadHeader`] (flow, sequence, send time). The sink plays the
+//! far leaf: it validates what comes out of the far gateway and measures loss, reordering,
+//! duplicates and latency per flow.
+
+pub mod clock;
+pub mod packet;
+pub mod payload;
+pub mod rate;
+pub mod spec;
+pub mod tcp;
+
+pub use clock::{CpuTime, CpuUsage};
+pub use packet::{Encap, FlowPacket, OuterSpec, PacketBuilder};
+pub use spec::{InnerProto, TrafficSpec};
