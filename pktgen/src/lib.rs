@@ -7,11 +7,13 @@
 //! duplicates and latency per flow.
 
 pub mod clock;
+pub mod flows;
 pub mod packet;
 pub mod payload;
 pub mod rate;
 pub mod spec;
 pub mod tcp;
+pub mod validate;
 
 pub use clock::{CpuTime, CpuUsage};
 pub use packet::{Encap, FlowPacket, OuterSpec, PacketBuilder};
