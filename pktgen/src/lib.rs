@@ -8,11 +8,14 @@
 
 pub mod clock;
 pub mod flows;
+pub mod gen;
 pub mod packet;
 pub mod payload;
 pub mod rate;
+pub mod sink;
 pub mod spec;
 pub mod tcp;
+pub mod tx;
 pub mod validate;
 
 pub use clock::{CpuTime, CpuUsage};
