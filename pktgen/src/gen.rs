@@ -477,7 +477,7 @@ mod tests {
         }
         fn send(&mut self, lane: usize, pkts: &[&[u8]]) -> io::Result<usize> {
             self.calls += 1;
-            if self.fail_every > 0 && self.calls % self.fail_every == 0 {
+            if self.fail_every > 0 && self.calls.is_multiple_of(self.fail_every) {
                 return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
             }
             let n = self.partial.map_or(pkts.len(), |p| p.min(pkts.len()));

@@ -317,7 +317,8 @@ mod tests {
         let e4 = expect(&s4);
         let (good, l) = packet(&s4);
         let ip = l.inner_ip;
-        let cases: Vec<(Invalid, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
+        type Edit = Box<dyn Fn(&mut Vec<u8>)>;
+        let cases: Vec<(Invalid, Edit)> = vec![
             (Invalid::VxlanTruncated, Box::new(|p| p.truncate(7))),
             (Invalid::VxlanFlags, Box::new(|p| p[0] = 0)),
             (Invalid::VxlanFlags, Box::new(|p| p[0] = 0x0c)),
