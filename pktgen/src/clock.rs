@@ -68,6 +68,36 @@ impl CpuTime {
         Self::rusage(libc::RUSAGE_SELF)
     }
 
+    /// Another process's CPU time (all its threads), from `/proc/<pid>/stat`: how the
+    /// benchmark charges a gateway or a peer running as its own process. Clock-tick
+    /// resolution (usually 10 ms), so measure over seconds.
+    pub fn of_pid(pid: u32) -> std::io::Result<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        Self::parse_proc_stat(&stat).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "unexpected /proc/<pid>/stat",
+            )
+        })
+    }
+
+    /// utime and stime (fields 14 and 15, in clock ticks) of a `/proc/<pid>/stat` line. The
+    /// command name (field 2) may hold spaces and parentheses, so fields count from the last
+    /// `)`.
+    fn parse_proc_stat(stat: &str) -> Option<Self> {
+        let rest = stat.get(stat.rfind(')')? + 1..)?;
+        let mut fields = rest.split_whitespace().skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        let tick_ns = 1_000_000_000 / u64::try_from(hz).ok().filter(|h| *h > 0)?;
+        Some(Self {
+            user_ns: utime.saturating_mul(tick_ns),
+            system_ns: stime.saturating_mul(tick_ns),
+        })
+    }
+
     pub fn total_ns(&self) -> u64 {
         self.user_ns.saturating_add(self.system_ns)
     }
@@ -115,6 +145,7 @@ impl CpuUsage {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -142,5 +173,29 @@ mod tests {
         assert_eq!(u.ns_per_packet, 1000.0);
         assert_eq!(u.total_s, 4e-6);
         assert_eq!(CpuUsage::new(CpuTime::default(), 0).ns_per_packet, 0.0);
+    }
+
+    #[test]
+    fn proc_stat_parsing() {
+        // SAFETY: sysconf has no preconditions.
+        let tick = 1_000_000_000 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+        let line = "4242 (a (weird) name) S 1 2 3 4 5 6 7 8 9 10 250 30 0 0 20 0 1 0";
+        assert_eq!(
+            CpuTime::parse_proc_stat(line),
+            Some(CpuTime {
+                user_ns: 250 * tick,
+                system_ns: 30 * tick
+            })
+        );
+        assert_eq!(CpuTime::parse_proc_stat("4242 (x) S 1 2"), None);
+        assert_eq!(CpuTime::parse_proc_stat("no parenthesis"), None);
+        // Our own process reads back, and never more than getrusage says (ticks round down).
+        let mine = CpuTime::of_pid(std::process::id()).unwrap();
+        let ru = CpuTime::process();
+        assert!(
+            mine.total_ns() <= ru.total_ns() + 2 * tick,
+            "{mine:?} vs {ru:?}"
+        );
+        assert!(CpuTime::of_pid(u32::MAX).is_err());
     }
 }
