@@ -92,6 +92,8 @@ pub enum GenError {
     Unbounded,
     #[error("batch {0} is outside 1..={MAX_BATCH}")]
     Batch(usize),
+    #[error("a rate of {rate} pps cannot be shared by {threads} threads (each needs at least 1 pps; 0 means unlimited)")]
+    RateBelowThreads { rate: u64, threads: usize },
     #[error("prebuilt packets would take {0} bytes, above {MAX_PACKET_MEMORY}; use fewer flows or a smaller size")]
     Memory(usize),
 }
@@ -191,6 +193,15 @@ impl<P: TxPort> Generator<P> {
         if limits.batch == 0 || limits.batch > MAX_BATCH {
             return Err(GenError::Batch(limits.batch));
         }
+        let mut ports = ports;
+        // A thread without flows would sit out its share of the count.
+        ports.truncate(traffic.flows.max(1) as usize);
+        if limits.rate_pps > 0 && limits.rate_pps < ports.len() as u64 {
+            return Err(GenError::RateBelowThreads {
+                rate: limits.rate_pps,
+                threads: ports.len(),
+            });
+        }
         let builder = PacketBuilder::new(traffic, encap)?;
         // Worst case: every flow alone on its lane needs a whole batch of copies.
         let flows = builder.spec().flows as usize;
@@ -227,16 +238,17 @@ impl<P: TxPort> Generator<P> {
         } = self;
         let threads = ports.len();
         let spec = builder.spec().clone();
-        let start = monotonic_ns();
-        let deadline = limits
+        let duration_ns = limits
             .duration
-            .map(|d| start.saturating_add(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)));
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        // Threads build their packets first, then start the clock together.
+        let barrier = std::sync::Barrier::new(threads);
         let results: Vec<ThreadResult> = std::thread::scope(|scope| {
             let handles: Vec<_> = ports
                 .into_iter()
                 .enumerate()
                 .map(|(t, port)| {
-                    let builder = &builder;
+                    let (builder, barrier) = (&builder, &barrier);
                     let share = |total: u64| {
                         total / threads as u64 + u64::from((t as u64) < total % threads as u64)
                     };
@@ -246,15 +258,17 @@ impl<P: TxPort> Generator<P> {
                             .collect(),
                         rate_pps: share(limits.rate_pps),
                         count: limits.count.map(share),
-                        deadline,
+                        duration_ns,
                         batch: limits.batch,
                     };
-                    scope.spawn(move || send_loop(port, builder, plan, stop))
+                    scope.spawn(move || send_loop(port, builder, plan, barrier, stop))
                 })
                 .collect();
             handles.into_iter().filter_map(|h| h.join().ok()).collect()
         });
-        let elapsed_s = monotonic_ns().saturating_sub(start) as f64 / 1e9;
+        let start = results.iter().map(|t| t.start_ns).min().unwrap_or(0);
+        let end = results.iter().map(|t| t.end_ns).max().unwrap_or(0);
+        let elapsed_s = end.saturating_sub(start) as f64 / 1e9;
 
         let mut r = GenReport {
             threads,
@@ -297,7 +311,7 @@ struct ThreadPlan {
     flows: Vec<u32>,
     rate_pps: u64,
     count: Option<u64>,
-    deadline: Option<u64>,
+    duration_ns: Option<u64>,
     batch: usize,
 }
 
@@ -310,6 +324,8 @@ struct ThreadResult {
     last_error: Option<String>,
     cpu: CpuTime,
     flows_sent: Vec<(u32, u64)>,
+    start_ns: u64,
+    end_ns: u64,
 }
 
 /// One flow's sending state: its next sequence and enough copies of its packet for one batch
@@ -330,9 +346,9 @@ fn send_loop<P: TxPort>(
     mut port: P,
     builder: &PacketBuilder,
     plan: ThreadPlan,
+    barrier: &std::sync::Barrier,
     stop: &AtomicBool,
 ) -> ThreadResult {
-    let cpu0 = CpuTime::thread();
     let spec = builder.spec();
     let lanes_n = port.lanes().max(1);
     let mut lanes: Vec<Lane> = (0..lanes_n)
@@ -362,15 +378,21 @@ fn send_loop<P: TxPort>(
     let len = builder.layout().len;
     let (inner, wire) = (spec.size as u64, port.wire_len(len) as u64);
 
-    let mut out = ThreadResult::default();
+    barrier.wait();
+    let cpu0 = CpuTime::thread();
+    let mut out = ThreadResult {
+        start_ns: monotonic_ns(),
+        ..ThreadResult::default()
+    };
+    let deadline = plan.duration_ns.map(|d| out.start_ns.saturating_add(d));
     let mut remaining = plan.count;
-    let mut bucket = TokenBucket::new(plan.rate_pps, plan.batch as u64, monotonic_ns());
+    let mut bucket = TokenBucket::new(plan.rate_pps, plan.batch as u64, out.start_ns);
     let mut consecutive_errors = 0u32;
     let mut next_lane = 0usize;
     while !lanes.is_empty() {
         let now = monotonic_ns();
         if stop.load(Ordering::Relaxed)
-            || plan.deadline.is_some_and(|d| now >= d)
+            || deadline.is_some_and(|d| now >= d)
             || remaining == Some(0)
         {
             break;
@@ -382,7 +404,7 @@ fn send_loop<P: TxPort>(
             // when that is more than a millisecond away (slow rates), nor past the deadline.
             let one = bucket.wait_ns(now, 1);
             let mut ns = bucket.wait_ns(now, want).min(one.max(1_000_000));
-            if let Some(d) = plan.deadline {
+            if let Some(d) = deadline {
                 ns = ns.min(d.saturating_sub(now));
             }
             std::thread::sleep(Duration::from_nanos(ns.max(1)));
@@ -446,6 +468,7 @@ fn send_loop<P: TxPort>(
         .flat_map(|l| l.flows.iter().map(|f| (f.id, f.next_seq)))
         .collect();
     out.cpu = CpuTime::thread().since(&cpu0);
+    out.end_ns = monotonic_ns();
     out
 }
 
@@ -616,6 +639,15 @@ mod tests {
             Generator::with_ports(spec(1), vec![capture(1, 0, None)], batch),
             Err(GenError::Batch(0))
         ));
+        let slow = Limits { rate_pps: 1, ..l };
+        let two = vec![capture(1, 0, None), capture(1, 0, None)];
+        assert!(matches!(
+            Generator::with_ports(spec(2), two, slow),
+            Err(GenError::RateBelowThreads {
+                rate: 1,
+                threads: 2
+            })
+        ));
         let huge = TrafficSpec {
             flows: 1_000_000,
             size: 9000,
@@ -626,6 +658,23 @@ mod tests {
             Generator::with_ports(huge, vec![capture(1, 0, None)], l),
             Err(GenError::Memory(_))
         ));
+    }
+
+    #[test]
+    fn more_threads_than_flows_still_send_the_whole_count() {
+        let limits = Limits {
+            rate_pps: 0,
+            count: Some(101),
+            duration: None,
+            batch: 8,
+        };
+        let ports = (0..4).map(|_| capture(1, 0, None)).collect();
+        let g = Generator::with_ports(spec(2), ports, limits).unwrap();
+        let r = g.run();
+        assert_eq!(r.threads, 2);
+        assert_eq!(r.packets, 101);
+        assert_eq!(r.flows_sent.iter().sum::<u64>(), 101);
+        assert!(r.elapsed_s > 0.0);
     }
 
     #[test]
