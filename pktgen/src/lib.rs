@@ -19,5 +19,9 @@ pub mod tx;
 pub mod validate;
 
 pub use clock::{CpuTime, CpuUsage};
+pub use gen::{GenConfig, GenError, GenReport, Generator, Limits};
 pub use packet::{Encap, FlowPacket, OuterSpec, PacketBuilder};
+pub use sink::{Sink, SinkConfig, SinkError, SinkHandle, SinkMode, SinkReport};
 pub use spec::{InnerProto, TrafficSpec};
+pub use tx::{TxPort, UdpTx};
+pub use validate::{Expect, Invalid};

@@ -309,6 +309,21 @@ impl SinkHandle {
         self.shared.received.load(Ordering::Relaxed)
     }
 
+    /// Waits until `n` valid packets have come or `timeout` has passed; true when they came.
+    /// For a caller that knows how many were sent and wants to stop as soon as they are in.
+    pub fn wait_received(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.received() >= n {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline || self.is_finished() {
+                return self.received() >= n;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The sink stopped by itself (duration or idle timeout).
     pub fn is_finished(&self) -> bool {
         self.threads.iter().all(|t| t.is_finished())
@@ -322,7 +337,8 @@ impl SinkHandle {
 
     /// Waits for the sink's own end (duration or idle timeout) and reports. Without either,
     /// only [`SinkHandle::stop`] from elsewhere ends it: use `stop` instead.
-    pub fn wait(self) -> SinkReport {
+    pub fn wait(mut self) -> SinkReport {
+        let threads = std::mem::take(&mut self.threads);
         let mut flows = vec![FlowState::default(); self.flows as usize];
         let mut hist = new_histogram();
         let mut invalid = [0u64; Invalid::COUNT];
@@ -331,7 +347,7 @@ impl SinkHandle {
             ..SinkReport::default()
         };
         let mut cpu = CpuTime::default();
-        for t in self.threads {
+        for t in threads {
             let Ok(t) = t.join() else {
                 r.recv_errors += 1;
                 continue;
@@ -387,6 +403,13 @@ impl SinkHandle {
         }
         r.cpu = CpuUsage::new(cpu, r.received + r.invalid);
         r
+    }
+}
+
+impl Drop for SinkHandle {
+    /// A sink dropped unreported (a failed test, say) still stops its threads.
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -2,7 +2,7 @@
 //! between two network namespaces (`netns_`, root).
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gatewan_pktgen::gen::{GenConfig, GenReport, Generator, Limits};
 use gatewan_pktgen::sink::{Sink, SinkConfig, SinkHandle, SinkMode, SinkReport};
@@ -13,10 +13,7 @@ use gatewan_testbed::{require, Need, Testbed};
 /// Waits until the sink has `n` valid packets (or a generous deadline passes: a failure
 /// then shows in the counts, not as a hang), then stops it.
 fn collect(sink: SinkHandle, n: u64) -> SinkReport {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while sink.received() < n && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    sink.wait_received(n, Duration::from_secs(20));
     sink.stop()
 }
 
