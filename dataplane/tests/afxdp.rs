@@ -12,7 +12,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use gatewan_dataplane::afxdp::{
-    Action, AfXdpError, Frame, PortId, XskConfig, XskWorker, KERNEL_HEADROOM,
+    Action, AfXdpError, BindMode, BusyPoll, BusyPollState, Frame, PortId, XskConfig, XskWorker,
+    KERNEL_HEADROOM,
 };
 use gatewan_dataplane::xdp::{AttachMode, AttachedXdp, Counter, SteerKind};
 use gatewan_testbed::{require, Need, Netns, Testbed};
@@ -32,10 +33,10 @@ fn small_config() -> XskConfig {
     }
 }
 
-fn new_worker(ns: &Netns, ports: &[(&str, u32)]) -> (XskWorker, Vec<PortId>) {
+fn new_worker(ns: &Netns, config: XskConfig, ports: &[(&str, u32)]) -> (XskWorker, Vec<PortId>) {
     let ports: Vec<(String, u32)> = ports.iter().map(|(i, q)| (i.to_string(), *q)).collect();
     ns.run(move || {
-        let mut worker = XskWorker::new(small_config())?;
+        let mut worker = XskWorker::new(config)?;
         let mut ids = Vec::new();
         for (interface, queue) in &ports {
             ids.push(worker.add_port(interface, *queue)?);
@@ -142,7 +143,7 @@ fn xdp_afxdp_echo_on_two_queues_answers_every_datagram() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for queue in 0..2 {
-        let (worker, ports) = new_worker(&b, &[(&lb.name, queue)]);
+        let (worker, ports) = new_worker(&b, small_config(), &[(&lb.name, queue)]);
         let info = worker.port_info(ports[0]).expect("port").clone();
         eprintln!(
             "queue {queue}: zero-copy {}, need_wakeup {}",
@@ -288,8 +289,19 @@ fn xdp_afxdp_forwards_between_interfaces_through_a_shared_umem() {
     let vtep: SocketAddr = "10.98.3.2:4789".parse().expect("addr");
     xdp.add_endpoint(vtep, SteerKind::Vxlan).expect("endpoint");
 
-    let (mut worker, ports) = new_worker(&gw, &[(&gw_a.name, 0), (&gw_b.name, 0)]);
+    // Busy polling on both sockets (root may set it; the worker then polls the sockets
+    // instead of waiting to be woken).
+    let config = XskConfig {
+        busy_poll: Some(BusyPoll::default()),
+        ..small_config()
+    };
+    let (mut worker, ports) = new_worker(&gw, config, &[(&gw_a.name, 0), (&gw_b.name, 0)]);
     let (port_a, port_b) = (ports[0], ports[1]);
+    for port in [port_a, port_b] {
+        let info = worker.port_info(port).expect("port");
+        assert_eq!(info.busy_poll, BusyPollState::On, "{info:?}");
+        assert!(!info.zero_copy, "a veth has no zero-copy AF_XDP: {info:?}");
+    }
     xdp.register_xsk(0, &worker.fd(port_a).expect("fd"))
         .expect("register");
     let outer = Outer {
@@ -391,4 +403,61 @@ fn attach_in(ns: &Netns, interface: &str) -> AttachedXdp {
     ns.run(move || AttachedXdp::attach(&name, AttachMode::Native))
         .expect("netns")
         .expect("attach")
+}
+
+#[test]
+fn xdp_afxdp_zero_copy_is_refused_on_veth_and_auto_binds_in_copy_mode() {
+    require(&[Need::Root]);
+    let mut tb = Testbed::new().expect("test bed");
+    let a = tb.add_netns("a").expect("netns");
+    let b = tb.add_netns("b").expect("netns");
+    let (_, lb) = tb.add_veth(&a, &b, 1).expect("veth");
+    let name = lb.name.clone();
+    let forced = b
+        .run(move || {
+            let mut worker = XskWorker::new(XskConfig {
+                bind: BindMode::ZeroCopy,
+                ..small_config()
+            })?;
+            worker.add_port(&name, 0)
+        })
+        .expect("netns");
+    match forced {
+        Err(AfXdpError::Socket { step, source, .. }) => {
+            assert_eq!(step, "binding");
+            assert_eq!(source.raw_os_error(), Some(libc::EOPNOTSUPP), "{source}");
+        }
+        other => panic!("zero-copy on a veth: {other:?}"),
+    }
+    // Auto asks the kernel for zero-copy and takes copy mode where the driver has none.
+    let (worker, ports) = new_worker(&b, small_config(), &[(&lb.name, 0)]);
+    let info = worker.port_info(ports[0]).expect("port");
+    assert!(!info.zero_copy, "{info:?}");
+    assert!(info.need_wakeup);
+    drop(worker); // frees the queue for the next socket
+    let (worker, ports) = new_worker(
+        &b,
+        XskConfig {
+            bind: BindMode::Copy,
+            ..small_config()
+        },
+        &[(&lb.name, 0)],
+    );
+    assert!(!worker.port_info(ports[0]).expect("port").zero_copy);
+    drop(worker);
+    // A queue the veth does not have.
+    let name = lb.name.clone();
+    let missing = b
+        .run(move || XskWorker::new(small_config())?.add_port(&name, 7))
+        .expect("netns");
+    assert!(
+        matches!(
+            missing,
+            Err(AfXdpError::Socket {
+                step: "binding",
+                ..
+            })
+        ),
+        "{missing:?}"
+    );
 }

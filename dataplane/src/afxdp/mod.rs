@@ -228,3 +228,49 @@ pub struct KernelXskStats {
 pub(crate) fn errno(e: xdpilone::Errno) -> io::Error {
     io::Error::from_raw_os_error(e.get_raw().abs())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configurations_the_kernel_would_refuse_are_errors() {
+        assert!(XskConfig::default().validate().is_ok());
+        let bad = [
+            XskConfig {
+                frame_size: 3000,
+                ..XskConfig::default()
+            },
+            XskConfig {
+                frame_size: 1024,
+                ..XskConfig::default()
+            },
+            XskConfig {
+                ring_size: 1000,
+                ..XskConfig::default()
+            },
+            XskConfig {
+                batch: 0,
+                ..XskConfig::default()
+            },
+            XskConfig {
+                batch: 2048,
+                ..XskConfig::default()
+            },
+            XskConfig {
+                frames: 512,
+                ..XskConfig::default()
+            },
+            XskConfig {
+                headroom: 3000,
+                ..XskConfig::default()
+            },
+        ];
+        for config in bad {
+            assert!(
+                matches!(config.validate(), Err(AfXdpError::Config(_))),
+                "{config:?}"
+            );
+        }
+    }
+}

@@ -4,7 +4,7 @@ use std::num::NonZeroU32;
 use std::os::fd::{BorrowedFd, RawFd};
 
 use xdpilone::xdp::XdpDesc;
-use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig};
+use xdpilone::{DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig, User};
 
 use super::sys::{self, Kick, Mapping};
 use super::{
@@ -15,6 +15,11 @@ use crate::ifname;
 
 /// Ports per worker: one per interface it serves (fabric and transit, in practice).
 pub const MAX_PORTS: usize = u8::MAX as usize;
+
+/// How long [`XskWorker::add_port`] waits for a queue another socket is still releasing
+/// (measured: under 100 ms on veth).
+const BIND_BUSY_RETRIES: u32 = 100;
+const BIND_BUSY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// xdpilone's UMEM handle: its only non-`Send` part is the pointer to our own mapping, which
 /// it never dereferences after registration (frames are located by [`XskWorker`] itself).
@@ -180,7 +185,7 @@ impl XskWorker {
         let tx = user.map_tx().map_err(fail("mapping the TX ring"))?;
         let fd = device.as_raw_fd();
         let busy_poll = self.set_busy_poll(fd);
-        self.umem.0.bind(&user).map_err(fail("binding"))?;
+        self.bind(&user).map_err(fail("binding"))?;
         let zero_copy = sys::is_zero_copy(fd).map_err(|source| AfXdpError::Socket {
             interface: interface.to_owned(),
             queue,
@@ -233,6 +238,22 @@ impl XskWorker {
         });
         self.refill();
         Ok(id)
+    }
+
+    /// Binds, waiting out a queue still held by a socket closed just before: the kernel
+    /// releases a socket's queue in deferred work, so an immediate rebind (a restarted worker)
+    /// can see EBUSY for a few milliseconds.
+    fn bind(&self, user: &User) -> Result<(), xdpilone::Errno> {
+        let mut tries = 0;
+        loop {
+            match self.umem.0.bind(user) {
+                Err(e) if e.get_raw() == libc::EBUSY && tries < BIND_BUSY_RETRIES => {
+                    tries += 1;
+                    std::thread::sleep(BIND_BUSY_PAUSE);
+                }
+                other => return other,
+            }
+        }
     }
 
     fn set_busy_poll(&self, fd: RawFd) -> BusyPollState {
