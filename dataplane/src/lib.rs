@@ -2,6 +2,7 @@
 //! I/O backends. It knows nothing of the control plane; `gatewan-control` drives it through
 //! the handles exposed here. See docs/architecture.md for where each piece lives.
 
+pub mod afxdp;
 pub mod drop;
 pub mod engine;
 #[cfg(feature = "fixture")]

@@ -1,5 +1,6 @@
-//! `gatewan xdp-watch`: attaches gatewan's XDP program to an interface and prints its per-verdict
-//! counters until stopped (SIGINT/SIGTERM) or after `--count` reports; detaches on exit.
+//! `gatewan xdp-watch`: attaches gatewan's XDP program to an interface and prints its counters
+//! (per verdict, then redirected VXLAN and WireGuard, steered packets with no socket, malformed
+//! headers) until stopped (SIGINT/SIGTERM) or after `--count` reports; detaches on exit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -7,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gatewan_dataplane::xdp::{AttachMode, AttachedXdp};
-use gatewan_ebpf_common::Verdict;
 
 pub struct Options {
     pub interface: String,
@@ -45,15 +45,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 fn print_counters(attached: &AttachedXdp, json: bool) -> anyhow::Result<()> {
     let mut fields = Vec::new();
     let mut line = format!("{}:", attached.interface());
-    for verdict in Verdict::ALL {
-        let count = attached.count(verdict)?;
+    for (counter, count) in attached.counters()?.iter() {
         line.push_str(&format!(
             " {} {} pkts {} B",
-            verdict.name(),
+            counter.name(),
             count.packets,
             count.bytes
         ));
-        fields.push((verdict.name(), count));
+        fields.push((counter.name(), count));
     }
     if json {
         let obj: serde_json::Map<String, serde_json::Value> = fields
