@@ -72,10 +72,25 @@ pub struct GatewayFile {
     pub dataplane: Dataplane,
 }
 
-/// How packets are forwarded: worker threads and their batches.
+/// Which I/O backend the forwarding workers use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// AF_XDP where it can run, the socket backend otherwise (with a log line saying why).
+    #[default]
+    Auto,
+    /// UDP sockets (recvmmsg/sendmmsg, GSO): runs anywhere.
+    Socket,
+    /// AF_XDP; the gateway refuses to start where it cannot run.
+    Afxdp,
+}
+
+/// How packets are forwarded: the backend, worker threads and their batches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dataplane {
+    #[serde(default)]
+    pub backend: Backend,
     /// Forwarding workers, one per core; default: one for every core this process may use.
     #[serde(default)]
     pub workers: Option<usize>,
