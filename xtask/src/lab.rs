@@ -101,17 +101,22 @@ pub fn run() -> anyhow::Result<()> {
                 t["counters"]["rx_packets"],
             );
         }
+        println!("lab: gatewan status --gateway on {}", site.name);
+        for line in status_with(&gatewan, &site.socket, &["--gateway"])?.lines() {
+            println!("  {line}");
+        }
     }
     println!("\nlab: done; the namespaces are torn down. See README.md for what works today.");
     Ok(())
 }
 
 fn status(gatewan: &Path, socket: &Path, json: bool) -> anyhow::Result<String> {
+    status_with(gatewan, socket, if json { &["--json"] } else { &[] })
+}
+
+fn status_with(gatewan: &Path, socket: &Path, args: &[&str]) -> anyhow::Result<String> {
     let mut cmd = Command::new(gatewan);
-    cmd.arg("status").arg("--socket").arg(socket);
-    if json {
-        cmd.arg("--json");
-    }
+    cmd.arg("status").arg("--socket").arg(socket).args(args);
     let out = cmd.output()?;
     anyhow::ensure!(
         out.status.success(),

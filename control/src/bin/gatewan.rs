@@ -39,6 +39,9 @@ enum Command {
         socket: std::path::PathBuf,
         #[arg(long)]
         json: bool,
+        /// Show the gateway itself (backend, workers, gateway-wide counters), not its tunnels.
+        #[arg(long)]
+        gateway: bool,
     },
     /// Start a new handshake on a tunnel of the running gateway now (a forced rekey).
     Rekey {
@@ -131,7 +134,11 @@ fn main() -> ExitCode {
         Command::Doctor { json } => cli::doctor::run(json),
         Command::Gateway { config } => cli::gateway::run(&config),
         Command::Rekey { tunnel, socket } => cli::status::rekey(&socket, &tunnel),
-        Command::Status { socket, json } => cli::status::run(&socket, json),
+        Command::Status {
+            socket,
+            json,
+            gateway,
+        } => cli::status::run(&socket, json, gateway),
         Command::Controller(args) => cli::controller::run(args),
         Command::Members {
             rpc_addr,

@@ -7,7 +7,9 @@ use anyhow::Context;
 
 use crate::gateway::control::{self, Request, Response};
 
-pub fn run(socket: &Path, json: bool) -> anyhow::Result<()> {
+/// `gateway`: print the gateway itself (backend, workers, gateway-wide counters) instead of
+/// its tunnels.
+pub fn run(socket: &Path, json: bool, gateway: bool) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -19,9 +21,31 @@ pub fn run(socket: &Path, json: bool) -> anyhow::Result<()> {
                 socket.display()
             )
         })?;
-    let Response::Status { tunnels, .. } = response else {
+    let Response::Status {
+        gateway: name,
+        datacenter,
+        tunnels,
+        drops,
+        dataplane,
+    } = response
+    else {
         anyhow::bail!("the gateway answered something other than a status");
     };
+    if gateway {
+        let summary = serde_json::json!({
+            "gateway": name,
+            "datacenter": datacenter,
+            "dataplane": dataplane,
+            "tunnels": tunnels.len(),
+            "counters": drops,
+        });
+        if json {
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+        } else {
+            print!("{}", serde_yaml_ng::to_string(&summary)?);
+        }
+        return Ok(());
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&tunnels)?);
     } else {

@@ -202,13 +202,6 @@ pub fn start_afxdp(s: &Start<'_>) -> Result<Forwarding, String> {
             }
         }
     }
-    // Two roles on one interface would need one port per role on one queue: not supported.
-    if let Some(i) = interfaces.iter().find(|i| i.roles.len() > 1) {
-        return Err(format!(
-            "{} holds several configured addresses; AF_XDP needs one interface per role",
-            i.name
-        ));
-    }
     let mut xdp = Vec::with_capacity(interfaces.len());
     for i in &interfaces {
         let mut attached = AttachedXdp::attach(&i.name, AttachMode::Auto)
@@ -241,12 +234,12 @@ pub fn start_afxdp(s: &Start<'_>) -> Result<Forwarding, String> {
         for i in &interfaces {
             match xsk.add_port(&i.name, queue) {
                 Ok(port) => {
-                    let role = i.roles.first().map(|r| r.0);
-                    if let Some(role) = role {
+                    // One port per interface, playing every role configured on it.
+                    for (role, ..) in &i.roles {
                         ports.push(PortRole {
                             port,
                             mac: i.mac,
-                            role,
+                            role: *role,
                         });
                     }
                 }

@@ -27,6 +27,18 @@ pub enum Request {
     },
 }
 
+/// The forwarding side of a running gateway.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneStatus {
+    /// `afxdp` or `socket`.
+    pub backend: String,
+    /// Forwarding worker threads.
+    pub workers: usize,
+    /// Why AF_XDP is not used, when the configuration allowed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub afxdp_unavailable: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Response {
@@ -39,6 +51,9 @@ pub enum Response {
         /// (`forwarded_from_fabric`, `icmp_too_big_sent`).
         #[serde(default)]
         drops: std::collections::BTreeMap<String, u64>,
+        /// How the gateway forwards: backend and workers.
+        #[serde(default)]
+        dataplane: DataplaneStatus,
     },
     /// The request was carried out.
     Done,
@@ -155,6 +170,7 @@ mod tests {
                 datacenter: "dc-a".into(),
                 tunnels: vec![],
                 drops: Default::default(),
+                dataplane: Default::default(),
             })
             .await
         });
@@ -171,6 +187,7 @@ mod tests {
             Response::Status {
                 gateway: "gw-a1".into(),
                 datacenter: "dc-a".into(),
+                dataplane: Default::default(),
                 tunnels: vec![],
                 drops: Default::default(),
             }

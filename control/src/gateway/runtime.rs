@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::backend;
 use super::config::{Backend, GatewayConfig, Key32, Transit, Tunnel};
-use super::control::{self, ControlError, Request, Response};
+use super::control::{self, ControlError, DataplaneStatus, Request, Response};
 use super::inner::{self, Inner, InnerAddrs, ProbeMethod};
 use super::status::{self, Counters, EndpointInfo, Meta, ProbeStatus, TunnelState, TunnelStatus};
 use crate::probe::ntp::NtpTimestamp;
@@ -268,6 +268,7 @@ pub async fn run_until(
         tunnels: tunnels.len(),
         stop: &stop_workers,
     };
+    let mut afxdp_unavailable = None;
     let forwarding = match config.dataplane.backend {
         Backend::Socket => backend::start_sockets(&start)?,
         Backend::Afxdp => backend::start_afxdp(&start).map_err(GatewayError::Afxdp)?,
@@ -275,9 +276,15 @@ pub async fn run_until(
             Ok(f) => f,
             Err(why) => {
                 tracing::warn!("AF_XDP unavailable ({why}); using the socket backend");
+                afxdp_unavailable = Some(why);
                 backend::start_sockets(&start)?
             }
         },
+    };
+    let dataplane = DataplaneStatus {
+        backend: forwarding.backend.to_owned(),
+        workers: forwarding.threads.len(),
+        afxdp_unavailable,
     };
     tracing::info!(
         backend = forwarding.backend,
@@ -344,6 +351,7 @@ pub async fn run_until(
                 datacenter: datacenter.clone(),
                 tunnels: guard.tunnels.clone(),
                 drops: guard.drops.clone(),
+                dataplane: dataplane.clone(),
             }
         })
         .await

@@ -33,12 +33,23 @@ pub enum Role {
     Transit { index: usize, listen: SocketAddr },
 }
 
-/// One port of a forwarding worker.
+/// A role played on one port of a forwarding worker (an interface may play several: two
+/// transits' addresses on one uplink, say).
 #[derive(Clone, Copy, Debug)]
 pub struct PortRole {
     pub port: PortId,
     pub mac: MacAddr,
     pub role: Role,
+}
+
+impl Role {
+    /// Whether a datagram to `dst` is for this role.
+    fn serves(&self, dst: SocketAddr) -> bool {
+        match *self {
+            Role::Fabric { vtep } => dst.ip() == vtep && dst.port() == vxlan::PORT,
+            Role::Transit { listen, .. } => dst == listen,
+        }
+    }
 }
 
 /// Learned next hops: IP address -> MAC, a fixed direct-mapped table (a collision evicts).
@@ -86,7 +97,6 @@ impl Neighbours {
 pub struct XdpForwarder {
     xsk: XskWorker,
     worker: engine::Worker,
-    /// Indexed by port id.
     ports: Vec<PortRole>,
     fabric: Option<PortRole>,
     /// Indexed by transit.
@@ -139,12 +149,10 @@ impl XdpForwarder {
                 }
             }
         }
-        let mut by_id = ports.clone();
-        by_id.sort_by_key(|p| p.port.index());
         Self {
             xsk,
             worker,
-            ports: by_id,
+            ports,
             fabric,
             transits,
             neighbours: Neighbours::new(),
@@ -210,7 +218,7 @@ fn forward(
     transits: &[Option<PortRole>],
     neighbours: &mut Neighbours,
 ) -> Action {
-    let Some(rx) = frame.rx_port().and_then(|p| ports.get(p.index())).copied() else {
+    let Some(rx_port) = frame.rx_port() else {
         return Action::Drop;
     };
     let start = frame.offset();
@@ -221,18 +229,19 @@ fn forward(
             return Action::Drop;
         }
     };
+    let Some(rx) = ports
+        .iter()
+        .find(|p| p.port == rx_port && p.role.serves(outer.dst))
+    else {
+        // The XDP program only steers our endpoints here; anything else is a stale steer.
+        worker.stats.drop(DropReason::WrongPort);
+        return Action::Drop;
+    };
     neighbours.learn(outer.src.ip(), outer.src_mac);
     let verdict = match rx.role {
-        Role::Fabric { vtep } if outer.dst.ip() == vtep && outer.dst.port() == vxlan::PORT => {
-            worker.from_fabric(now, frame.chunk_mut(), outer.payload)
-        }
-        Role::Transit { index, listen } if outer.dst == listen => {
+        Role::Fabric { .. } => worker.from_fabric(now, frame.chunk_mut(), outer.payload),
+        Role::Transit { index, .. } => {
             worker.from_transit(now, index, outer.src, frame.chunk_mut(), outer.payload)
-        }
-        // The XDP program only steers our endpoints here; anything else is a stale steer.
-        _ => {
-            worker.stats.drop(DropReason::WrongPort);
-            return Action::Drop;
         }
     };
     let (out, to, range) = match verdict {
