@@ -78,6 +78,16 @@ impl Lab {
     /// Builds the topology and starts both gateways (`gatewan` is the binary to run), each
     /// with `transits` transits (1 or 2) and probes every `probe_interval` (e.g. `100ms`).
     pub fn start(gatewan: &Path, transits: usize, probe_interval: &str) -> Result<Lab> {
+        Self::start_with(gatewan, transits, probe_interval, "auto")
+    }
+
+    /// [`Lab::start`] with the gateways' `dataplane.backend` (`auto`, `socket` or `afxdp`).
+    pub fn start_with(
+        gatewan: &Path,
+        transits: usize,
+        probe_interval: &str,
+        backend: &str,
+    ) -> Result<Lab> {
         let transits = transits.clamp(1, 2);
         let mut tb = Testbed::new()?;
         let transit = tb.add_netns("transit")?;
@@ -181,6 +191,7 @@ impl Lab {
                 &keys[1 - n].public,
                 transits,
                 probe_interval,
+                backend,
             );
             let config_path = tb.dir().join(format!("{}.yaml", plan.name));
             std::fs::write(&config_path, config)?;
@@ -240,6 +251,7 @@ fn gateway_yaml(
     peer_public: &str,
     transits: usize,
     interval: &str,
+    backend: &str,
 ) -> String {
     let i = plan.index;
     let mut y = format!(
@@ -288,5 +300,8 @@ fn gateway_yaml(
          \x20   - prefix: {prefix}\n      vtep: 10.0.{i}.2\n      router_mac: \"02:00:0a:00:0{i}:02\"\n",
         prefix = plan.prefix
     ));
+    y.push_str(&format!("dataplane:
+  backend: {backend}
+"));
     y
 }
