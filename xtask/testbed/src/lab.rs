@@ -300,8 +300,10 @@ fn gateway_yaml(
          \x20   - prefix: {prefix}\n      vtep: 10.0.{i}.2\n      router_mac: \"02:00:0a:00:0{i}:02\"\n",
         prefix = plan.prefix
     ));
-    y.push_str(&format!("dataplane:
+    y.push_str(&format!(
+        "dataplane:
   backend: {backend}
-"));
+"
+    ));
     y
 }
