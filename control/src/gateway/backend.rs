@@ -217,7 +217,12 @@ pub fn start_afxdp(s: &Start<'_>) -> Result<Forwarding, String> {
     let wanted_workers = config.dataplane.workers();
     let xsk_config = {
         let ports = interfaces.len() as u32;
-        let base = XskConfig::default();
+        // Rings deep enough to ride out a worker being descheduled for a while (2048 frames
+        // is 200 ms at 10 kpps per queue).
+        let base = XskConfig {
+            ring_size: 2048,
+            ..XskConfig::default()
+        };
         XskConfig {
             // Every port's fill ring full, plus as much again in flight on the TX rings.
             frames: (base.ring_size * 2 * ports).max(base.frames),
@@ -295,7 +300,10 @@ pub fn start_afxdp(s: &Start<'_>) -> Result<Forwarding, String> {
                 .map_err(|e| format!("starting worker {index}: {e}"))?,
         );
     }
-    slow.stats.extend(stats);
+    // Queue order first, the socket worker last.
+    let mut all = stats;
+    all.append(&mut slow.stats);
+    slow.stats = all;
     slow.backend = "afxdp";
     slow.xdp = xdp;
     Ok(slow)

@@ -37,6 +37,10 @@ pub struct DataplaneStatus {
     /// Why AF_XDP is not used, when the configuration allowed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub afxdp_unavailable: Option<String>,
+    /// Datagrams each worker received (with AF_XDP, the last one is the socket worker that
+    /// forwards what still reaches the kernel).
+    #[serde(default)]
+    pub worker_rx_packets: Vec<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

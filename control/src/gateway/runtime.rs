@@ -139,6 +139,8 @@ enum Command {
 struct Snapshot {
     tunnels: Vec<TunnelStatus>,
     drops: BTreeMap<String, u64>,
+    /// Datagrams each worker received.
+    worker_rx_packets: Vec<u64>,
 }
 
 /// Runs the gateway until SIGINT or SIGTERM.
@@ -285,6 +287,7 @@ pub async fn run_until(
         backend: forwarding.backend.to_owned(),
         workers: forwarding.threads.len(),
         afxdp_unavailable,
+        worker_rx_packets: Vec::new(),
     };
     tracing::info!(
         backend = forwarding.backend,
@@ -351,7 +354,10 @@ pub async fn run_until(
                 datacenter: datacenter.clone(),
                 tunnels: guard.tunnels.clone(),
                 drops: guard.drops.clone(),
-                dataplane: dataplane.clone(),
+                dataplane: DataplaneStatus {
+                    worker_rx_packets: guard.worker_rx_packets.clone(),
+                    ..dataplane.clone()
+                },
             }
         })
         .await
@@ -704,6 +710,11 @@ impl Owner {
     fn publish(&mut self, now: Instant) {
         let wg_now = self.clock.wg(now);
         let workers = self.worker_totals();
+        let worker_rx_packets = self
+            .workers
+            .iter()
+            .map(|w| w.snapshot().get(WorkerCounter::RxPackets))
+            .collect();
         let mut snapshot = Vec::with_capacity(self.tunnels.len());
         for (index, ctx) in self.tunnels.iter_mut().enumerate() {
             let Some(io) = self.transits.get(ctx.transit) else {
@@ -847,6 +858,7 @@ impl Owner {
             ("handed_to_owner", WorkerCounter::HandedToOwner),
             ("owner_queue_full", WorkerCounter::OwnerQueueFull),
             ("tx_failed", WorkerCounter::TxFailed),
+            ("xsk_rx_dropped", WorkerCounter::XskRxDropped),
         ] {
             let n = workers.get(c);
             if n > 0 {
@@ -860,6 +872,7 @@ impl Owner {
         *slot = Snapshot {
             tunnels: snapshot,
             drops,
+            worker_rx_packets,
         };
     }
 }

@@ -203,7 +203,21 @@ impl XdpForwarder {
         self.publish();
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        // The kernel's drops for our sockets: one getsockopt per port, per publish.
+        // Roles of one port are listed together: count each port once.
+        let mut dropped = 0;
+        let mut last = None;
+        for p in &self.ports {
+            if last == Some(p.port) {
+                continue;
+            }
+            last = Some(p.port);
+            if let Ok(k) = self.xsk.kernel_stats(p.port) {
+                dropped += k.rx_dropped + k.rx_ring_full + k.rx_fill_ring_empty;
+            }
+        }
+        self.worker.stats.set(WorkerCounter::XskRxDropped, dropped);
         self.published.publish(&self.worker.stats);
     }
 }
@@ -451,7 +465,7 @@ mod tests {
             assert_eq!(outer.payload, payload);
             let eth = ethernet::Frame::new_checked(&chunk[head..]).unwrap();
             assert_eq!(eth.dst(), b);
-            if let IpAddr::V6(_) = to.ip() {
+            if to.ip().is_ipv6() {
                 let u = udp::Packet::new_checked(&chunk[head + 54..payload.end]).unwrap();
                 let (IpAddr::V6(s), IpAddr::V6(d)) = (from.ip(), to.ip()) else {
                     unreachable!()

@@ -45,9 +45,12 @@ pub enum WorkerCounter {
     TxFailed,
     /// Sends that carried several datagrams at once (UDP GSO).
     GsoSends,
+    /// Frames the kernel dropped before an AF_XDP worker saw them (RX ring full, fill ring
+    /// empty): the worker fell behind.
+    XskRxDropped,
 }
 
-const WORKER_FIELDS: usize = 8;
+const WORKER_FIELDS: usize = 9;
 
 fn tunnel_slot(tunnel: usize, field: usize) -> usize {
     WORKER_FIELDS + DropReason::COUNT + tunnel * TUNNEL_FIELDS + field
@@ -80,6 +83,13 @@ impl WorkerStats {
     #[inline]
     pub fn add(&mut self, c: WorkerCounter, n: u64) {
         self.add_at(c as usize, n);
+    }
+
+    /// Sets a counter the kernel keeps for us (a running total read now and then).
+    pub fn set(&mut self, c: WorkerCounter, n: u64) {
+        if let Some(v) = self.values.get_mut(c as usize) {
+            *v = n;
+        }
     }
 
     /// A gateway-wide drop (the tunnel is not known, or the packet never reached one).

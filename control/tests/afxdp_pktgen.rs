@@ -1,0 +1,249 @@
+//! The AF_XDP backend end to end, both directions at once, on 2-queue veths with one worker
+//! per queue: pktgen plays each datacenter's leaf (VXLAN to its gateway), a sink plays the
+//! other datacenter's leaf, and every packet sent is counted by the gateways and the sink.
+//!
+//! leaf-a --veth-- gw-a --veth-- transit --veth-- gw-b --veth-- leaf-b
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{wait_for, GATEWAN};
+use gatewan_control::gateway::control::{request, Request, Response};
+use gatewan_dataplane::wire::ethernet::MacAddr;
+use gatewan_pktgen::gen::{GenConfig, Generator, Limits};
+use gatewan_pktgen::sink::{Sink, SinkConfig, SinkMode};
+use gatewan_pktgen::validate::Expect;
+use gatewan_pktgen::TrafficSpec;
+use gatewan_testbed::{require, Need, Testbed, WgKeys};
+
+const VNI: u32 = 100;
+const PACKETS: u64 = 4000;
+const FLOWS: u32 = 32;
+
+fn router_mac(i: u8) -> MacAddr {
+    MacAddr([0x02, 0, 0x0a, 0, i, 0x01])
+}
+
+/// The MAC gateway `i` writes as inner destination for its leaf.
+fn leaf_router_mac(i: u8) -> MacAddr {
+    MacAddr([0x02, 0, 0x0a, 0, i, 0x02])
+}
+
+fn status(socket: &Path) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match runtime.block_on(request(socket, &Request::Status)) {
+        Ok(Response::Status {
+            tunnels,
+            drops,
+            dataplane,
+            ..
+        }) => (
+            tunnels
+                .iter()
+                .map(|t| serde_json::to_value(t).expect("json"))
+                .collect(),
+            serde_json::json!({ "drops": drops, "dataplane": dataplane }),
+        ),
+        other => panic!("unexpected status answer: {other:?}"),
+    }
+}
+
+fn gateway_yaml(tb: &Testbed, i: u8, private: &str, peer_public: &str) -> (String, PathBuf) {
+    let other = 3 - i;
+    let socket = tb.dir().join(format!("gw{i}.sock"));
+    let yaml = format!(
+        "name: gw-{i}\ndatacenter: dc-{i}\nprivate_key: {private}\ncontrol_socket: {sock}\n\
+         probe:\n  interval: 200ms\n\
+         transits:\n  - name: uplink\n    listen: \"172.16.{i}.1:51820\"\n\
+         tunnels:\n  - name: wan0\n    transit: uplink\n    peer: gw-{other}\n    peer_datacenter: dc-{other}\n\
+         \x20   peer_public_key: {peer_public}\n    peer_endpoint: \"172.16.{other}.1:51820\"\n\
+         \x20   address_v4: \"10.255.0.{mine}/31\"\n    peer_address_v4: \"10.255.0.{theirs}\"\n\
+         \x20   peer_echo_port: 7054\n    networks: [10.{other}.0.0/16]\n\
+         fabric:\n  vtep: 10.0.{i}.1\n  router_mac: \"{rmac}\"\n  vni: {VNI}\n  local_routes:\n\
+         \x20   - prefix: 10.{i}.0.0/16\n      vtep: 10.0.{i}.2\n      router_mac: \"{lmac}\"\n\
+         dataplane:\n  backend: afxdp\n  workers: 2\n",
+        sock = socket.display(),
+        mine = i - 1,
+        theirs = 2 - i,
+        rmac = router_mac(i),
+        lmac = leaf_router_mac(i),
+    );
+    (yaml, socket)
+}
+
+fn traffic(from: u8) -> TrafficSpec {
+    let to = 3 - from;
+    TrafficSpec {
+        vni: VNI,
+        router_mac: router_mac(from),
+        src_prefix: format!("10.{from}.0.0/24").parse().expect("prefix"),
+        dst_prefix: format!("10.{to}.0.0/24").parse().expect("prefix"),
+        src_addrs: 4,
+        flows: FLOWS,
+        size: 512,
+        ..TrafficSpec::default()
+    }
+}
+
+#[test]
+fn netns_xdp_afxdp_gateways_forward_pktgen_traffic_both_ways_and_count_it() {
+    require(&[Need::Root, Need::Tool("ethtool")]);
+    let mut tb = Testbed::new().expect("test bed");
+    let transit = tb.add_netns("transit").expect("netns");
+    transit
+        .sysctl("net.ipv4.ip_forward", "1")
+        .expect("forwarding");
+    let keys = [
+        WgKeys::generate().expect("keys"),
+        WgKeys::generate().expect("keys"),
+    ];
+    let mut sites = Vec::new();
+    for i in 1..=2u8 {
+        let leaf = tb.add_netns(&format!("leaf{i}")).expect("netns");
+        let gw = tb.add_netns(&format!("gw{i}")).expect("netns");
+        let (up, tr) = tb.add_veth(&gw, &transit, 2).expect("veth");
+        up.add_addr(&format!("172.16.{i}.1/24")).expect("addr");
+        tr.add_addr(&format!("172.16.{i}.2/24")).expect("addr");
+        gw.route("172.16.0.0/16", &format!("via 172.16.{i}.2"))
+            .expect("route");
+        let (leaf_side, down) = tb.add_veth(&leaf, &gw, 2).expect("veth");
+        leaf_side.add_addr(&format!("10.0.{i}.2/24")).expect("addr");
+        down.add_addr(&format!("10.0.{i}.1/24")).expect("addr");
+        sites.push((leaf, gw));
+    }
+    let mut gateways = Vec::new();
+    for (n, (_, gw)) in sites.iter().enumerate() {
+        let i = n as u8 + 1;
+        let (yaml, socket) = gateway_yaml(&tb, i, &keys[n].private, &keys[1 - n].public);
+        let path = tb.dir().join(format!("gw{i}.yaml"));
+        std::fs::write(&path, yaml).expect("config");
+        let process = tb
+            .spawn(
+                gw,
+                GATEWAN,
+                ["gateway", "--config", path.to_str().expect("utf-8")],
+            )
+            .expect("gatewan gateway");
+        wait_for(&mut tb, process, || socket.exists(), "the control socket");
+        gateways.push((process, socket));
+    }
+    for (process, socket) in &gateways {
+        wait_for(
+            &mut tb,
+            *process,
+            || {
+                let (t, _) = status(socket);
+                t.first().is_some_and(|t| t["state"] == "Established")
+            },
+            "the tunnel to be established",
+        );
+        let (_, gw) = status(socket);
+        assert_eq!(gw["dataplane"]["backend"], "afxdp", "{gw:#}");
+        assert_eq!(
+            gw["dataplane"]["workers"], 3,
+            "two queue workers and the socket worker"
+        );
+    }
+
+    // A sink on each leaf, then a generator on each leaf towards the other datacenter.
+    let mut sinks = Vec::new();
+    for (n, (leaf, _)) in sites.iter().enumerate() {
+        let i = n as u8 + 1;
+        let config = SinkConfig {
+            listen: "0.0.0.0:4789".parse().expect("addr"),
+            mode: SinkMode::Vxlan,
+            expect: Expect {
+                vni: Some(VNI),
+                inner_dst_mac: Some(leaf_router_mac(i)),
+                flows: FLOWS,
+            },
+            duration: Some(Duration::from_secs(60)),
+            ..SinkConfig::default()
+        };
+        sinks.push(
+            leaf.run(move || Sink::spawn(config))
+                .expect("enter")
+                .expect("sink"),
+        );
+    }
+    let mut generators = Vec::new();
+    for (n, (leaf, _)) in sites.iter().enumerate() {
+        let i = n as u8 + 1;
+        let config = GenConfig {
+            traffic: traffic(i),
+            dst: SocketAddr::new(format!("10.0.{i}.1").parse().expect("ip"), 4789),
+            sockets: 4,
+            threads: 1,
+            limits: Limits {
+                // Paced: this test counts packets; cargo xtask bench measures speed.
+                rate_pps: 10_000,
+                count: Some(PACKETS),
+                duration: None,
+                batch: 32,
+            },
+            ..GenConfig::default()
+        };
+        generators.push(
+            leaf.run(move || std::thread::spawn(move || Generator::new(&config).map(|g| g.run())))
+                .expect("enter"),
+        );
+    }
+    let sent: Vec<_> = generators
+        .into_iter()
+        .map(|g| g.join().expect("generator thread").expect("generator"))
+        .collect();
+    let gateway_state: Vec<serde_json::Value> = gateways
+        .iter()
+        .map(|(_, socket)| status(socket).1)
+        .collect();
+    for (n, sink) in sinks.into_iter().enumerate() {
+        // Leaf n receives what the other leaf sent.
+        let from = &sent[1 - n];
+        assert_eq!(from.packets, PACKETS, "{from}");
+        sink.wait_received(PACKETS, Duration::from_secs(30));
+        let mut report = sink.stop();
+        report.reconcile(&from.flows_sent);
+        println!("leaf {}: {report}", n + 1);
+        assert_eq!(report.invalid, 0, "{:?}", report.invalid_by_reason);
+        assert_eq!(
+            report.received,
+            PACKETS,
+            "leaf {}; gateways: {gateway_state:#?}",
+            n + 1
+        );
+        assert_eq!((report.duplicates, report.reordered), (0, 0));
+        assert_eq!(report.lost, Some(0));
+    }
+    // Each gateway counted every packet it took from its leaf and every one it delivered.
+    for (n, (process, socket)) in gateways.iter().enumerate() {
+        let mut last = serde_json::Value::Null;
+        wait_for(
+            &mut tb,
+            *process,
+            || {
+                let (t, gw) = status(socket);
+                let delivered = t.first().map_or(0, |t| {
+                    t["counters"]["forwarded_to_fabric"].as_u64().unwrap_or(0)
+                });
+                let taken = gw["drops"]["forwarded_from_fabric"].as_u64().unwrap_or(0);
+                last = serde_json::json!({ "tunnel": t.first(), "gateway": gw });
+                taken == PACKETS && delivered == PACKETS
+            },
+            "the gateway's counters to match what pktgen sent",
+        );
+        let workers: Vec<u64> = last["gateway"]["dataplane"]["worker_rx_packets"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+            .unwrap_or_default();
+        println!("gw-{}: datagrams per worker {workers:?}", n + 1);
+        // Both directions cross every gateway: its queue workers carried them.
+        let queues: u64 = workers.iter().take(2).sum();
+        assert!(queues >= 2 * PACKETS, "{last:#}");
+    }
+}
