@@ -246,4 +246,25 @@ fn netns_xdp_afxdp_gateways_forward_pktgen_traffic_both_ways_and_count_it() {
         let queues: u64 = workers.iter().take(2).sum();
         assert!(queues >= 2 * PACKETS, "{last:#}");
     }
+
+    // The gateways detach their XDP programs when told to stop: gw-1 by SIGINT, gw-2 by
+    // SIGTERM.
+    let xdp_attached = |gw: &gatewan_testbed::Netns| {
+        gw.exec("ip", ["-o", "link", "show"])
+            .expect("ip link")
+            .contains(" xdp")
+    };
+    for (n, (process, _)) in gateways.iter().enumerate() {
+        let gw = &sites[n].1;
+        assert!(xdp_attached(gw), "gw-{} runs with XDP", n + 1);
+        let signal = if n == 0 { libc::SIGINT } else { libc::SIGTERM };
+        // SAFETY: signalling the gateway this test started, by its PID.
+        unsafe { libc::kill(process.0 as i32, signal) };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while tb.is_running(*process) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(!tb.is_running(*process), "gw-{} stopped on signal {signal}", n + 1);
+        assert!(!xdp_attached(gw), "gw-{} left its XDP program attached", n + 1);
+    }
 }
