@@ -1,0 +1,1271 @@
+//! `cargo xtask bench`: gatewan's forwarding benchmark, end to end through two gateways.
+//!
+//! ```text
+//!  gen ns             gwa ns                 tr ns               gwb ns                 sink ns
+//!  pktgen gen  --veth--  gateway A  --veth--  router  --veth--  gateway B  --veth--  pktgen sink
+//!  10.0.1.2     10.0.1.1 (VTEP)  172.16.1.1   172.16.1.2 | 172.16.2.2  172.16.2.1  10.0.2.1 (VTEP)  10.0.2.2
+//! ```
+//!
+//! The generator sends VXLAN as a leaf does (inner 10.1.0.0/16 -> 10.2.0.0/16) to gateway A's
+//! VTEP; A carries it through WireGuard over the transit router to B; B's local route sends it
+//! as VXLAN to the sink's VTEP with the sink's router MAC, and the sink checks every packet.
+//! Three forwarders take the gateways' place in turn, each in a fresh topology: gatewan with
+//! `backend: afxdp`, gatewan with `backend: socket`, and Debian wireguard-go behind kernel
+//! VXLAN devices (the peer baseline). See docs/benchmarks.md.
+//!
+//! The generator and sink are the release `gatewan-pktgen` binary started in their namespaces
+//! (`ip netns exec`): xtask itself is a debug build, and a debug generator would measure itself.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::ValueEnum;
+use gatewan_testbed::{Link, Need, Netns, ProcessId, Testbed, WgKeys, WgPeer};
+use serde::{Deserialize, Serialize};
+
+use crate::{run_cmd, setup};
+
+/// The L3 VNI of both fabrics.
+pub const VNI: u32 = 100;
+/// The generator's (leaf A's) VTEP and router MAC.
+pub const GEN_VTEP: &str = "10.0.1.2";
+pub const GEN_MAC: &str = "02:00:0a:00:01:02";
+/// The sink's (leaf B's) VTEP and router MAC: what gateway B's local route writes.
+pub const SINK_VTEP: &str = "10.0.2.2";
+pub const SINK_MAC: &str = "02:00:0a:00:02:02";
+/// Behind leaf A (inner sources) and behind leaf B (inner destinations).
+pub const SRC_PREFIX: &str = "10.1.0.0/16";
+pub const DST_PREFIX: &str = "10.2.0.0/16";
+/// Inner addresses the flows spread over, on each side.
+const INNER_ADDRS: u32 = 8;
+/// First WireGuard port; transit `t` of a gateway listens on `WG_PORT + t`.
+const WG_PORT: u16 = 51820;
+/// Wait after the generator stops before stopping the sink: what is still in flight lands.
+const DRAIN: Duration = Duration::from_millis(300);
+
+/// One forwarder under test: a column of the table.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Column {
+    /// gatewan, `dataplane.backend: afxdp`.
+    Afxdp,
+    /// gatewan, `dataplane.backend: socket`.
+    Socket,
+    /// Debian wireguard-go with kernel VXLAN devices in front.
+    Wggo,
+}
+
+impl Column {
+    pub const ALL: [Column; 3] = [Column::Afxdp, Column::Socket, Column::Wggo];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Column::Afxdp => "afxdp",
+            Column::Socket => "socket",
+            Column::Wggo => "wggo",
+        }
+    }
+}
+
+impl fmt::Display for Column {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `cargo xtask bench` options.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Inner IPv4 packet sizes in bytes (inner IP header to the end of the payload).
+    #[arg(long, value_delimiter = ',', default_values_t = [64, 512, 1420])]
+    pub sizes: Vec<usize>,
+    /// Queue counts (veth queues = gateway workers = generator and sink threads).
+    /// Default: 1 and the number of cores.
+    #[arg(long, value_delimiter = ',')]
+    pub queues: Vec<u32>,
+    /// Measured time per case, e.g. 3s or 1500ms.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Traffic before each measurement (not counted), e.g. 500ms.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Which forwarders to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = Column::ALL)]
+    pub only: Vec<Column>,
+    /// Distinct inner 5-tuples.
+    #[arg(long, default_value_t = 64)]
+    pub flows: u32,
+    /// Transits per gatewan gateway; tunnels = transits x transits (1 or 2).
+    #[arg(long, default_value_t = 2)]
+    pub transits: usize,
+    /// Offered packets per second; 0 = as fast as the generator can send.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// A previous run's JSON: print this run's rates and CPU against it.
+    #[arg(long)]
+    pub compare: Option<PathBuf>,
+    /// Use the release binaries already in target/release.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+/// What one case runs with (the parts of [`BenchArgs`] the runner needs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Options {
+    pub sizes: Vec<usize>,
+    pub queues: Vec<u32>,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub flows: u32,
+    pub transits: usize,
+    pub rate_pps: u64,
+}
+
+impl Options {
+    fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_s)
+    }
+    fn warmup(&self) -> Duration {
+        Duration::from_secs_f64(self.warmup_s)
+    }
+}
+
+/// Accepts `3`, `3s`, `1.5s`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (s, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 3s or 500ms"))?;
+    if !value.is_finite() || value <= 0.0 || value * scale > 3600.0 {
+        return Err(format!("{s:?}: must be above 0 and at most an hour"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+/// The two gateways (and the leaves they serve).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+impl Side {
+    fn index(self) -> u8 {
+        match self {
+            Side::A => 1,
+            Side::B => 2,
+        }
+    }
+    fn other(self) -> Side {
+        match self {
+            Side::A => Side::B,
+            Side::B => Side::A,
+        }
+    }
+    fn letter(self) -> char {
+        match self {
+            Side::A => 'a',
+            Side::B => 'b',
+        }
+    }
+    pub fn name(self) -> String {
+        format!("bench-{}", self.letter())
+    }
+    /// The gateway's VTEP address on its fabric veth.
+    pub fn vtep(self) -> String {
+        format!("10.0.{}.1", self.index())
+    }
+    /// The gateway's router MAC: the inner destination MAC its leaf sends to.
+    pub fn router_mac(self) -> String {
+        format!("02:00:0a:00:0{}:01", self.index())
+    }
+    /// The gateway's address on its transit veth.
+    pub fn transit_addr(self) -> String {
+        format!("172.16.{}.1", self.index())
+    }
+    /// The transit router's address facing this gateway.
+    fn router_addr(self) -> String {
+        format!("172.16.{}.2", self.index())
+    }
+    /// The prefix behind this gateway's leaf.
+    pub fn local_prefix(self) -> &'static str {
+        match self {
+            Side::A => SRC_PREFIX,
+            Side::B => DST_PREFIX,
+        }
+    }
+    fn leaf_vtep(self) -> &'static str {
+        match self {
+            Side::A => GEN_VTEP,
+            Side::B => SINK_VTEP,
+        }
+    }
+    fn leaf_mac(self) -> &'static str {
+        match self {
+            Side::A => GEN_MAC,
+            Side::B => SINK_MAC,
+        }
+    }
+    fn transit_name(self, t: usize) -> String {
+        format!("t{}{t}", self.letter())
+    }
+}
+
+/// Everything one gatewan gateway's configuration depends on.
+pub struct GatewayPlan<'a> {
+    pub side: Side,
+    pub private_key: &'a str,
+    pub peer_public_key: &'a str,
+    /// 1 or 2; the gateways keep transits x transits tunnels.
+    pub transits: usize,
+    /// `afxdp` or `socket`.
+    pub backend: &'a str,
+    pub workers: u32,
+    pub control_socket: &'a Path,
+}
+
+/// gateway.yaml for one side: its transits on the transit veth (one port each), a tunnel per
+/// pair of transits carrying the other side's prefix, and a fabric whose local route sends
+/// this side's prefix to its leaf (the generator's VTEP on A, the sink's on B).
+pub fn gateway_yaml(p: &GatewayPlan<'_>) -> String {
+    let (me, peer) = (p.side, p.side.other());
+    let transits = p.transits.clamp(1, 2);
+    let mut y = String::new();
+    let _ = write!(
+        y,
+        "# {name}: generated by cargo xtask bench\nname: {name}\ndatacenter: dc-{l}\n\
+         private_key: {key}\ncontrol_socket: {sock}\nprobe:\n  interval: 100ms\n  window: 100\n\
+         transits:\n",
+        name = me.name(),
+        l = me.letter(),
+        key = p.private_key,
+        sock = p.control_socket.display(),
+    );
+    for t in 0..transits {
+        let _ = write!(
+            y,
+            "  - name: {}\n    listen: \"{}:{}\"\n    capacity: 100Gbps\n",
+            me.transit_name(t),
+            me.transit_addr(),
+            WG_PORT + t as u16
+        );
+    }
+    y.push_str("tunnels:\n");
+    for t in 0..transits {
+        for pt in 0..transits {
+            // Tunnel k joins A's transit a and B's transit b, and has the same name and
+            // addresses seen from either side.
+            let (a, b) = match me {
+                Side::A => (t, pt),
+                Side::B => (pt, t),
+            };
+            let k = a * transits + b;
+            let (mine, theirs) = match me {
+                Side::A => (0, 1),
+                Side::B => (1, 0),
+            };
+            let _ = write!(
+                y,
+                "  - name: bench{k}\n    transit: {transit}\n    peer: {peer}\n    peer_datacenter: dc-{pl}\n\
+                 \x20   peer_transit: {peer_transit}\n    peer_public_key: {peer_key}\n\
+                 \x20   peer_endpoint: \"{endpoint}:{port}\"\n\
+                 \x20   address_v4: \"10.255.{k}.{mine}/31\"\n    peer_address_v4: \"10.255.{k}.{theirs}\"\n\
+                 \x20   echo_port: {echo}\n    peer_echo_port: {peer_echo}\n    networks: [{net}]\n",
+                transit = me.transit_name(t),
+                peer = peer.name(),
+                pl = peer.letter(),
+                peer_transit = peer.transit_name(pt),
+                peer_key = p.peer_public_key,
+                endpoint = peer.transit_addr(),
+                port = WG_PORT + pt as u16,
+                echo = 7054 + u16::from(me.index()),
+                peer_echo = 7054 + u16::from(peer.index()),
+                net = peer.local_prefix(),
+            );
+        }
+    }
+    let _ = write!(
+        y,
+        "fabric:\n  vtep: {vtep}\n  router_mac: \"{mac}\"\n  vni: {VNI}\n  local_routes:\n\
+         \x20   - prefix: {prefix}\n      vtep: {leaf}\n      router_mac: \"{leaf_mac}\"\n\
+         dataplane:\n  backend: {backend}\n  workers: {workers}\n",
+        vtep = me.vtep(),
+        mac = me.router_mac(),
+        prefix = me.local_prefix(),
+        leaf = me.leaf_vtep(),
+        leaf_mac = me.leaf_mac(),
+        backend = p.backend,
+        workers = p.workers.max(1),
+    );
+    y
+}
+
+/// What the generator sends in one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Traffic {
+    pub size: usize,
+    pub flows: u32,
+    pub threads: u32,
+    pub rate_pps: u64,
+    pub duration: Duration,
+}
+
+/// `gatewan-pktgen gen` arguments: VXLAN from leaf A to gateway A's VTEP, inner destination
+/// MAC = A's router MAC, inner IPv4 UDP from [`SRC_PREFIX`] to [`DST_PREFIX`].
+pub fn gen_args(t: &Traffic, json: &Path) -> Vec<String> {
+    let mut args: Vec<String> = vec!["gen".into()];
+    let mut add = |k: &str, v: String| {
+        args.push(format!("--{k}"));
+        args.push(v);
+    };
+    add("dst", Side::A.vtep());
+    add("vni", VNI.to_string());
+    add("router-mac", Side::A.router_mac());
+    add("leaf-mac", GEN_MAC.into());
+    add("src-prefix", SRC_PREFIX.into());
+    add("dst-prefix", DST_PREFIX.into());
+    add("src-addrs", INNER_ADDRS.to_string());
+    add("dst-addrs", INNER_ADDRS.to_string());
+    add("flows", t.flows.to_string());
+    add("size", t.size.to_string());
+    add("proto", "udp".into());
+    add("threads", t.threads.max(1).to_string());
+    add("rate", t.rate_pps.to_string());
+    add("duration", format!("{}ms", t.duration.as_millis().max(1)));
+    add("json", json.display().to_string());
+    args
+}
+
+/// `gatewan-pktgen sink` arguments: VXLAN on 4789 at the sink's VTEP, checking the VNI and
+/// that the inner destination MAC is the one gateway B's local route writes.
+pub fn sink_args(flows: u32, threads: u32, json: &Path) -> Vec<String> {
+    [
+        "sink",
+        "--listen",
+        &format!("{SINK_VTEP}:4789"),
+        "--vni",
+        &VNI.to_string(),
+        "--inner-dst-mac",
+        SINK_MAC,
+        "--flows",
+        &flows.to_string(),
+        "--threads",
+        &threads.max(1).to_string(),
+        // An upper bound only: the runner stops the sink once the generator is done.
+        "--duration",
+        "600s",
+        "--json",
+        &json.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The release (or, in tests, debug) binaries the bench runs.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    pub gatewan: PathBuf,
+    pub pktgen: PathBuf,
+}
+
+/// The five namespaces and their veths, torn down when dropped.
+pub struct Topology {
+    pub tb: Testbed,
+    pub gen: Netns,
+    pub gwa: Netns,
+    pub gwb: Netns,
+    pub sink: Netns,
+}
+
+impl Topology {
+    /// gen -- gwa -- tr -- gwb -- sink, every veth with `queues` queues, permanent neighbour
+    /// entries on every link (no ARP on the measured path), the transit router forwarding.
+    pub fn build(queues: u32) -> anyhow::Result<Topology> {
+        let mut tb = Testbed::new()?;
+        let gen = tb.add_netns("gen")?;
+        let gwa = tb.add_netns("gwa")?;
+        let tr = tb.add_netns("tr")?;
+        let gwb = tb.add_netns("gwb")?;
+        let sink = tb.add_netns("sink")?;
+        tr.sysctl("net.ipv4.ip_forward", "1")?;
+
+        let (gen_if, gwa_fabric) = tb.add_veth(&gen, &gwa, queues)?;
+        let (gwa_transit, tr_a) = tb.add_veth(&gwa, &tr, queues)?;
+        let (tr_b, gwb_transit) = tb.add_veth(&tr, &gwb, queues)?;
+        let (gwb_fabric, sink_if) = tb.add_veth(&gwb, &sink, queues)?;
+        let pairs: [(&Link, String, &Link, String, u8); 4] = [
+            (&gen_if, GEN_VTEP.into(), &gwa_fabric, Side::A.vtep(), 24),
+            (
+                &gwa_transit,
+                Side::A.transit_addr(),
+                &tr_a,
+                Side::A.router_addr(),
+                24,
+            ),
+            (
+                &tr_b,
+                Side::B.router_addr(),
+                &gwb_transit,
+                Side::B.transit_addr(),
+                24,
+            ),
+            (&gwb_fabric, Side::B.vtep(), &sink_if, SINK_VTEP.into(), 24),
+        ];
+        for (x, x_addr, y, y_addr, len) in &pairs {
+            x.add_addr(&format!("{x_addr}/{len}"))?;
+            y.add_addr(&format!("{y_addr}/{len}"))?;
+            x.add_neighbor(y_addr, &y.mac()?)?;
+            y.add_neighbor(x_addr, &x.mac()?)?;
+        }
+        gwa.route("172.16.0.0/16", &format!("via {}", Side::A.router_addr()))?;
+        gwb.route("172.16.0.0/16", &format!("via {}", Side::B.router_addr()))?;
+        // Datagrams sent from a socket over veth carry a partial checksum that nothing would
+        // finish for an AF_XDP receiver (docs/afxdp.md): the generator and the router compute
+        // them in full instead, as a NIC would.
+        for link in [&gen_if, &tr_a, &tr_b, &sink_if] {
+            link.netns
+                .exec("ethtool", ["-K", &link.name, "tx", "off"])
+                .with_context(|| format!("ethtool -K {} tx off", link.name))?;
+        }
+        Ok(Topology {
+            tb,
+            gen,
+            gwa,
+            gwb,
+            sink,
+        })
+    }
+
+    fn gateway_ns(&self, side: Side) -> &Netns {
+        match side {
+            Side::A => &self.gwa,
+            Side::B => &self.gwb,
+        }
+    }
+}
+
+/// The processes forwarding between the two leaves: whose CPU is charged.
+struct Forwarder {
+    processes: Vec<ProcessId>,
+    labels: Vec<String>,
+}
+
+/// Starts gatewan on both gateways with `backend` and waits until every tunnel is
+/// established. A gateway that exits (an unavailable backend) gives its last log line.
+fn start_gatewan(
+    topo: &mut Topology,
+    bins: &Binaries,
+    backend: Column,
+    queues: u32,
+    transits: usize,
+) -> anyhow::Result<Forwarder> {
+    let keys = [WgKeys::generate()?, WgKeys::generate()?];
+    let mut processes = Vec::new();
+    let mut sockets = Vec::new();
+    for (n, side) in [Side::A, Side::B].into_iter().enumerate() {
+        let socket = topo.tb.dir().join(format!("{}.sock", side.name()));
+        let yaml = gateway_yaml(&GatewayPlan {
+            side,
+            private_key: &keys[n].private,
+            peer_public_key: &keys[1 - n].public,
+            transits,
+            backend: backend.as_str(),
+            workers: queues,
+            control_socket: &socket,
+        });
+        let path = topo.tb.dir().join(format!("{}.yaml", side.name()));
+        std::fs::write(&path, yaml)?;
+        let ns = topo.gateway_ns(side).clone();
+        let id = topo.tb.spawn(
+            &ns,
+            &bins.gatewan.display().to_string(),
+            ["gateway", "--config", &path.display().to_string()],
+        )?;
+        processes.push(id);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            if !topo.tb.is_running(id) {
+                bail!(
+                    "gateway {} exited: {}",
+                    side.name(),
+                    last_line(&topo.tb.log(id))
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("gateway {} did not come up in 30 s", side.name());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = topo.tb.log(id);
+        if backend == Column::Afxdp && log.contains("socket backend") {
+            // A build that does not know the AF_XDP backend yet runs the socket one: that is
+            // not an AF_XDP measurement.
+            bail!(
+                "backend: afxdp asked for, but gateway {} started the socket backend: {}",
+                side.name(),
+                log.lines()
+                    .map(strip_ansi)
+                    .find(|l| l.contains("socket backend"))
+                    .unwrap_or_default()
+            );
+        }
+        sockets.push(socket);
+    }
+    let tunnels = transits.clamp(1, 2).pow(2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for ((socket, &id), side) in sockets.iter().zip(&processes).zip([Side::A, Side::B]) {
+        loop {
+            if !topo.tb.is_running(id) {
+                bail!(
+                    "gateway {} exited: {}",
+                    side.name(),
+                    last_line(&topo.tb.log(id))
+                );
+            }
+            if established(&bins.gatewan, socket)? == tunnels {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the tunnels of gateway {} did not come up in 30 s: {}",
+                    side.name(),
+                    last_line(&topo.tb.log(id))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(Forwarder {
+        processes,
+        labels: vec!["gatewan A".into(), "gatewan B".into()],
+    })
+}
+
+/// How many tunnels `gatewan status` shows as established (0 while the socket does not answer).
+fn established(gatewan: &Path, socket: &Path) -> anyhow::Result<usize> {
+    let out = Command::new(gatewan)
+        .arg("status")
+        .arg("--socket")
+        .arg(socket)
+        .arg("--json")
+        .output()?;
+    if !out.status.success() {
+        return Ok(0);
+    }
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok(all.as_array().map_or(0, |t| {
+        t.iter().filter(|t| t["state"] == "Established").count()
+    }))
+}
+
+/// wireguard-go on both gateways (one peer each, `GOMAXPROCS` = queues) with a kernel VXLAN
+/// device in front: A's decapsulates the generator's traffic (its MAC is A's router MAC) and
+/// the kernel routes it into the tunnel; B's encapsulates it towards the sink with the sink's
+/// router MAC, as an EVPN RT5 route installs it (neighbour + fdb entries).
+fn start_wggo(topo: &mut Topology, queues: u32) -> anyhow::Result<Forwarder> {
+    for tool in ["wireguard-go", "wg"] {
+        Need::Tool(tool).check()?;
+    }
+    let procs = queues.max(1).to_string();
+    let env = [("GOMAXPROCS", procs.as_str())];
+    let (gwa, gwb) = (topo.gwa.clone(), topo.gwb.clone());
+    let wa = topo
+        .tb
+        .add_wireguard_go_env(&gwa, WG_PORT, &["10.255.0.0/31"], &env)?;
+    let wb = topo
+        .tb
+        .add_wireguard_go_env(&gwb, WG_PORT, &["10.255.0.1/31"], &env)?;
+    let a_endpoint = format!("{}:{WG_PORT}", Side::A.transit_addr()).parse()?;
+    let b_endpoint = format!("{}:{WG_PORT}", Side::B.transit_addr()).parse()?;
+    wa.set_peer(&WgPeer {
+        public_key: &wb.keys.public,
+        endpoint: Some(b_endpoint),
+        allowed_ips: &[DST_PREFIX, "10.255.0.1/32"],
+        ..WgPeer::default()
+    })?;
+    wb.set_peer(&WgPeer {
+        public_key: &wa.keys.public,
+        endpoint: Some(a_endpoint),
+        allowed_ips: &[SRC_PREFIX, "10.255.0.0/32"],
+        ..WgPeer::default()
+    })?;
+    for (side, ns) in [(Side::A, &gwa), (Side::B, &gwb)] {
+        ns.sysctl("net.ipv4.ip_forward", "1")?;
+        for key in ["all", "default"] {
+            ns.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")?;
+        }
+        let vtep = side.vtep();
+        ns.ip([
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            &VNI.to_string(),
+            "local",
+            &vtep,
+            "dstport",
+            "4789",
+            "nolearning",
+        ])?;
+        ns.ip(["link", "set", "vx0", "address", &side.router_mac(), "up"])?;
+        ns.sysctl("net.ipv4.conf.vx0.rp_filter", "0")?;
+    }
+    gwa.route(DST_PREFIX, &format!("dev {}", wa.ifname))?;
+    gwb.ip([
+        "neigh",
+        "add",
+        SINK_VTEP,
+        "lladdr",
+        SINK_MAC,
+        "dev",
+        "vx0",
+        "nud",
+        "permanent",
+    ])?;
+    gwb.exec(
+        "bridge",
+        ["fdb", "append", SINK_MAC, "dev", "vx0", "dst", SINK_VTEP],
+    )?;
+    gwb.route(DST_PREFIX, &format!("via {SINK_VTEP} dev vx0 onlink"))?;
+    // The first ping makes the handshake.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gwa
+        .exec("ping", ["-c", "1", "-W", "1", "10.255.0.1"])
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            bail!(
+                "wireguard-go tunnel did not come up: {}",
+                last_line(&topo.tb.log(wa.process))
+            );
+        }
+    }
+    Ok(Forwarder {
+        processes: vec![wa.process, wb.process],
+        labels: vec!["wireguard-go A".into(), "wireguard-go B".into()],
+    })
+}
+
+/// One measured case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Measure {
+    /// Packets the generator sent, and distinct packets the sink received valid.
+    pub sent: u64,
+    pub delivered: u64,
+    pub invalid: u64,
+    #[serde(default)]
+    pub invalid_by_reason: BTreeMap<String, u64>,
+    pub reordered: u64,
+    pub duplicates: u64,
+    /// What the generator offered.
+    pub offered_mpps: f64,
+    /// Delivered: distinct valid packets over the sink's first-to-last time.
+    pub mpps: f64,
+    /// Inner IP bits delivered per second.
+    pub gbps: f64,
+    pub loss_pct: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// CPU time of the forwarding processes (both gateways) during the generator's run.
+    pub cpu_s: f64,
+    pub cpu_ns_per_packet: f64,
+}
+
+/// One cell of the table: a forwarder, a size, a queue count; measured, or why not.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CaseResult {
+    pub column: Column,
+    pub size: usize,
+    pub queues: u32,
+    #[serde(default)]
+    pub measure: Option<Measure>,
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Delivered Mpps over the socket backend's and over wireguard-go's in the same case.
+    #[serde(default)]
+    pub vs_socket: Option<f64>,
+    #[serde(default)]
+    pub vs_wggo: Option<f64>,
+}
+
+/// A whole run, as written to target/bench/.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub started: String,
+    #[serde(default)]
+    pub commit: Option<String>,
+    pub cores: usize,
+    pub kernel: String,
+    pub options: Options,
+    pub results: Vec<CaseResult>,
+}
+
+/// Measures one forwarder at one queue count over every size, in a topology of its own. A
+/// forwarder that cannot start gives every one of its cases its error; so does a failed case
+/// after which the forwarder is no longer running.
+pub fn run_column(
+    bins: &Binaries,
+    column: Column,
+    queues: u32,
+    opts: &Options,
+    progress: &mut dyn FnMut(&CaseResult),
+) -> Vec<CaseResult> {
+    let failed = |error: String| -> Vec<CaseResult> {
+        opts.sizes
+            .iter()
+            .map(|&size| CaseResult {
+                column,
+                size,
+                queues,
+                measure: None,
+                error: Some(error.clone()),
+                vs_socket: None,
+                vs_wggo: None,
+            })
+            .collect()
+    };
+    let mut topo = match Topology::build(queues) {
+        Ok(t) => t,
+        Err(e) => return failed(format!("topology: {e:#}")),
+    };
+    let started = match column {
+        Column::Afxdp | Column::Socket => {
+            start_gatewan(&mut topo, bins, column, queues, opts.transits)
+        }
+        Column::Wggo => start_wggo(&mut topo, queues),
+    };
+    let forwarder = match started {
+        Ok(f) => f,
+        Err(e) => {
+            let results = failed(format!("{e:#}"));
+            results.iter().for_each(|r| progress(r));
+            return results;
+        }
+    };
+    let mut results = Vec::new();
+    for &size in &opts.sizes {
+        let measured = run_case(&mut topo, bins, &forwarder, size, queues, opts);
+        let result = CaseResult {
+            column,
+            size,
+            queues,
+            error: measured.as_ref().err().map(|e| format!("{e:#}")),
+            measure: measured.ok(),
+            vs_socket: None,
+            vs_wggo: None,
+        };
+        progress(&result);
+        results.push(result);
+    }
+    results
+}
+
+fn run_case(
+    topo: &mut Topology,
+    bins: &Binaries,
+    fwd: &Forwarder,
+    size: usize,
+    queues: u32,
+    opts: &Options,
+) -> anyhow::Result<Measure> {
+    let traffic = |duration| Traffic {
+        size,
+        flows: opts.flows,
+        threads: queues,
+        rate_pps: opts.rate_pps,
+        duration,
+    };
+    let dir = topo.tb.dir().to_path_buf();
+    // Warm-up: the same traffic into a sink of its own, which must see some of it.
+    let (warm, _) = send_and_sink(
+        topo,
+        bins,
+        fwd,
+        &traffic(opts.warmup()),
+        queues,
+        &dir.join(format!("warm-{size}")),
+    )?;
+    if warm["unique"].as_u64().unwrap_or(0) == 0 {
+        bail!(
+            "no packet crossed during the warm-up; {}",
+            forwarder_logs(topo, fwd)
+        );
+    }
+    let (sink, (gen, cpu_ns)) = send_and_sink(
+        topo,
+        bins,
+        fwd,
+        &traffic(opts.duration()),
+        queues,
+        &dir.join(format!("run-{size}")),
+    )?;
+    for &id in &fwd.processes {
+        if !topo.tb.is_running(id) {
+            bail!("a forwarder exited; {}", forwarder_logs(topo, fwd));
+        }
+    }
+    Ok(measure(&gen, &sink, cpu_ns))
+}
+
+/// Starts a sink, runs the generator to completion, stops the sink. Returns the sink's and
+/// the generator's JSON reports and the forwarders' CPU nanoseconds over the generator's run.
+fn send_and_sink(
+    topo: &mut Topology,
+    bins: &Binaries,
+    fwd: &Forwarder,
+    traffic: &Traffic,
+    threads: u32,
+    stem: &Path,
+) -> anyhow::Result<(serde_json::Value, (serde_json::Value, u64))> {
+    let sink_json = stem.with_extension("sink.json");
+    let gen_json = stem.with_extension("gen.json");
+    let pktgen = bins.pktgen.display().to_string();
+    let sink_ns = topo.sink.clone();
+    let sink = topo.tb.spawn(
+        &sink_ns,
+        &pktgen,
+        sink_args(traffic.flows, threads, &sink_json),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !topo.tb.log(sink).contains("sink receiving") {
+        if !topo.tb.is_running(sink) || Instant::now() > deadline {
+            bail!("the sink did not start: {}", last_line(&topo.tb.log(sink)));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pids: Vec<u32> = fwd.processes.iter().map(|p| p.0).collect();
+    let before = cpu_ns(&pids)?;
+    let out = topo
+        .gen
+        .output(&pktgen, gen_args(traffic, &gen_json))
+        .context("running the generator")?;
+    let after = cpu_ns(&pids)?;
+    std::thread::sleep(DRAIN);
+    topo.tb.stop(sink, Duration::from_secs(5));
+    if !out.status.success() {
+        bail!(
+            "the generator failed ({}): {}",
+            out.status,
+            last_line(&String::from_utf8_lossy(&out.stderr))
+        );
+    }
+    let read = |path: &Path| -> anyhow::Result<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    };
+    Ok((
+        read(&sink_json)?,
+        (read(&gen_json)?, after.saturating_sub(before)),
+    ))
+}
+
+/// The table's figures from the generator's and the sink's reports.
+pub fn measure(gen: &serde_json::Value, sink: &serde_json::Value, cpu_ns: u64) -> Measure {
+    let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(0.0);
+    let sent = u(&gen["packets"]);
+    let delivered = u(&sink["unique"]);
+    let elapsed = f(&sink["elapsed_s"]);
+    let mpps = if elapsed > 0.0 {
+        delivered as f64 / elapsed / 1e6
+    } else {
+        0.0
+    };
+    let invalid_by_reason = sink["invalid_by_reason"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), u(v))).collect())
+        .unwrap_or_default();
+    Measure {
+        sent,
+        delivered,
+        invalid: u(&sink["invalid"]),
+        invalid_by_reason,
+        reordered: u(&sink["reordered"]),
+        duplicates: u(&sink["duplicates"]),
+        offered_mpps: f(&gen["pps"]) / 1e6,
+        mpps,
+        gbps: f(&sink["gbps_inner"]),
+        loss_pct: if sent == 0 {
+            0.0
+        } else {
+            sent.saturating_sub(delivered) as f64 * 100.0 / sent as f64
+        },
+        p50_us: f(&sink["latency"]["p50_ns"]) / 1e3,
+        p99_us: f(&sink["latency"]["p99_ns"]) / 1e3,
+        cpu_s: cpu_ns as f64 / 1e9,
+        cpu_ns_per_packet: if delivered == 0 {
+            0.0
+        } else {
+            cpu_ns as f64 / delivered as f64
+        },
+    }
+}
+
+/// CPU nanoseconds (user + system, every thread) the processes have used so far.
+fn cpu_ns(pids: &[u32]) -> anyhow::Result<u64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let tick_ns = 1_000_000_000 / u64::try_from(hz).ok().filter(|h| *h > 0).unwrap_or(100);
+    let mut total = 0u64;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("process {pid} is gone"))?;
+        let ticks = proc_stat_ticks(&stat).context("unexpected /proc/<pid>/stat")?;
+        total = total.saturating_add(ticks.saturating_mul(tick_ns));
+    }
+    Ok(total)
+}
+
+/// utime + stime (fields 14 and 15, clock ticks) of a /proc/<pid>/stat line. The command name
+/// may hold spaces and parentheses, so fields count from the last `)`.
+pub fn proc_stat_ticks(stat: &str) -> Option<u64> {
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime.saturating_add(stime))
+}
+
+fn forwarder_logs(topo: &Topology, fwd: &Forwarder) -> String {
+    fwd.processes
+        .iter()
+        .zip(&fwd.labels)
+        .map(|(&id, label)| format!("{label}: {}", last_line(&topo.tb.log(id))))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The last non-empty line of a log, without terminal colours.
+pub fn last_line(log: &str) -> String {
+    log.lines()
+        .map(strip_ansi)
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| "(no output)".into())
+}
+
+/// Removes ANSI escape sequences (`ESC [ ... letter`), as tracing writes colours to log files.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.clone().next() == Some('[') {
+                chars.next();
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out.trim().to_owned()
+}
+
+/// Fills each measured case's ratios against the socket backend and wireguard-go measured in
+/// the same run with the same size and queues.
+pub fn fill_ratios(results: &mut [CaseResult]) {
+    let base = |results: &[CaseResult], column, size, queues| -> Option<f64> {
+        results
+            .iter()
+            .find(|r| r.column == column && r.size == size && r.queues == queues)
+            .and_then(|r| r.measure.as_ref())
+            .map(|m| m.mpps)
+            .filter(|&m| m > 0.0)
+    };
+    let bases: Vec<(Option<f64>, Option<f64>)> = results
+        .iter()
+        .map(|r| {
+            (
+                base(results, Column::Socket, r.size, r.queues),
+                base(results, Column::Wggo, r.size, r.queues),
+            )
+        })
+        .collect();
+    for (r, (socket, wggo)) in results.iter_mut().zip(bases) {
+        let mpps = r.measure.as_ref().map(|m| m.mpps);
+        r.vs_socket = mpps.zip(socket).map(|(m, b)| m / b);
+        r.vs_wggo = mpps.zip(wggo).map(|(m, b)| m / b);
+    }
+}
+
+fn ratio(r: Option<f64>) -> String {
+    r.map_or("-".into(), |r| format!("{r:.2}x"))
+}
+
+/// The results as a Markdown table (what docs/benchmarks.md quotes), then the reasons for the
+/// cases that could not be measured, numbered.
+pub fn table(results: &[CaseResult]) -> String {
+    let mut out = String::from(
+        "| inner size | queues | forwarder | Mpps | Gbit/s | loss % | p50 µs | p99 µs | CPU ns/pkt | vs socket | vs wg-go |\n\
+         |---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut notes: Vec<String> = Vec::new();
+    let mut sorted: Vec<&CaseResult> = results.iter().collect();
+    sorted.sort_by_key(|r| (r.queues, r.size, r.column));
+    for r in sorted {
+        let _ = write!(out, "| {} B | {} | {} |", r.size, r.queues, r.column);
+        match (&r.measure, &r.error) {
+            (Some(m), _) => {
+                let _ = writeln!(
+                    out,
+                    " {:.3} | {:.3} | {:.1} | {:.0} | {:.0} | {:.0} | {} | {} |",
+                    m.mpps,
+                    m.gbps,
+                    m.loss_pct,
+                    m.p50_us,
+                    m.p99_us,
+                    m.cpu_ns_per_packet,
+                    ratio(r.vs_socket),
+                    ratio(r.vs_wggo)
+                );
+            }
+            (None, error) => {
+                let error = error.clone().unwrap_or_else(|| "not measured".into());
+                let n = match notes.iter().position(|e| *e == error) {
+                    Some(i) => i + 1,
+                    None => {
+                        notes.push(error);
+                        notes.len()
+                    }
+                };
+                let _ = writeln!(out, " unavailable [{n}] | | | | | | | |");
+            }
+        }
+    }
+    for (i, note) in notes.iter().enumerate() {
+        let _ = writeln!(out, "\n[{}] {note}", i + 1);
+    }
+    out
+}
+
+/// This run against an older one: delivered Mpps and CPU per packet, new over old, for the
+/// cases both measured.
+pub fn compare(old: &Report, new: &Report) -> String {
+    let mut out = format!(
+        "| inner size | queues | forwarder | Mpps now | Mpps then | now/then | CPU ns/pkt now/then |\n\
+         |---:|---:|---|---:|---:|---:|---:|\n"
+    );
+    let mut any = false;
+    for r in &new.results {
+        let Some(m) = &r.measure else { continue };
+        let Some(o) = old
+            .results
+            .iter()
+            .find(|o| o.column == r.column && o.size == r.size && o.queues == r.queues)
+            .and_then(|o| o.measure.as_ref())
+        else {
+            continue;
+        };
+        any = true;
+        let div = |a: f64, b: f64| if b > 0.0 { Some(a / b) } else { None };
+        let _ = writeln!(
+            out,
+            "| {} B | {} | {} | {:.3} | {:.3} | {} | {} |",
+            r.size,
+            r.queues,
+            r.column,
+            m.mpps,
+            o.mpps,
+            ratio(div(m.mpps, o.mpps)),
+            ratio(div(m.cpu_ns_per_packet, o.cpu_ns_per_packet))
+        );
+    }
+    if !any {
+        out.push_str("(no case was measured in both runs)\n");
+    }
+    out
+}
+
+/// `YYYYMMDDTHHMMSSZ` for seconds since the epoch (UTC), for file names that sort by time.
+pub fn utc_stamp(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Days to a civil date (proleptic Gregorian), after H. Hinnant's `civil_from_days`.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    setup::run()?;
+    Need::Root
+        .check()
+        .context("the bench builds network namespaces")?;
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut queues = if args.queues.is_empty() {
+        vec![1, cores as u32]
+    } else {
+        args.queues.clone()
+    };
+    queues.retain(|&q| q > 0);
+    queues.dedup();
+    anyhow::ensure!(
+        !queues.is_empty() && !args.sizes.is_empty() && !args.only.is_empty(),
+        "nothing to measure"
+    );
+    let mut only = args.only.clone();
+    only.sort();
+    only.dedup();
+    let opts = Options {
+        sizes: args.sizes.clone(),
+        queues: queues.clone(),
+        duration_s: args.duration.as_secs_f64(),
+        warmup_s: args.warmup.as_secs_f64(),
+        flows: args.flows.max(1),
+        transits: args.transits.clamp(1, 2),
+        rate_pps: args.rate,
+    };
+    let old = match &args.compare {
+        Some(path) => Some(read_report(path)?),
+        None => None,
+    };
+
+    if !args.no_build {
+        println!("bench: building gatewan and gatewan-pktgen (release)");
+        run_cmd(
+            Command::new("cargo")
+                .args([
+                    "build",
+                    "--release",
+                    "--quiet",
+                    "--bin",
+                    "gatewan",
+                    "--bin",
+                    "gatewan-pktgen",
+                ])
+                .env("GATEWAN_REQUIRE_EBPF", "1"),
+        )?;
+    }
+    let root = std::env::current_dir()?;
+    let bins = Binaries {
+        gatewan: root.join("target/release/gatewan"),
+        pktgen: root.join("target/release/gatewan-pktgen"),
+    };
+    for b in [&bins.gatewan, &bins.pktgen] {
+        anyhow::ensure!(b.is_file(), "{} is missing", b.display());
+    }
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let started = utc_stamp(now);
+    println!(
+        "bench: {} sizes x {} queue counts x {} forwarders, {:.1} s each after {:.1} s of warm-up, {} flows, {} cores",
+        opts.sizes.len(),
+        queues.len(),
+        only.len(),
+        opts.duration_s,
+        opts.warmup_s,
+        opts.flows,
+        cores
+    );
+    let t0 = Instant::now();
+    let mut results = Vec::new();
+    for &q in &queues {
+        for &column in &only {
+            println!("bench: {column}, {q} queue(s): setting up");
+            let mut progress = |r: &CaseResult| {
+                match (&r.measure, &r.error) {
+                (Some(m), _) => println!(
+                    "bench: {} {} B q={}: {:.3} Mpps delivered of {:.3} offered, {:.3} Gbit/s, loss {:.1} %, p50 {:.0} µs, p99 {:.0} µs, {:.0} CPU ns/pkt{}",
+                    r.column, r.size, r.queues, m.mpps, m.offered_mpps, m.gbps, m.loss_pct,
+                    m.p50_us, m.p99_us, m.cpu_ns_per_packet,
+                    if m.invalid > 0 { format!(", {} INVALID {:?}", m.invalid, m.invalid_by_reason) } else { String::new() }
+                ),
+                (None, e) => println!(
+                    "bench: {} {} B q={}: unavailable: {}",
+                    r.column,
+                    r.size,
+                    r.queues,
+                    e.as_deref().unwrap_or("?")
+                ),
+            }
+            };
+            results.extend(run_column(&bins, column, q, &opts, &mut progress));
+        }
+    }
+    fill_ratios(&mut results);
+    let report = Report {
+        started: started.clone(),
+        commit: git_commit(),
+        cores,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        options: opts,
+        results,
+    };
+    println!(
+        "\nbench: done in {:.0} s ({} cores, kernel {})\n",
+        t0.elapsed().as_secs_f64(),
+        cores,
+        report.kernel
+    );
+    print!("{}", table(&report.results));
+
+    let dir = root.join("target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let text = serde_json::to_string_pretty(&report)? + "\n";
+    let path = dir.join(format!("{started}.json"));
+    std::fs::write(&path, &text)?;
+    std::fs::write(dir.join("latest.json"), &text)?;
+    println!(
+        "\nbench: wrote {} and target/bench/latest.json",
+        path.strip_prefix(&root).unwrap_or(&path).display()
+    );
+    if let (Some(old), Some(path)) = (old, &args.compare) {
+        println!("\nbench: against {} ({})\n", path.display(), old.started);
+        print!("{}", compare(&old, &report));
+    }
+    Ok(())
+}
+
+fn read_report(path: &Path) -> anyhow::Result<Report> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not a bench report", path.display()))
+}
+
+fn git_commit() -> Option<String> {
+    let out = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
