@@ -755,7 +755,7 @@ pub fn run_column(
         Ok(f) => f,
         Err(e) => {
             let results = failed(format!("{e:#}"));
-            results.iter().for_each(|r| progress(r));
+            results.iter().for_each(&mut *progress);
             return results;
         }
     };
@@ -1062,9 +1062,9 @@ pub fn table(results: &[CaseResult]) -> String {
 /// This run against an older one: delivered Mpps and CPU per packet, new over old, for the
 /// cases both measured.
 pub fn compare(old: &Report, new: &Report) -> String {
-    let mut out = format!(
+    let mut out = String::from(
         "| inner size | queues | forwarder | Mpps now | Mpps then | now/then | CPU ns/pkt now/then |\n\
-         |---:|---:|---|---:|---:|---:|---:|\n"
+         |---:|---:|---|---:|---:|---:|---:|\n",
     );
     let mut any = false;
     for r in &new.results {
@@ -1268,4 +1268,409 @@ fn git_commit() -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+
+    use clap::Parser;
+    use gatewan_control::gateway::config::{Backend, GatewayConfig};
+    use serde_json::json;
+
+    use super::*;
+
+    const KEY_A: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+    const KEY_B: &str = "ZWZnaGlqa2xtbm9wcXJzdHV2d3h5ent8fX5/gIGCg4Q=";
+
+    fn config(side: Side, transits: usize, backend: &str, workers: u32) -> GatewayConfig {
+        let socket = PathBuf::from(format!("/tmp/{}.sock", side.name()));
+        let (mine, theirs) = match side {
+            Side::A => (KEY_A, KEY_B),
+            Side::B => (KEY_B, KEY_A),
+        };
+        let yaml = gateway_yaml(&GatewayPlan {
+            side,
+            private_key: mine,
+            peer_public_key: theirs,
+            transits,
+            backend,
+            workers,
+            control_socket: &socket,
+        });
+        GatewayConfig::parse(&yaml, Path::new("gateway.yaml"))
+            .unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+    }
+
+    /// The value after `flag` in an argument list.
+    fn flag<'a>(args: &'a [String], flag: &str) -> &'a str {
+        let i = args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("{flag} missing from {args:?}"));
+        &args[i + 1]
+    }
+
+    #[test]
+    fn gateway_configs_parse_and_mirror_each_other() {
+        for transits in [1, 2] {
+            let a = config(Side::A, transits, "afxdp", 2);
+            let b = config(Side::B, transits, "socket", 1);
+            assert_eq!(a.dataplane.backend, Backend::Afxdp);
+            assert_eq!(a.dataplane.workers(), 2);
+            assert_eq!(b.dataplane.backend, Backend::Socket);
+            assert_eq!(b.dataplane.workers(), 1);
+            assert_eq!(a.transits.len(), transits);
+            assert_eq!(a.tunnels.len(), transits * transits);
+            assert_eq!(b.tunnels.len(), transits * transits);
+            assert_eq!(a.control_socket, Path::new("/tmp/bench-a.sock"));
+
+            // Each tunnel exists on both sides under one name, with swapped addresses, and
+            // points at a transit the other side listens on.
+            let listens = |c: &GatewayConfig| -> Vec<SocketAddr> {
+                c.transits.iter().map(|t| t.listen).collect()
+            };
+            let b_tunnels: HashMap<&str, _> =
+                b.tunnels.iter().map(|t| (t.name.as_str(), t)).collect();
+            for ta in &a.tunnels {
+                let tb = b_tunnels[ta.name.as_str()];
+                assert_eq!(ta.peer_address_v4, tb.address_v4.map(|n| n.addr()));
+                assert_eq!(tb.peer_address_v4, ta.address_v4.map(|n| n.addr()));
+                assert!(listens(&b).contains(&ta.peer_endpoint.unwrap()));
+                assert!(listens(&a).contains(&tb.peer_endpoint.unwrap()));
+                // The transit a tunnel runs on is the one the peer names as its peer transit.
+                assert_eq!(
+                    tb.peer_transit.as_deref(),
+                    Some(a.transits[ta.transit].name.as_str())
+                );
+                assert_eq!(ta.networks, vec![DST_PREFIX.parse().unwrap()]);
+                assert_eq!(tb.networks, vec![SRC_PREFIX.parse().unwrap()]);
+            }
+            // All tunnels distinct: (our transit, peer transit) pairs cover the product.
+            let mut pairs: Vec<(usize, Option<String>)> = a
+                .tunnels
+                .iter()
+                .map(|t| (t.transit, t.peer_transit.clone()))
+                .collect();
+            pairs.sort();
+            pairs.dedup();
+            assert_eq!(pairs.len(), transits * transits);
+        }
+    }
+
+    #[test]
+    fn generator_and_sink_agree_with_the_gateways() {
+        let a = config(Side::A, 2, "socket", 1);
+        let b = config(Side::B, 2, "socket", 1);
+        let fa = a.fabric.as_ref().unwrap();
+        let fb = b.fabric.as_ref().unwrap();
+
+        let gen = gen_args(
+            &Traffic {
+                size: 1420,
+                flows: 64,
+                threads: 2,
+                rate_pps: 0,
+                duration: Duration::from_millis(2500),
+            },
+            Path::new("/tmp/g.json"),
+        );
+        assert_eq!(gen[0], "gen");
+        // The generator sends to A's VTEP, with A's router MAC and the fabric's VNI.
+        assert_eq!(flag(&gen, "--dst"), fa.vtep.to_string());
+        assert_eq!(flag(&gen, "--router-mac"), fa.router_mac.to_string());
+        assert_eq!(flag(&gen, "--vni"), fa.vni.to_string());
+        assert_eq!(flag(&gen, "--size"), "1420");
+        assert_eq!(flag(&gen, "--threads"), "2");
+        assert_eq!(flag(&gen, "--rate"), "0");
+        assert_eq!(flag(&gen, "--duration"), "2500ms");
+        // A's local route leads back to the generator, B's to the sink.
+        let (prefix, route) = &fa.local_routes[0];
+        assert_eq!(prefix.to_string(), flag(&gen, "--src-prefix"));
+        assert_eq!(route.vtep.to_string(), GEN_VTEP);
+        assert_eq!(route.router_mac.to_string(), flag(&gen, "--leaf-mac"));
+
+        let sink = sink_args(64, 2, Path::new("/tmp/s.json"));
+        assert_eq!(sink[0], "sink");
+        let (prefix, route) = &fb.local_routes[0];
+        assert_eq!(prefix.to_string(), flag(&gen, "--dst-prefix"));
+        assert_eq!(flag(&sink, "--listen"), format!("{}:4789", route.vtep));
+        // The sink checks the MAC and VNI that B's local route writes.
+        assert_eq!(flag(&sink, "--inner-dst-mac"), route.router_mac.to_string());
+        assert_eq!(flag(&sink, "--vni"), route.vni.to_string());
+        assert_eq!(flag(&sink, "--flows"), flag(&gen, "--flows"));
+        assert_eq!(flag(&sink, "--json"), "/tmp/s.json");
+    }
+
+    #[test]
+    fn measure_charges_cpu_to_delivered_packets() {
+        let gen = json!({ "packets": 1000, "pps": 500000.0 });
+        let sink = json!({
+            "unique": 800, "invalid": 3, "invalid_by_reason": { "vni_mismatch": 3 },
+            "reordered": 5, "duplicates": 0, "elapsed_s": 0.002, "gbps_inner": 1.5,
+            "latency": { "p50_ns": 12000, "p99_ns": 90000 }
+        });
+        let m = measure(&gen, &sink, 4_000_000);
+        assert_eq!(
+            (m.sent, m.delivered, m.invalid, m.reordered),
+            (1000, 800, 3, 5)
+        );
+        assert_eq!(m.invalid_by_reason["vni_mismatch"], 3);
+        assert!((m.mpps - 0.4).abs() < 1e-9, "{}", m.mpps);
+        assert!((m.offered_mpps - 0.5).abs() < 1e-9);
+        assert!((m.loss_pct - 20.0).abs() < 1e-9);
+        assert!((m.p50_us - 12.0).abs() < 1e-9 && (m.p99_us - 90.0).abs() < 1e-9);
+        assert!((m.cpu_ns_per_packet - 5000.0).abs() < 1e-9);
+        assert!((m.cpu_s - 0.004).abs() < 1e-12);
+
+        // Nothing delivered: no division by zero, all lost.
+        let m = measure(&gen, &json!({}), 1);
+        assert_eq!((m.mpps, m.cpu_ns_per_packet, m.loss_pct), (0.0, 0.0, 100.0));
+    }
+
+    fn case(column: Column, size: usize, queues: u32, mpps: Option<f64>) -> CaseResult {
+        CaseResult {
+            column,
+            size,
+            queues,
+            measure: mpps.map(|mpps| Measure {
+                sent: 10,
+                delivered: 10,
+                invalid: 0,
+                invalid_by_reason: BTreeMap::new(),
+                reordered: 0,
+                duplicates: 0,
+                offered_mpps: mpps,
+                mpps,
+                gbps: mpps * 4.0,
+                loss_pct: 0.0,
+                p50_us: 10.0,
+                p99_us: 20.0,
+                cpu_s: 1.0,
+                cpu_ns_per_packet: 1000.0 / mpps,
+            }),
+            error: mpps.is_none().then(|| "backend unavailable".to_owned()),
+            vs_socket: None,
+            vs_wggo: None,
+        }
+    }
+
+    #[test]
+    fn ratios_compare_within_the_same_size_and_queues() {
+        let mut r = vec![
+            case(Column::Afxdp, 64, 1, Some(0.9)),
+            case(Column::Socket, 64, 1, Some(0.3)),
+            case(Column::Wggo, 64, 1, Some(0.1)),
+            case(Column::Afxdp, 64, 2, None),
+            case(Column::Socket, 64, 2, Some(0.5)),
+            case(Column::Socket, 512, 1, Some(0.2)),
+        ];
+        fill_ratios(&mut r);
+        let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-9;
+        assert!(close(r[0].vs_socket, 3.0) && close(r[0].vs_wggo, 9.0));
+        assert!(close(r[1].vs_socket, 1.0) && close(r[1].vs_wggo, 3.0));
+        assert!(close(r[2].vs_wggo, 1.0));
+        assert_eq!((r[3].vs_socket, r[3].vs_wggo), (None, None));
+        // No wireguard-go at 2 queues or at 512 B: no ratio rather than a wrong one.
+        assert!(close(r[4].vs_socket, 1.0) && r[4].vs_wggo.is_none());
+        assert!(close(r[5].vs_socket, 1.0) && r[5].vs_wggo.is_none());
+
+        let t = table(&r);
+        assert!(
+            t.contains(
+                "| 64 B | 1 | afxdp | 0.900 | 3.600 | 0.0 | 10 | 20 | 1111 | 3.00x | 9.00x |"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("| 64 B | 2 | afxdp | unavailable [1] |"), "{t}");
+        assert!(t.contains("[1] backend unavailable"), "{t}");
+        // Ordered by queues, then size, then forwarder.
+        let at = |s: &str| t.find(s).unwrap();
+        assert!(at("| 64 B | 1 | wggo") < at("| 512 B | 1 | socket"));
+        assert!(at("| 512 B | 1 | socket") < at("| 64 B | 2 | afxdp"));
+    }
+
+    fn report(results: Vec<CaseResult>) -> Report {
+        Report {
+            started: utc_stamp(0),
+            commit: Some("abc1234".into()),
+            cores: 2,
+            kernel: "6.18".into(),
+            options: Options {
+                sizes: vec![64],
+                queues: vec![1, 2],
+                duration_s: 3.0,
+                warmup_s: 0.5,
+                flows: 64,
+                transits: 2,
+                rate_pps: 0,
+            },
+            results,
+        }
+    }
+
+    #[test]
+    fn reports_round_trip_and_compare() {
+        let old = report(vec![
+            case(Column::Socket, 64, 1, Some(0.2)),
+            case(Column::Wggo, 64, 1, Some(0.1)),
+        ]);
+        let text = serde_json::to_string_pretty(&old).unwrap();
+        assert!(text.contains("\"column\": \"socket\""));
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, old);
+
+        let new = report(vec![
+            case(Column::Socket, 64, 1, Some(0.3)),
+            case(Column::Wggo, 64, 1, None),
+            case(Column::Afxdp, 64, 1, Some(0.9)),
+        ]);
+        let c = compare(&old, &new);
+        assert!(
+            c.contains("| 64 B | 1 | socket | 0.300 | 0.200 | 1.50x | 0.67x |"),
+            "{c}"
+        );
+        assert!(!c.contains("wggo") && !c.contains("afxdp"), "{c}");
+        assert!(compare(&old, &report(vec![])).contains("no case"));
+    }
+
+    #[test]
+    fn utc_stamps_are_civil_dates() {
+        assert_eq!(utc_stamp(0), "19700101T000000Z");
+        assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
+        assert_eq!(utc_stamp(1_700_000_000), "20231114T221320Z");
+        // 2100 is not a leap year.
+        assert_eq!(utc_stamp(4_107_542_399), "21000228T235959Z");
+        assert_eq!(utc_stamp(4_107_542_400), "21000301T000000Z");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["", "0s", "-1s", "fast", "2h", "NaNs"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_options_parse() {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let d = Cli::try_parse_from(["bench"]).unwrap().bench;
+        assert_eq!(d.sizes, vec![64, 512, 1420]);
+        assert_eq!(d.only, Column::ALL.to_vec());
+        assert!(d.queues.is_empty());
+        assert_eq!(d.duration, Duration::from_secs(3));
+        let a = Cli::try_parse_from([
+            "bench",
+            "--only",
+            "socket,wggo",
+            "--sizes",
+            "64",
+            "--queues",
+            "1,2",
+            "--duration",
+            "1500ms",
+            "--compare",
+            "old.json",
+        ])
+        .unwrap()
+        .bench;
+        assert_eq!(a.only, vec![Column::Socket, Column::Wggo]);
+        assert_eq!((a.sizes, a.queues), (vec![64], vec![1, 2]));
+        assert_eq!(a.duration, Duration::from_millis(1500));
+        assert_eq!(a.compare, Some(PathBuf::from("old.json")));
+        assert!(Cli::try_parse_from(["bench", "--only", "kernel"]).is_err());
+    }
+
+    #[test]
+    fn proc_stat_fields_count_from_the_last_parenthesis() {
+        let stat = "4242 (gate) (wan x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0";
+        assert_eq!(proc_stat_ticks(stat), Some(325));
+        assert_eq!(proc_stat_ticks("4242 (x) S 1"), None);
+        assert_eq!(proc_stat_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn log_lines_lose_their_colours() {
+        let log = "\u{1b}[2m2026-01-01T00:00:00Z\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m AF_XDP: unavailable\n\n";
+        assert_eq!(
+            last_line(log),
+            "2026-01-01T00:00:00Z ERROR AF_XDP: unavailable"
+        );
+        assert_eq!(last_line(""), "(no output)");
+    }
+
+    /// Binaries built in this test's profile (debug), so the smoke test runs today's code.
+    fn debug_binaries() -> Binaries {
+        let exe = std::env::current_exe().expect("test executable");
+        // target/<profile>/deps/xtask-<hash>
+        let profile = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
+        let cargo = option_env!("CARGO").unwrap_or("cargo");
+        let status = Command::new(cargo)
+            .current_dir(root)
+            .args([
+                "build",
+                "--quiet",
+                "--bin",
+                "gatewan",
+                "--bin",
+                "gatewan-pktgen",
+            ])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building gatewan and gatewan-pktgen");
+        Binaries {
+            gatewan: profile.join("gatewan"),
+            pktgen: profile.join("gatewan-pktgen"),
+        }
+    }
+
+    /// The socket column end to end for one size: the whole runner (topology, gateways,
+    /// warm-up, generator, sink, CPU accounting) at a modest rate, for about a second.
+    #[test]
+    fn netns_bench_socket_column_delivers_valid_packets() {
+        gatewan_testbed::require(&[
+            Need::Root,
+            Need::Tool("ip"),
+            Need::Tool("ethtool"),
+            Need::Tool("wg"),
+        ]);
+        let bins = debug_binaries();
+        let opts = Options {
+            sizes: vec![512],
+            queues: vec![1],
+            duration_s: 1.0,
+            warmup_s: 0.2,
+            flows: 16,
+            transits: 1,
+            rate_pps: 20_000,
+        };
+        let results = run_column(&bins, Column::Socket, 1, &opts, &mut |_| {});
+        assert_eq!(results.len(), 1);
+        let r = &results[0];
+        let m = r
+            .measure
+            .as_ref()
+            .unwrap_or_else(|| panic!("not measured: {:?}", r.error));
+        assert!(m.delivered > 0, "{m:?}");
+        assert_eq!(m.invalid, 0, "{:?}", m.invalid_by_reason);
+        assert!(m.sent >= m.delivered, "{m:?}");
+        assert!(m.cpu_s > 0.0, "the gateways' CPU was charged: {m:?}");
+        assert!(m.p50_us > 0.0 && m.p99_us >= m.p50_us, "{m:?}");
+    }
 }
