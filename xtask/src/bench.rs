@@ -113,6 +113,12 @@ pub struct BenchArgs {
     /// Use the release binaries already in target/release.
     #[arg(long)]
     pub no_build: bool,
+    /// For the afxdp column, attach gatewan's XDP program (passing everything) to the veth
+    /// ends facing the gateways too (generator, router, sink), with `gatewan xdp-watch`:
+    /// XDP_REDIRECT or XDP_TX into a veth needs a program on its peer; AF_XDP copy-mode
+    /// transmission does not (docs/afxdp.md).
+    #[arg(long)]
+    pub peer_xdp: bool,
 }
 
 /// What one case runs with (the parts of [`BenchArgs`] the runner needs).
@@ -125,6 +131,8 @@ pub struct Options {
     pub flows: u32,
     pub transits: usize,
     pub rate_pps: u64,
+    #[serde(default)]
+    pub peer_xdp: bool,
 }
 
 impl Options {
@@ -390,6 +398,9 @@ pub struct Topology {
     pub gwa: Netns,
     pub gwb: Netns,
     pub sink: Netns,
+    /// The veth ends facing a gateway that belong to no gateway: the generator's, the
+    /// router's two and the sink's.
+    pub peers: Vec<Link>,
 }
 
 impl Topology {
@@ -448,6 +459,7 @@ impl Topology {
             gwa,
             gwb,
             sink,
+            peers: vec![gen_if, tr_a, tr_b, sink_if],
         })
     }
 
@@ -519,7 +531,7 @@ fn start_gatewan(
                 "backend: afxdp asked for, but gateway {} started the socket backend: {}",
                 side.name(),
                 log.lines()
-                    .map(strip_ansi)
+                    .map(log_message)
                     .find(|l| l.contains("socket backend"))
                     .unwrap_or_default()
             );
@@ -554,6 +566,38 @@ fn start_gatewan(
         processes,
         labels: vec!["gatewan A".into(), "gatewan B".into()],
     })
+}
+
+/// Attaches gatewan's XDP program, with no endpoint configured (so it passes everything), in
+/// native mode to every peer veth end, each held by a `gatewan xdp-watch` process.
+fn attach_peer_xdp(topo: &mut Topology, bins: &Binaries) -> anyhow::Result<()> {
+    for link in topo.peers.clone() {
+        let id = topo.tb.spawn(
+            &link.netns,
+            &bins.gatewan.display().to_string(),
+            [
+                "xdp-watch",
+                "--interface",
+                &link.name,
+                "--mode",
+                "native",
+                "--interval",
+                "3600",
+            ],
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !topo.tb.log(id).contains("XDP program attached") {
+            if !topo.tb.is_running(id) || Instant::now() > deadline {
+                bail!(
+                    "attaching an XDP program to peer {}: {}",
+                    link.name,
+                    last_line(&topo.tb.log(id))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
 }
 
 /// How many tunnels `gatewan status` shows as established (0 while the socket does not answer).
@@ -745,6 +789,11 @@ pub fn run_column(
         Ok(t) => t,
         Err(e) => return failed(format!("topology: {e:#}")),
     };
+    if column == Column::Afxdp && opts.peer_xdp {
+        if let Err(e) = attach_peer_xdp(&mut topo, bins) {
+            return failed(format!("{e:#}"));
+        }
+    }
     let started = match column {
         Column::Afxdp | Column::Socket => {
             start_gatewan(&mut topo, bins, column, queues, opts.transits)
@@ -953,12 +1002,29 @@ fn forwarder_logs(topo: &Topology, fwd: &Forwarder) -> String {
         .join("; ")
 }
 
-/// The last non-empty line of a log, without terminal colours.
+/// The last non-empty line of a log, as [`log_message`] gives it.
 pub fn last_line(log: &str) -> String {
     log.lines()
-        .map(strip_ansi)
-        .rfind(|l| !l.trim().is_empty())
+        .map(log_message)
+        .rfind(|l| !l.is_empty())
         .unwrap_or_else(|| "(no output)".into())
+}
+
+/// A log line without terminal colours and without tracing's leading timestamp, so that the
+/// same error from two runs reads the same.
+pub fn log_message(line: &str) -> String {
+    let line = strip_ansi(line);
+    let mut parts = line.splitn(2, char::is_whitespace);
+    let first = parts.next().unwrap_or_default();
+    let is_timestamp = first.len() >= 20
+        && first.ends_with('Z')
+        && first.as_bytes().get(4) == Some(&b'-')
+        && first.contains('T');
+    if is_timestamp {
+        parts.next().unwrap_or_default().trim().to_owned()
+    } else {
+        line
+    }
 }
 
 /// Removes ANSI escape sequences (`ESC [ ... letter`), as tracing writes colours to log files.
@@ -1147,6 +1213,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         flows: args.flows.max(1),
         transits: args.transits.clamp(1, 2),
         rate_pps: args.rate,
+        peer_xdp: args.peer_xdp,
     };
     let old = match &args.compare {
         Some(path) => Some(read_report(path)?),
@@ -1506,6 +1573,7 @@ mod tests {
                 flows: 64,
                 transits: 2,
                 rate_pps: 0,
+                peer_xdp: false,
             },
             results,
         }
@@ -1600,11 +1668,12 @@ mod tests {
     }
 
     #[test]
-    fn log_lines_lose_their_colours() {
-        let log = "\u{1b}[2m2026-01-01T00:00:00Z\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m AF_XDP: unavailable\n\n";
+    fn log_lines_lose_their_colours_and_timestamps() {
+        let log = "first\n\u{1b}[2m2026-11-24T15:03:29.778513Z\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m AF_XDP: unavailable\n\n";
+        assert_eq!(last_line(log), "ERROR AF_XDP: unavailable");
         assert_eq!(
-            last_line(log),
-            "2026-01-01T00:00:00Z ERROR AF_XDP: unavailable"
+            last_line("gatewan: no such file\n"),
+            "gatewan: no such file"
         );
         assert_eq!(last_line(""), "(no output)");
     }
@@ -1659,6 +1728,7 @@ mod tests {
             flows: 16,
             transits: 1,
             rate_pps: 20_000,
+            peer_xdp: false,
         };
         let results = run_column(&bins, Column::Socket, 1, &opts, &mut |_| {});
         assert_eq!(results.len(), 1);
