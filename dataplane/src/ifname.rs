@@ -51,9 +51,95 @@ pub fn index(name: &str) -> Result<u32, IfNameError> {
     }
 }
 
+/// The interface that holds `addr` in the calling thread's network namespace (what the AF_XDP
+/// backend attaches to for a configured VTEP or transit address).
+pub fn by_address(addr: std::net::IpAddr) -> Option<String> {
+    let mut head: *mut libc::ifaddrs = core::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr points at a sockaddr whose family says its real type.
+        let here = unsafe {
+            match i32::from((*ifa.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let a = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
+                    Some(std::net::IpAddr::from(
+                        u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
+                    ))
+                }
+                libc::AF_INET6 => {
+                    let a = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
+                    Some(std::net::IpAddr::from(a.sin6_addr.s6_addr))
+                }
+                _ => None,
+            }
+        };
+        if here == Some(addr) {
+            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+            found = name.to_str().ok().map(str::to_owned);
+            break;
+        }
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    found
+}
+
+/// The hardware address of an interface (SIOCGIFHWADDR).
+pub fn mac(name: &str) -> Result<[u8; 6], IfNameError> {
+    validate(name)?;
+    // SAFETY: a plain datagram socket for the ioctl, closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(IfNameError::NotFound(name.into()));
+    }
+    // SAFETY: ifreq is plain old data.
+    let mut req: libc::ifreq = unsafe { core::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR fills ifr_hwaddr of a valid ifreq with a NUL-terminated name.
+    let r = unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut req) };
+    // SAFETY: closing the socket opened above.
+    unsafe { libc::close(fd) };
+    if r != 0 {
+        return Err(IfNameError::NotFound(name.into()));
+    }
+    // SAFETY: the ioctl succeeded, so the union holds the hardware address.
+    let data = unsafe { req.ifr_ifru.ifru_hwaddr.sa_data };
+    let mut out = [0u8; 6];
+    for (o, d) in out.iter_mut().zip(data.iter()) {
+        *o = *d as u8;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_is_found_by_address_and_has_a_zero_mac() {
+        assert_eq!(
+            by_address("127.0.0.1".parse().unwrap()).as_deref(),
+            Some("lo")
+        );
+        assert_eq!(by_address("192.0.2.254".parse().unwrap()), None);
+        assert_eq!(mac("lo"), Ok([0; 6]));
+        assert!(mac("nosuchif0").is_err());
+    }
 
     #[test]
     fn rejects_what_the_kernel_rejects() {

@@ -1,5 +1,6 @@
 //! The gateway agent: its configuration, its tunnels' status, and its local control endpoint.
 
+pub mod backend;
 pub mod config;
 pub mod control;
 pub mod inner;

@@ -20,12 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use gatewan_dataplane::engine::{
-    self, Clock, Engine, EngineTunnel, Handoff, Parcel, ParcelKind, PublishedStats, TunnelCounter,
+    Clock, Engine, EngineTunnel, Handoff, Parcel, ParcelKind, PublishedStats, TunnelCounter,
     WorkerCounter, WorkerStats,
 };
 use gatewan_dataplane::pipeline;
 use gatewan_dataplane::route::{self, FlowHasher, RouteHandle, RouteTables, TunnelGroup};
-use gatewan_dataplane::socket::{self, SocketWorker, WorkerConfig};
 use gatewan_dataplane::wireguard::{
     self as wg, Action, Device, Encapsulated, PeerConfig, TunnelId, DATA_HEADER_LEN,
 };
@@ -33,7 +32,8 @@ use rand_core::OsRng;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
-use super::config::{GatewayConfig, Key32, Transit, Tunnel};
+use super::backend;
+use super::config::{Backend, GatewayConfig, Key32, Transit, Tunnel};
 use super::control::{self, ControlError, Request, Response};
 use super::inner::{self, Inner, InnerAddrs, ProbeMethod};
 use super::status::{self, Counters, EndpointInfo, Meta, ProbeStatus, TunnelState, TunnelStatus};
@@ -65,6 +65,8 @@ pub enum GatewayError {
     Control(#[from] ControlError),
     #[error("installing signal handlers")]
     Signals(#[source] std::io::Error),
+    #[error("AF_XDP backend: {0}")]
+    Afxdp(String),
     #[error("starting forwarding worker {index}")]
     Spawn {
         index: usize,
@@ -104,9 +106,6 @@ impl TunnelCtx {
 struct TransitIo {
     transit: Transit,
     device: Device,
-    /// A handle on one worker's socket for this transit: the owner only sends on it
-    /// (handshakes, keepalives, probes); the workers receive.
-    socket: UdpSocket,
     /// What the published session table was built from.
     published: Option<u64>,
 }
@@ -114,6 +113,10 @@ struct TransitIo {
 struct Owner {
     public_key: Key32,
     transits: Vec<TransitIo>,
+    /// Kernel sockets the owner sends on (handshakes, keepalives, probes, and datagrams
+    /// whose next hop an AF_XDP worker has not learned); the workers receive.
+    transit_sockets: Vec<UdpSocket>,
+    fabric_socket: Option<UdpSocket>,
     /// Indexed by the route tables' tunnel ids.
     tunnels: Vec<TunnelCtx>,
     engine: Arc<Engine>,
@@ -202,38 +205,13 @@ pub async fn run_until(
 ) -> Result<(), GatewayError> {
     let clock = Clock::new();
     let public_key = super::config::public_key_of(&config.private_key);
-    let workers = config.dataplane.workers();
-    // Every worker binds its own socket on each address; binding them all here first makes a
-    // bad address an error at start, not a dead thread.
-    let transit_addrs: Vec<SocketAddr> = config.transits.iter().map(|t| t.listen).collect();
-    let fabric_addr = config
-        .fabric
-        .as_ref()
-        .map(|f| SocketAddr::new(f.vtep, gatewan_dataplane::wire::vxlan::PORT));
-    let mut socket_sets = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        socket_sets.push(bind_all(&config, &transit_addrs, fabric_addr)?);
-    }
     let mut transits = Vec::new();
-    for (t, transit) in config.transits.iter().enumerate() {
-        let socket = socket_sets
-            .first()
-            .and_then(|set| set.transits.get(t))
-            .map(UdpSocket::try_clone)
-            .transpose()
-            .map_err(|source| GatewayError::Bind {
-                what: format!("transit {}", transit.name),
-                addr: transit.listen,
-                source,
-            })?
-            .ok_or_else(|| GatewayError::Routes("no worker sockets".into()))?;
+    for transit in &config.transits {
         transits.push(TransitIo {
             transit: transit.clone(),
             device: Device::new(config.private_key.0, Box::new(OsRng)),
-            socket,
             published: None,
         });
-        tracing::info!(transit = %transit.name, listen = %transit.listen, "transit up");
     }
     // Tunnels in configuration order: their index is their id in the route tables.
     let mut tunnels: Vec<TunnelCtx> = Vec::new();
@@ -280,38 +258,44 @@ pub async fn run_until(
         Arc::new(Handoff::new(HANDOFF_CAPACITY)),
     ));
 
-    // The forwarding workers, one per core.
+    // The forwarding workers, one per core (or queue), on the chosen backend.
     let stop_workers = Arc::new(AtomicBool::new(false));
-    let cores = core_count();
-    let mut published = Vec::with_capacity(workers);
-    let mut threads = Vec::with_capacity(workers);
-    for (index, sockets) in socket_sets.into_iter().enumerate() {
-        let stats = Arc::new(PublishedStats::new(tunnels.len()));
-        published.push(Arc::clone(&stats));
-        let worker = SocketWorker::new(
-            engine::Worker::new(Arc::clone(&engine), routes.reader()),
-            sockets,
-            clock,
-            stats,
-            WorkerConfig {
-                batch: config.dataplane.batch(),
-                core: Some(index % cores),
-                gso: config.dataplane.gso(),
-            },
-        );
-        let stop = Arc::clone(&stop_workers);
-        let thread = std::thread::Builder::new()
-            .name(format!("gatewan-fwd-{index}"))
-            .spawn(move || worker.run(&stop))
-            .map_err(|source| GatewayError::Spawn { index, source })?;
-        threads.push(thread);
-    }
+    let start = backend::Start {
+        config: &config,
+        engine: &engine,
+        routes: &routes,
+        clock,
+        tunnels: tunnels.len(),
+        stop: &stop_workers,
+    };
+    let forwarding = match config.dataplane.backend {
+        Backend::Socket => backend::start_sockets(&start)?,
+        Backend::Afxdp => backend::start_afxdp(&start).map_err(GatewayError::Afxdp)?,
+        Backend::Auto => match backend::start_afxdp(&start) {
+            Ok(f) => f,
+            Err(why) => {
+                tracing::warn!("AF_XDP unavailable ({why}); using the socket backend");
+                backend::start_sockets(&start)?
+            }
+        },
+    };
     tracing::info!(
-        workers,
+        backend = forwarding.backend,
+        workers = forwarding.threads.len(),
         batch = config.dataplane.batch(),
-        gso = config.dataplane.gso(),
-        "socket backend: forwarding workers started"
+        "forwarding workers started"
     );
+    for (io, t) in transits.iter().zip(&config.transits) {
+        tracing::info!(transit = %io.transit.name, listen = %t.listen, "transit up");
+    }
+    let backend::Forwarding {
+        threads,
+        stats: published,
+        transit_sockets,
+        fabric_socket,
+        xdp,
+        ..
+    } = forwarding;
 
     let by_name: BTreeMap<String, usize> = tunnels
         .iter()
@@ -323,6 +307,8 @@ pub async fn run_until(
     let owner = Owner {
         public_key,
         transits,
+        transit_sockets,
+        fabric_socket,
         tunnels,
         engine,
         _routes: routes,
@@ -369,44 +355,11 @@ pub async fn run_until(
     for thread in threads {
         let _ = thread.join();
     }
+    // Detach the XDP programs only once no worker uses their sockets.
+    drop(xdp);
     control.abort();
     let _ = std::fs::remove_file(&config.control_socket);
     Ok(())
-}
-
-fn bind_all(
-    config: &GatewayConfig,
-    transits: &[SocketAddr],
-    fabric: Option<SocketAddr>,
-) -> Result<socket::SocketSet, GatewayError> {
-    let mut set = socket::SocketSet {
-        transits: Vec::with_capacity(transits.len()),
-        fabric: None,
-    };
-    for (addr, t) in transits.iter().zip(&config.transits) {
-        set.transits.push(
-            socket::bind_reuseport(*addr).map_err(|source| GatewayError::Bind {
-                what: format!("transit {}", t.name),
-                addr: *addr,
-                source,
-            })?,
-        );
-    }
-    if let Some(addr) = fabric {
-        set.fabric = Some(
-            socket::bind_reuseport(addr).map_err(|source| GatewayError::Bind {
-                what: "fabric VXLAN".into(),
-                addr,
-                source,
-            })?,
-        );
-    }
-    Ok(set)
-}
-
-/// Cores this process may run on (the workers are pinned round-robin over them).
-fn core_count() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 fn new_ctx(
@@ -520,6 +473,14 @@ impl Owner {
                 self.on_handshake(t, parcel.bytes_mut(), src, tx);
             }
             ParcelKind::Local => self.on_local(tunnel, parcel.bytes(), tx),
+            ParcelKind::SendTransit(t) => self.send_transit(t, parcel.bytes(), parcel.src),
+            ParcelKind::SendFabric => {
+                if let Some(socket) = &self.fabric_socket {
+                    if let Err(e) = socket.send_to(parcel.bytes(), parcel.src) {
+                        tracing::debug!(to = %parcel.src, error = %e, "fabric send");
+                    }
+                }
+            }
             ParcelKind::Stage => {
                 let packet = parcel.bytes();
                 let Some(room) = tx.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()) else {
@@ -567,8 +528,8 @@ impl Owner {
     }
 
     fn send_transit(&self, transit: usize, datagram: &[u8], to: SocketAddr) {
-        if let Some(io) = self.transits.get(transit) {
-            if let Err(e) = io.socket.send_to(datagram, to) {
+        if let Some(socket) = self.transit_sockets.get(transit) {
+            if let Err(e) = socket.send_to(datagram, to) {
                 tracing::debug!(transit, %to, error = %e, "send");
             }
         }

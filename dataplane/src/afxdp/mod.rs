@@ -12,6 +12,7 @@
 //! preallocated free list, the fill rings, the packet code and the TX rings; the kernel is
 //! woken once per batch when it asks for it (need_wakeup), or polled when busy polling.
 
+pub mod forward;
 mod frame;
 mod sys;
 mod worker;
@@ -22,6 +23,7 @@ use thiserror::Error;
 
 use crate::ifname::IfNameError;
 
+pub use forward::{PortRole, Role, XdpForwarder};
 pub use frame::{Frame, FrameRangeError};
 pub use worker::{FrameAccounting, XskWorker, MAX_PORTS};
 

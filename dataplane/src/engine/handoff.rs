@@ -24,12 +24,18 @@ pub enum ParcelKind {
     Local,
     /// An inner packet for route tunnel `tunnel` that found no session.
     Stage,
+    /// A finished UDP payload for the fabric (to `src`), whose next hop the worker does not
+    /// know yet: the owner sends it through the kernel, which resolves the neighbour.
+    SendFabric,
+    /// The same, for transit `n`.
+    SendTransit(usize),
 }
 
 pub struct Parcel {
     pub kind: ParcelKind,
     pub transit: usize,
     pub tunnel: u32,
+    /// The peer: where a received packet came from, or where a `Send*` parcel goes.
     pub src: SocketAddr,
     pub len: usize,
     pub buf: Box<[u8; PARCEL_LEN]>,

@@ -49,6 +49,14 @@ pub const HEADROOM: usize = 128;
 /// to 16 bytes and appends a 16-byte tag.
 pub const TAILROOM: usize = 64;
 
+/// The cores this process may run on, for pinning one worker to each.
+pub fn usable_cores() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.into_iter().map(|c| c.id).collect())
+        .filter(|ids: &Vec<usize>| !ids.is_empty())
+        .unwrap_or_else(|| vec![0])
+}
+
 /// A tunnel as the workers know it; its index is its id in the route tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineTunnel {

@@ -1,0 +1,490 @@
+//! The AF_XDP backend's forwarding worker: the engine behind one queue of every interface.
+//!
+//! A worker owns an [`XskWorker`] with one port per interface (the fabric's and each
+//! transit's), all on the same queue index and sharing one UMEM, so a frame received on the
+//! fabric leaves on a transit (and back) by handing its descriptor over: no copy. For each
+//! frame it parses the outer Ethernet, IP and UDP headers, runs the engine on the UDP payload
+//! in place, then writes new outer headers in front of what the engine produced (the frame's
+//! headroom has room) and puts the frame on the output port's TX ring.
+//!
+//! Next hops: the MAC address to send a datagram to is learned from received frames (the
+//! source MAC of frames from that IP address: the transit router for a WireGuard peer, the
+//! leaf for a VTEP), in a small fixed table. A datagram for an address not yet learned goes
+//! to the owner, which sends it through the kernel (which resolves the neighbour); the answer
+//! it provokes teaches the worker the MAC.
+
+use core::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Action, Frame, PortId, XskWorker};
+use crate::drop::DropReason;
+use crate::engine::{self, Clock, ParcelKind, PublishedStats, Verdict, WorkerCounter};
+use crate::wire::ethernet::{self, ethertype, MacAddr};
+use crate::wire::{ip_proto, ipv4, ipv6, udp, vxlan};
+
+/// What an interface is to the gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The fabric side: VXLAN to and from our VTEP address.
+    Fabric { vtep: IpAddr },
+    /// Transit `index`: WireGuard on `listen`.
+    Transit { index: usize, listen: SocketAddr },
+}
+
+/// One port of a forwarding worker.
+#[derive(Clone, Copy, Debug)]
+pub struct PortRole {
+    pub port: PortId,
+    pub mac: MacAddr,
+    pub role: Role,
+}
+
+/// Learned next hops: IP address -> MAC, a fixed direct-mapped table (a collision evicts).
+struct Neighbours {
+    slots: Box<[Option<(IpAddr, MacAddr)>; NEIGHBOURS]>,
+}
+
+const NEIGHBOURS: usize = 1024;
+
+impl Neighbours {
+    fn new() -> Self {
+        Self {
+            slots: Box::new([None; NEIGHBOURS]),
+        }
+    }
+
+    fn slot(ip: &IpAddr) -> usize {
+        let h = match ip {
+            IpAddr::V4(a) => u64::from(u32::from(*a)),
+            IpAddr::V6(a) => {
+                let b = a.octets();
+                u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]])
+            }
+        };
+        (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize % NEIGHBOURS
+    }
+
+    fn learn(&mut self, ip: IpAddr, mac: MacAddr) {
+        if let Some(s) = self.slots.get_mut(Self::slot(&ip)) {
+            if *s != Some((ip, mac)) {
+                *s = Some((ip, mac));
+            }
+        }
+    }
+
+    fn get(&self, ip: &IpAddr) -> Option<MacAddr> {
+        match self.slots.get(Self::slot(ip)) {
+            Some(Some((k, mac))) if k == ip => Some(*mac),
+            _ => None,
+        }
+    }
+}
+
+/// A forwarding worker on AF_XDP.
+pub struct XdpForwarder {
+    xsk: XskWorker,
+    worker: engine::Worker,
+    /// Indexed by port id.
+    ports: Vec<PortRole>,
+    fabric: Option<PortRole>,
+    /// Indexed by transit.
+    transits: Vec<Option<PortRole>>,
+    neighbours: Neighbours,
+    clock: Clock,
+    published: Arc<PublishedStats>,
+    core: Option<usize>,
+}
+
+/// How long an idle worker sleeps in `poll` before looking at its stop flag again.
+const IDLE_WAIT_MS: i32 = 100;
+const PUBLISH_EVERY: Duration = Duration::from_millis(10);
+
+/// Where the outer headers of a received frame end.
+struct Outer {
+    src: SocketAddr,
+    dst: SocketAddr,
+    src_mac: MacAddr,
+    /// The UDP payload, relative to the chunk.
+    payload: core::ops::Range<usize>,
+}
+
+impl XdpForwarder {
+    pub fn new(
+        xsk: XskWorker,
+        worker: engine::Worker,
+        ports: Vec<PortRole>,
+        clock: Clock,
+        published: Arc<PublishedStats>,
+        core: Option<usize>,
+    ) -> Self {
+        let fabric = ports
+            .iter()
+            .find(|p| matches!(p.role, Role::Fabric { .. }))
+            .copied();
+        let n = ports
+            .iter()
+            .filter_map(|p| match p.role {
+                Role::Transit { index, .. } => Some(index + 1),
+                Role::Fabric { .. } => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let mut transits = vec![None; n];
+        for p in &ports {
+            if let Role::Transit { index, .. } = p.role {
+                if let Some(slot) = transits.get_mut(index) {
+                    *slot = Some(*p);
+                }
+            }
+        }
+        let mut by_id = ports.clone();
+        by_id.sort_by_key(|p| p.port.index());
+        Self {
+            xsk,
+            worker,
+            ports: by_id,
+            fabric,
+            transits,
+            neighbours: Neighbours::new(),
+            clock,
+            published,
+            core,
+        }
+    }
+
+    /// Forwards until `stop` is set: busy-polls while there is traffic, sleeps in `poll(2)`
+    /// when a round found nothing.
+    pub fn run(mut self, stop: &AtomicBool) {
+        if let Some(core) = self.core {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+                tracing::warn!(core, "could not pin the AF_XDP worker to its core");
+            }
+        }
+        let mut published_at = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let now = self.clock.now();
+            let Self {
+                xsk,
+                worker,
+                ports,
+                fabric,
+                transits,
+                neighbours,
+                ..
+            } = &mut self;
+            let received =
+                xsk.poll(|frame| forward(frame, now, worker, ports, fabric, transits, neighbours));
+            if received > 0 {
+                self.worker.stats.add(WorkerCounter::RxBatches, 1);
+                self.worker
+                    .stats
+                    .add(WorkerCounter::RxPackets, received as u64);
+            } else {
+                self.publish();
+                published_at = Instant::now();
+                let _ = self.xsk.wait(IDLE_WAIT_MS);
+                continue;
+            }
+            if published_at.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+                published_at = Instant::now();
+            }
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        self.published.publish(&self.worker.stats);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward(
+    frame: &mut Frame<'_>,
+    now: crate::wireguard::Instant,
+    worker: &mut engine::Worker,
+    ports: &[PortRole],
+    fabric: &Option<PortRole>,
+    transits: &[Option<PortRole>],
+    neighbours: &mut Neighbours,
+) -> Action {
+    let Some(rx) = frame.rx_port().and_then(|p| ports.get(p.index())).copied() else {
+        return Action::Drop;
+    };
+    let start = frame.offset();
+    let outer = match parse_outer(frame.data(), start) {
+        Ok(o) => o,
+        Err(reason) => {
+            worker.stats.drop(reason);
+            return Action::Drop;
+        }
+    };
+    neighbours.learn(outer.src.ip(), outer.src_mac);
+    let verdict = match rx.role {
+        Role::Fabric { vtep } if outer.dst.ip() == vtep && outer.dst.port() == vxlan::PORT => {
+            worker.from_fabric(now, frame.chunk_mut(), outer.payload)
+        }
+        Role::Transit { index, listen } if outer.dst == listen => {
+            worker.from_transit(now, index, outer.src, frame.chunk_mut(), outer.payload)
+        }
+        // The XDP program only steers our endpoints here; anything else is a stale steer.
+        _ => {
+            worker.stats.drop(DropReason::WrongPort);
+            return Action::Drop;
+        }
+    };
+    let (out, to, range) = match verdict {
+        Verdict::Transit { transit, to, range } => match transits.get(transit).copied().flatten() {
+            Some(p) => (p, to, range),
+            None => return Action::Drop,
+        },
+        Verdict::Fabric { to, range } => match fabric {
+            Some(p) => (*p, to, range),
+            None => return Action::Drop,
+        },
+        Verdict::Consumed | Verdict::Dropped(_) => return Action::Drop,
+    };
+    let from = match out.role {
+        Role::Fabric { vtep } => SocketAddr::new(vtep, entropy_port(frame.chunk(), &range)),
+        Role::Transit { listen, .. } => listen,
+    };
+    let Some(next_hop) = neighbours.get(&to.ip()) else {
+        // Not learned yet: the kernel sends this one and resolves the neighbour.
+        let kind = match out.role {
+            Role::Fabric { .. } => ParcelKind::SendFabric,
+            Role::Transit { index, .. } => ParcelKind::SendTransit(index),
+        };
+        let bytes = frame.chunk().get(range).unwrap_or_default();
+        if worker.engine().handoff().send(kind, 0, 0, to, bytes) {
+            worker.stats.add(WorkerCounter::HandedToOwner, 1);
+        } else {
+            worker.stats.add(WorkerCounter::OwnerQueueFull, 1);
+        }
+        return Action::Drop;
+    };
+    match write_outer(frame.chunk_mut(), &range, out.mac, next_hop, from, to) {
+        Some(head) => {
+            let len = range.end - head;
+            if frame.set_range(head, len).is_err() {
+                worker.stats.drop(DropReason::NoBuffer);
+                return Action::Drop;
+            }
+            Action::Transmit(out.port)
+        }
+        None => {
+            worker.stats.drop(DropReason::NoBuffer);
+            Action::Drop
+        }
+    }
+}
+
+/// Parses Ethernet (with VLAN tags), IPv4 or IPv6, and UDP at `data`, which starts at chunk
+/// offset `start`.
+fn parse_outer(data: &[u8], start: usize) -> Result<Outer, DropReason> {
+    let eth = ethernet::Frame::new_checked(data)?;
+    let l3 = eth.header_len();
+    let ip_bytes = data.get(l3..).ok_or(DropReason::EthTruncated)?;
+    let (src, dst, l4, udp_len) = match eth.ethertype() {
+        ethertype::IPV4 => {
+            let ip = ipv4::Packet::new_checked(ip_bytes)?;
+            if ip.is_fragment() {
+                return Err(DropReason::Ipv4Fragment);
+            }
+            if ip.protocol() != ip_proto::UDP {
+                return Err(DropReason::UnsupportedProtocol);
+            }
+            let h = ip.header_len();
+            (
+                IpAddr::V4(ip.src_addr()),
+                IpAddr::V4(ip.dst_addr()),
+                l3 + h,
+                ip.total_len().saturating_sub(h),
+            )
+        }
+        ethertype::IPV6 => {
+            let ip = ipv6::Packet::new_checked(ip_bytes)?;
+            if ip.next_header() != ip_proto::UDP {
+                return Err(DropReason::UnsupportedProtocol);
+            }
+            (
+                IpAddr::V6(ip.src_addr()),
+                IpAddr::V6(ip.dst_addr()),
+                l3 + ipv6::HEADER_LEN,
+                ip.total_len().saturating_sub(ipv6::HEADER_LEN),
+            )
+        }
+        _ => return Err(DropReason::EthUnsupported),
+    };
+    let udp_bytes = data.get(l4..l4 + udp_len).ok_or(DropReason::UdpTruncated)?;
+    let u = udp::Packet::new_checked(udp_bytes)?;
+    let payload_start = start + l4 + udp::HEADER_LEN;
+    let payload_len = u.len().saturating_sub(udp::HEADER_LEN);
+    Ok(Outer {
+        src: SocketAddr::new(src, u.src_port()),
+        dst: SocketAddr::new(dst, u.dst_port()),
+        src_mac: eth.src(),
+        payload: payload_start..payload_start + payload_len,
+    })
+}
+
+/// Writes Ethernet, IP and UDP headers in front of `chunk[payload]`; returns where the frame
+/// now starts. IPv4 carries no UDP checksum (allowed, and what VXLAN asks for; WireGuard's
+/// AEAD protects its own payload); IPv6 always does.
+fn write_outer(
+    chunk: &mut [u8],
+    payload: &core::ops::Range<usize>,
+    src_mac: MacAddr,
+    dst_mac: MacAddr,
+    from: SocketAddr,
+    to: SocketAddr,
+) -> Option<usize> {
+    let len = payload.len();
+    let (ip_len, kind) = match to.ip() {
+        IpAddr::V4(_) => (ipv4::MIN_HEADER_LEN, ethertype::IPV4),
+        IpAddr::V6(_) => (ipv6::HEADER_LEN, ethertype::IPV6),
+    };
+    let udp_at = payload.start.checked_sub(udp::HEADER_LEN)?;
+    let ip_at = udp_at.checked_sub(ip_len)?;
+    let eth_at = ip_at.checked_sub(ethernet::HEADER_LEN)?;
+    let udp_repr = udp::Repr {
+        src_port: from.port(),
+        dst_port: to.port(),
+        payload_len: len,
+    };
+    match (from.ip(), to.ip()) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            udp_repr
+                .emit(chunk.get_mut(udp_at..payload.end)?, udp::ChecksumMode::None)
+                .ok()?;
+            ipv4::Repr {
+                src,
+                dst,
+                protocol: ip_proto::UDP,
+                payload_len: udp::HEADER_LEN + len,
+                ttl: 64,
+                tos: 0,
+                ident: 0,
+                dont_frag: true,
+            }
+            .emit(chunk.get_mut(ip_at..udp_at)?)
+            .ok()?;
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            udp_repr
+                .emit(
+                    chunk.get_mut(udp_at..payload.end)?,
+                    udp::ChecksumMode::V6 { src, dst },
+                )
+                .ok()?;
+            ipv6::Repr {
+                src,
+                dst,
+                next_header: ip_proto::UDP,
+                payload_len: udp::HEADER_LEN + len,
+                hop_limit: 64,
+                traffic_class: 0,
+                flow_label: 0,
+            }
+            .emit(chunk.get_mut(ip_at..udp_at)?)
+            .ok()?;
+        }
+        // A peer of the other family than our address on that interface.
+        _ => return None,
+    }
+    ethernet::Repr {
+        dst: dst_mac,
+        src: src_mac,
+        vlan: None,
+        ethertype: kind,
+    }
+    .emit(chunk.get_mut(eth_at..ip_at)?)
+    .ok()?;
+    Some(eth_at)
+}
+
+/// A VXLAN source port from the inner headers (RFC 7348 §5: entropy for the fabric's ECMP),
+/// in the dynamic range.
+fn entropy_port(chunk: &[u8], vxlan_payload: &core::ops::Range<usize>) -> u16 {
+    // Inner Ethernet (14) + the first 40 bytes of the inner IP packet hold the addresses and
+    // ports of every flow.
+    let from = vxlan_payload.start + vxlan::HEADER_LEN + ethernet::HEADER_LEN;
+    let bytes = chunk
+        .get(from..(from + 40).min(vxlan_payload.end))
+        .unwrap_or_default();
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+    }
+    49152 + (h % 16384) as u16
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outer_headers_round_trip_for_both_families() {
+        for (from, to) in [
+            ("192.0.2.1:51820", "198.51.100.7:40000"),
+            ("[2001:db8::1]:51820", "[2001:db8:1::7]:40000"),
+        ] {
+            let (from, to): (SocketAddr, SocketAddr) = (from.parse().unwrap(), to.parse().unwrap());
+            let mut chunk = vec![0u8; 2048];
+            let payload = 300..400;
+            chunk[payload.clone()].fill(0xab);
+            let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+            let head = write_outer(&mut chunk, &payload, a, b, from, to).unwrap();
+            let outer = parse_outer(&chunk[head..payload.end], head).unwrap();
+            assert_eq!((outer.src, outer.dst, outer.src_mac), (from, to, a));
+            assert_eq!(outer.payload, payload);
+            let eth = ethernet::Frame::new_checked(&chunk[head..]).unwrap();
+            assert_eq!(eth.dst(), b);
+            if let IpAddr::V6(_) = to.ip() {
+                let u = udp::Packet::new_checked(&chunk[head + 54..payload.end]).unwrap();
+                let (IpAddr::V6(s), IpAddr::V6(d)) = (from.ip(), to.ip()) else {
+                    unreachable!()
+                };
+                assert!(u.verify_checksum_v6(&s, &d));
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_outer_headers_are_reasons_not_panics() {
+        let mut chunk = vec![0u8; 512];
+        let (a, b) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+        let (from, to) = (
+            "192.0.2.1:1".parse().unwrap(),
+            "192.0.2.2:2".parse().unwrap(),
+        );
+        let head = write_outer(&mut chunk, &(100..140), a, b, from, to).unwrap();
+        let frame = chunk[head..140].to_vec();
+        for cut in 0..frame.len() {
+            let _ = parse_outer(&frame[..cut], 0);
+        }
+        assert_eq!(
+            parse_outer(&frame[..10], 0).err(),
+            Some(DropReason::EthTruncated)
+        );
+        let mut arp = frame.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(parse_outer(&arp, 0).err(), Some(DropReason::EthUnsupported));
+        // No room in front of the payload for the headers.
+        assert!(write_outer(&mut chunk, &(10..20), a, b, from, to).is_none());
+    }
+
+    #[test]
+    fn neighbours_learn_and_evict_by_slot() {
+        let mut n = Neighbours::new();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(n.get(&ip), None);
+        n.learn(ip, MacAddr([2, 0, 0, 0, 0, 9]));
+        assert_eq!(n.get(&ip), Some(MacAddr([2, 0, 0, 0, 0, 9])));
+        n.learn(ip, MacAddr([2, 0, 0, 0, 0, 8]));
+        assert_eq!(n.get(&ip), Some(MacAddr([2, 0, 0, 0, 0, 8])));
+        assert_eq!(n.get(&"10.0.0.2".parse().unwrap()), None);
+    }
+}
