@@ -201,13 +201,17 @@ impl Side {
     pub fn router_mac(self) -> String {
         format!("02:00:0a:00:0{}:01", self.index())
     }
-    /// The gateway's address on its transit veth.
-    pub fn transit_addr(self) -> String {
-        format!("172.16.{}.1", self.index())
+    /// The gateway's address on the veth of its transit `t` (one veth per transit: the AF_XDP
+    /// backend wants one interface per configured address).
+    pub fn transit_addr(self, t: usize) -> String {
+        format!("172.16.{}.1", self.transit_subnet(t))
     }
-    /// The transit router's address facing this gateway.
-    fn router_addr(self) -> String {
-        format!("172.16.{}.2", self.index())
+    /// The transit router's address facing this gateway's transit `t`.
+    fn router_addr(self, t: usize) -> String {
+        format!("172.16.{}.2", self.transit_subnet(t))
+    }
+    fn transit_subnet(self, t: usize) -> usize {
+        usize::from(self.index()) * 10 + t
     }
     /// The prefix behind this gateway's leaf.
     pub fn local_prefix(self) -> &'static str {
@@ -268,7 +272,7 @@ pub fn gateway_yaml(p: &GatewayPlan<'_>) -> String {
             y,
             "  - name: {}\n    listen: \"{}:{}\"\n    capacity: 100Gbps\n",
             me.transit_name(t),
-            me.transit_addr(),
+            me.transit_addr(t),
             WG_PORT + t as u16
         );
     }
@@ -298,7 +302,7 @@ pub fn gateway_yaml(p: &GatewayPlan<'_>) -> String {
                 pl = peer.letter(),
                 peer_transit = peer.transit_name(pt),
                 peer_key = p.peer_public_key,
-                endpoint = peer.transit_addr(),
+                endpoint = peer.transit_addr(pt),
                 port = WG_PORT + pt as u16,
                 echo = 7054 + u16::from(me.index()),
                 peer_echo = 7054 + u16::from(peer.index()),
@@ -398,15 +402,18 @@ pub struct Topology {
     pub gwa: Netns,
     pub gwb: Netns,
     pub sink: Netns,
-    /// The veth ends facing a gateway that belong to no gateway: the generator's, the
-    /// router's two and the sink's.
+    /// The veth ends facing a gateway that belong to no gateway: the generator's, the sink's
+    /// and the router's.
     pub peers: Vec<Link>,
 }
 
 impl Topology {
-    /// gen -- gwa -- tr -- gwb -- sink, every veth with `queues` queues, permanent neighbour
-    /// entries on every link (no ARP on the measured path), the transit router forwarding.
-    pub fn build(queues: u32) -> anyhow::Result<Topology> {
+    /// gen -- gwa -- tr -- gwb -- sink, with one gateway-router veth per transit, every veth
+    /// with `queues` queues, permanent neighbour entries on every link (no ARP on the measured
+    /// path), the transit router forwarding. A gateway with two transits sends from each
+    /// transit's address through that transit's veth (source routing, as a multihomed host).
+    pub fn build(queues: u32, transits: usize) -> anyhow::Result<Topology> {
+        let transits = transits.clamp(1, 2);
         let mut tb = Testbed::new()?;
         let gen = tb.add_netns("gen")?;
         let gwa = tb.add_netns("gwa")?;
@@ -416,39 +423,47 @@ impl Topology {
         tr.sysctl("net.ipv4.ip_forward", "1")?;
 
         let (gen_if, gwa_fabric) = tb.add_veth(&gen, &gwa, queues)?;
-        let (gwa_transit, tr_a) = tb.add_veth(&gwa, &tr, queues)?;
-        let (tr_b, gwb_transit) = tb.add_veth(&tr, &gwb, queues)?;
         let (gwb_fabric, sink_if) = tb.add_veth(&gwb, &sink, queues)?;
-        let pairs: [(&Link, String, &Link, String, u8); 4] = [
-            (&gen_if, GEN_VTEP.into(), &gwa_fabric, Side::A.vtep(), 24),
-            (
-                &gwa_transit,
-                Side::A.transit_addr(),
-                &tr_a,
-                Side::A.router_addr(),
-                24,
-            ),
-            (
-                &tr_b,
-                Side::B.router_addr(),
-                &gwb_transit,
-                Side::B.transit_addr(),
-                24,
-            ),
-            (&gwb_fabric, Side::B.vtep(), &sink_if, SINK_VTEP.into(), 24),
+        // (gateway end, its address, peer end, its address)
+        let mut pairs: Vec<(Link, String, Link, String)> = vec![
+            (gwa_fabric, Side::A.vtep(), gen_if, GEN_VTEP.into()),
+            (gwb_fabric, Side::B.vtep(), sink_if, SINK_VTEP.into()),
         ];
-        for (x, x_addr, y, y_addr, len) in &pairs {
-            x.add_addr(&format!("{x_addr}/{len}"))?;
-            y.add_addr(&format!("{y_addr}/{len}"))?;
+        for (side, ns) in [(Side::A, &gwa), (Side::B, &gwb)] {
+            for t in 0..transits {
+                let (gw_end, tr_end) = tb.add_veth(ns, &tr, queues)?;
+                pairs.push((gw_end, side.transit_addr(t), tr_end, side.router_addr(t)));
+            }
+        }
+        for (x, x_addr, y, y_addr) in &pairs {
+            x.add_addr(&format!("{x_addr}/24"))?;
+            y.add_addr(&format!("{y_addr}/24"))?;
             x.add_neighbor(y_addr, &y.mac()?)?;
             y.add_neighbor(x_addr, &x.mac()?)?;
         }
-        gwa.route("172.16.0.0/16", &format!("via {}", Side::A.router_addr()))?;
-        gwb.route("172.16.0.0/16", &format!("via {}", Side::B.router_addr()))?;
+        for (side, ns) in [(Side::A, &gwa), (Side::B, &gwb)] {
+            ns.route("172.16.0.0/16", &format!("via {}", side.router_addr(0)))?;
+            for t in 1..transits {
+                let table = (100 + t).to_string();
+                ns.ip([
+                    "rule",
+                    "add",
+                    "from",
+                    &side.transit_addr(t),
+                    "table",
+                    &table,
+                ])?;
+                ns.route(
+                    "172.16.0.0/16",
+                    &format!("via {} table {table}", side.router_addr(t)),
+                )?;
+            }
+        }
+        let peers: Vec<Link> = pairs.into_iter().map(|(_, _, peer, _)| peer).collect();
         // Datagrams sent from a socket over veth carry a partial checksum that nothing would
         // finish for an AF_XDP receiver (docs/afxdp.md): the generator and the router compute
         // them in full instead, as a NIC would.
-        for link in [&gen_if, &tr_a, &tr_b, &sink_if] {
+        for link in &peers {
             link.netns
                 .exec("ethtool", ["-K", &link.name, "tx", "off"])
                 .with_context(|| format!("ethtool -K {} tx off", link.name))?;
@@ -459,7 +474,7 @@ impl Topology {
             gwa,
             gwb,
             sink,
-            peers: vec![gen_if, tr_a, tr_b, sink_if],
+            peers,
         })
     }
 
@@ -523,18 +538,16 @@ fn start_gatewan(
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let log = topo.tb.log(id);
-        if backend == Column::Afxdp && log.contains("socket backend") {
-            // A build that does not know the AF_XDP backend yet runs the socket one: that is
-            // not an AF_XDP measurement.
-            bail!(
-                "backend: afxdp asked for, but gateway {} started the socket backend: {}",
-                side.name(),
-                log.lines()
-                    .map(log_message)
-                    .find(|l| l.contains("socket backend"))
-                    .unwrap_or_default()
-            );
+        if backend == Column::Afxdp {
+            // A gateway that runs sockets is not an AF_XDP measurement, whatever it was asked.
+            if let Some(started) = started_backend(&topo.tb.log(id)) {
+                if started != "afxdp" {
+                    bail!(
+                        "backend: afxdp asked for, but gateway {} started the {started} backend",
+                        side.name()
+                    );
+                }
+            }
         }
         sockets.push(socket);
     }
@@ -600,6 +613,25 @@ fn attach_peer_xdp(topo: &mut Topology, bins: &Binaries) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The backend a gateway says it started its forwarding workers on: `backend=NAME` in the
+/// "forwarding workers started" line, or "socket" for builds that only had that backend.
+pub fn started_backend(log: &str) -> Option<String> {
+    let line = log
+        .lines()
+        .map(log_message)
+        .find(|l| l.contains("forwarding workers started"))?;
+    if line.contains("socket backend:") {
+        return Some("socket".into());
+    }
+    let value = line.split("backend=").nth(1)?;
+    let name: String = value
+        .trim_start_matches('"')
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty()).then_some(name)
+}
+
 /// How many tunnels `gatewan status` shows as established (0 while the socket does not answer).
 fn established(gatewan: &Path, socket: &Path) -> anyhow::Result<usize> {
     let out = Command::new(gatewan)
@@ -634,8 +666,8 @@ fn start_wggo(topo: &mut Topology, queues: u32) -> anyhow::Result<Forwarder> {
     let wb = topo
         .tb
         .add_wireguard_go_env(&gwb, WG_PORT, &["10.255.0.1/31"], &env)?;
-    let a_endpoint = format!("{}:{WG_PORT}", Side::A.transit_addr()).parse()?;
-    let b_endpoint = format!("{}:{WG_PORT}", Side::B.transit_addr()).parse()?;
+    let a_endpoint = format!("{}:{WG_PORT}", Side::A.transit_addr(0)).parse()?;
+    let b_endpoint = format!("{}:{WG_PORT}", Side::B.transit_addr(0)).parse()?;
     wa.set_peer(&WgPeer {
         public_key: &wb.keys.public,
         endpoint: Some(b_endpoint),
@@ -785,7 +817,7 @@ pub fn run_column(
             })
             .collect()
     };
-    let mut topo = match Topology::build(queues) {
+    let mut topo = match Topology::build(queues, opts.transits) {
         Ok(t) => t,
         Err(e) => return failed(format!("topology: {e:#}")),
     };
@@ -1676,6 +1708,17 @@ mod tests {
             "gatewan: no such file"
         );
         assert_eq!(last_line(""), "(no output)");
+    }
+
+    #[test]
+    fn the_started_backend_is_read_from_the_gateway_log() {
+        let old = "2026-11-24T15:03:29.778513Z  INFO gatewan_control::gateway::runtime: socket backend: forwarding workers started workers=1 batch=64 gso=true";
+        assert_eq!(started_backend(old).as_deref(), Some("socket"));
+        let new = "x\n\u{1b}[2m2026-11-24T15:03:29Z\u{1b}[0m INFO gatewan_control::gateway::runtime: forwarding workers started backend=\"afxdp\" workers=2 batch=64\n";
+        assert_eq!(started_backend(new).as_deref(), Some("afxdp"));
+        let plain = "INFO x: forwarding workers started backend=socket workers=2";
+        assert_eq!(started_backend(plain).as_deref(), Some("socket"));
+        assert_eq!(started_backend("INFO fabric up"), None);
     }
 
     /// Binaries built in this test's profile (debug), so the smoke test runs today's code.
