@@ -1,9 +1,9 @@
 //! `cargo xtask bench`: gatewan's forwarding benchmark, end to end through two gateways.
 //!
 //! ```text
-//!  gen ns             gwa ns                 tr ns               gwb ns                 sink ns
-//!  pktgen gen  --veth--  gateway A  --veth--  router  --veth--  gateway B  --veth--  pktgen sink
-//!  10.0.1.2     10.0.1.1 (VTEP)  172.16.1.1   172.16.1.2 | 172.16.2.2  172.16.2.1  10.0.2.1 (VTEP)  10.0.2.2
+//!  gen ns           gwa ns                  tr ns                    gwb ns                 sink ns
+//!  pktgen gen --veth-- gateway A --veth per transit-- router --veth per transit-- gateway B --veth-- pktgen sink
+//!  10.0.1.2   10.0.1.1 (VTEP)  172.16.1t.1   172.16.1t.2 | 172.16.2t.2   172.16.2t.1  10.0.2.1 (VTEP)  10.0.2.2
 //! ```
 //!
 //! The generator sends VXLAN as a leaf does (inner 10.1.0.0/16 -> 10.2.0.0/16) to gateway A's
