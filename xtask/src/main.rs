@@ -4,8 +4,11 @@
 //!   pinned eBPF toolchain, bpf-linker), idempotently, and says what it did.
 //! - `cargo xtask test`: the README's test command: setup, fmt, clippy, then the whole suite.
 //! - `cargo xtask lab`: the README's main job, in network namespaces on this machine.
+//! - `cargo xtask bench`: gatewan (AF_XDP and socket backends) against wireguard-go, end to end
+//!   through two gateways in network namespaces (docs/benchmarks.md).
 //! - `cargo xtask simulate SCENARIO`: a controller simulator scenario (`list` lists them).
 
+mod bench;
 mod lab;
 mod setup;
 mod simulate;
@@ -32,6 +35,8 @@ enum Command {
     },
     /// Run the most complete gatewan topology that works today, in network namespaces.
     Lab,
+    /// Measure forwarding through two gateways: gatewan AF_XDP, gatewan sockets, wireguard-go.
+    Bench(bench::BenchArgs),
     /// Run a controller simulator scenario (`list` lists them; see docs/controller.md).
     Simulate {
         /// Scenario name, then `--seed N`, `--json` or `--snapshot-at SECONDS`.
@@ -48,6 +53,7 @@ fn main() -> std::process::ExitCode {
             Command::Setup => setup::run().map(drop),
             Command::Test { nextest_args } => test::run(&nextest_args),
             Command::Lab => lab::run(),
+            Command::Bench(args) => bench::run(args),
             Command::Simulate { args } => simulate::run(&args),
         });
     match result {

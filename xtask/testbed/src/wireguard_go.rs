@@ -75,9 +75,28 @@ impl Testbed {
         listen_port: u16,
         addrs: &[&str],
     ) -> Result<WireguardGo> {
+        self.add_wireguard_go_env(netns, listen_port, addrs, &[])
+    }
+
+    /// Like [`Testbed::add_wireguard_go`], with extra environment variables for the process
+    /// (e.g. `GOMAXPROCS`, to give it as many cores as the gateway it is compared with).
+    pub fn add_wireguard_go_env(
+        &mut self,
+        netns: &Netns,
+        listen_port: u16,
+        addrs: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<WireguardGo> {
         let ifname = self.unique_ifname('w');
         let keys = WgKeys::generate()?;
-        let process = self.spawn(netns, "wireguard-go", ["-f", ifname.as_str()])?;
+        let process = if env.is_empty() {
+            self.spawn(netns, "wireguard-go", ["-f", ifname.as_str()])?
+        } else {
+            // `env` execs wireguard-go in place, so the process id is wireguard-go's own.
+            let mut args: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            args.extend(["wireguard-go".into(), "-f".into(), ifname.clone()]);
+            self.spawn(netns, "env", args)?
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
         while netns.ip(["link", "show", &ifname]).is_err() {
             if Instant::now() > deadline || !self.is_running(process) {
