@@ -264,7 +264,15 @@ fn netns_xdp_afxdp_gateways_forward_pktgen_traffic_both_ways_and_count_it() {
         while tb.is_running(*process) && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(!tb.is_running(*process), "gw-{} stopped on signal {signal}", n + 1);
-        assert!(!xdp_attached(gw), "gw-{} left its XDP program attached", n + 1);
+        assert!(
+            !tb.is_running(*process),
+            "gw-{} stopped on signal {signal}",
+            n + 1
+        );
+        assert!(
+            !xdp_attached(gw),
+            "gw-{} left its XDP program attached",
+            n + 1
+        );
     }
 }

@@ -426,7 +426,7 @@ impl FlowPacket {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use gatewan_dataplane::wire::ethernet::Frame;
 

@@ -258,19 +258,11 @@ mod tests {
     use crate::spec::TrafficSpec;
 
     fn spec(v6: bool, proto: InnerProto) -> TrafficSpec {
-        let (s, d) = if v6 {
-            ("fd00:1::/64", "fd00:2::/64")
-        } else {
-            ("10.1.0.0/16", "10.2.0.0/16")
-        };
         TrafficSpec {
-            src_prefix: s.parse().unwrap(),
-            dst_prefix: d.parse().unwrap(),
+            src_addrs: 1,
             flows: 4,
-            size: 200,
-            proto,
             vni: 77,
-            ..TrafficSpec::default()
+            ..crate::packet::tests::spec(v6, proto, 200)
         }
     }
 

@@ -29,6 +29,21 @@ fn zeroed_storage() -> libc::sockaddr_storage {
     unsafe { core::mem::zeroed() }
 }
 
+fn empty_iovecs(n: usize) -> Vec<libc::iovec> {
+    vec![
+        libc::iovec {
+            iov_base: core::ptr::null_mut(),
+            iov_len: 0,
+        };
+        n
+    ]
+}
+
+fn empty_headers(n: usize) -> Vec<libc::mmsghdr> {
+    // SAFETY: mmsghdr is plain old data; zero is a valid empty header.
+    vec![unsafe { core::mem::zeroed() }; n]
+}
+
 /// A batch of receive buffers.
 pub struct RxBatch {
     bufs: Vec<u8>,
@@ -50,15 +65,8 @@ impl RxBatch {
             bufs: vec![0; batch * STRIDE],
             lens: vec![0; batch],
             addrs: vec![zeroed_storage(); batch],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: core::ptr::null_mut(),
-                    iov_len: 0,
-                };
-                batch
-            ],
-            // SAFETY: mmsghdr is plain old data; zero is a valid empty header.
-            hdrs: vec![unsafe { core::mem::zeroed() }; batch],
+            iovs: empty_iovecs(batch),
+            hdrs: empty_headers(batch),
             count: 0,
         }
     }
@@ -191,15 +199,8 @@ impl TxQueue {
         Self {
             entries: Vec::with_capacity(batch),
             addrs: vec![any; batch],
-            iovs: vec![
-                libc::iovec {
-                    iov_base: core::ptr::null_mut(),
-                    iov_len: 0,
-                };
-                batch
-            ],
-            // SAFETY: plain old data, zero is an empty header.
-            hdrs: vec![unsafe { core::mem::zeroed() }; batch],
+            iovs: empty_iovecs(batch),
+            hdrs: empty_headers(batch),
             cmsgs: vec![[0u64; 4]; batch],
             gso,
             sent: 0,
