@@ -119,6 +119,10 @@ pub struct BenchArgs {
     /// transmission does not (docs/afxdp.md).
     #[arg(long)]
     pub peer_xdp: bool,
+    /// Run gatewan's socket backend without UDP GSO (`dataplane.gso: false`): its
+    /// one-datagram-per-message batches, as AF_XDP sends them.
+    #[arg(long)]
+    pub no_gso: bool,
 }
 
 /// What one case runs with (the parts of [`BenchArgs`] the runner needs).
@@ -133,6 +137,8 @@ pub struct Options {
     pub rate_pps: u64,
     #[serde(default)]
     pub peer_xdp: bool,
+    #[serde(default)]
+    pub no_gso: bool,
 }
 
 impl Options {
@@ -247,6 +253,8 @@ pub struct GatewayPlan<'a> {
     /// `afxdp` or `socket`.
     pub backend: &'a str,
     pub workers: u32,
+    /// UDP GSO on the socket backend.
+    pub gso: bool,
     pub control_socket: &'a Path,
 }
 
@@ -314,7 +322,7 @@ pub fn gateway_yaml(p: &GatewayPlan<'_>) -> String {
         y,
         "fabric:\n  vtep: {vtep}\n  router_mac: \"{mac}\"\n  vni: {VNI}\n  local_routes:\n\
          \x20   - prefix: {prefix}\n      vtep: {leaf}\n      router_mac: \"{leaf_mac}\"\n\
-         dataplane:\n  backend: {backend}\n  workers: {workers}\n",
+         dataplane:\n  backend: {backend}\n  workers: {workers}\n  gso: {gso}\n",
         vtep = me.vtep(),
         mac = me.router_mac(),
         prefix = me.local_prefix(),
@@ -322,6 +330,7 @@ pub fn gateway_yaml(p: &GatewayPlan<'_>) -> String {
         leaf_mac = me.leaf_mac(),
         backend = p.backend,
         workers = p.workers.max(1),
+        gso = p.gso,
     );
     y
 }
@@ -500,6 +509,7 @@ fn start_gatewan(
     backend: Column,
     queues: u32,
     transits: usize,
+    gso: bool,
 ) -> anyhow::Result<Forwarder> {
     let keys = [WgKeys::generate()?, WgKeys::generate()?];
     let mut processes = Vec::new();
@@ -513,6 +523,7 @@ fn start_gatewan(
             transits,
             backend: backend.as_str(),
             workers: queues,
+            gso,
             control_socket: &socket,
         });
         let path = topo.tb.dir().join(format!("{}.yaml", side.name()));
@@ -828,7 +839,7 @@ pub fn run_column(
     }
     let started = match column {
         Column::Afxdp | Column::Socket => {
-            start_gatewan(&mut topo, bins, column, queues, opts.transits)
+            start_gatewan(&mut topo, bins, column, queues, opts.transits, !opts.no_gso)
         }
         Column::Wggo => start_wggo(&mut topo, queues),
     };
@@ -1246,6 +1257,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         transits: args.transits.clamp(1, 2),
         rate_pps: args.rate,
         peer_xdp: args.peer_xdp,
+        no_gso: args.no_gso,
     };
     let old = match &args.compare {
         Some(path) => Some(read_report(path)?),
@@ -1397,6 +1409,7 @@ mod tests {
             transits,
             backend,
             workers,
+            gso: true,
             control_socket: &socket,
         });
         GatewayConfig::parse(&yaml, Path::new("gateway.yaml"))
@@ -1606,6 +1619,7 @@ mod tests {
                 transits: 2,
                 rate_pps: 0,
                 peer_xdp: false,
+                no_gso: false,
             },
             results,
         }
@@ -1772,6 +1786,7 @@ mod tests {
             transits: 1,
             rate_pps: 20_000,
             peer_xdp: false,
+            no_gso: false,
         };
         let results = run_column(&bins, Column::Socket, 1, &opts, &mut |_| {});
         assert_eq!(results.len(), 1);
