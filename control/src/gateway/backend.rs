@@ -56,10 +56,6 @@ fn fabric_addr(config: &GatewayConfig) -> Option<SocketAddr> {
         .map(|f| SocketAddr::new(f.vtep, vxlan::PORT))
 }
 
-fn cores() -> Vec<usize> {
-    engine::usable_cores()
-}
-
 fn bind_error(what: String, addr: SocketAddr) -> impl FnOnce(std::io::Error) -> GatewayError {
     move |source| GatewayError::Bind { what, addr, source }
 }
@@ -114,7 +110,7 @@ fn socket_workers(s: &Start<'_>, workers: usize, pin: bool) -> Result<Forwarding
         ),
         _ => None,
     };
-    let cores = cores();
+    let cores = engine::usable_cores();
     let mut stats = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
     for (index, sockets) in sets.into_iter().enumerate() {
@@ -213,7 +209,7 @@ pub fn start_afxdp(s: &Start<'_>) -> Result<Forwarding, String> {
         }
         xdp.push(attached);
     }
-    let cores = cores();
+    let cores = engine::usable_cores();
     let wanted_workers = config.dataplane.workers();
     let xsk_config = {
         let ports = interfaces.len() as u32;
