@@ -123,6 +123,9 @@ pub struct BenchArgs {
     /// one-datagram-per-message batches, as AF_XDP sends them.
     #[arg(long)]
     pub no_gso: bool,
+    /// Ask for busy polling on gatewan's AF_XDP sockets (`dataplane.busy_poll: true`).
+    #[arg(long)]
+    pub busy_poll: bool,
 }
 
 /// What one case runs with (the parts of [`BenchArgs`] the runner needs).
@@ -139,6 +142,8 @@ pub struct Options {
     pub peer_xdp: bool,
     #[serde(default)]
     pub no_gso: bool,
+    #[serde(default)]
+    pub busy_poll: bool,
 }
 
 impl Options {
@@ -255,6 +260,8 @@ pub struct GatewayPlan<'a> {
     pub workers: u32,
     /// UDP GSO on the socket backend.
     pub gso: bool,
+    /// Busy polling on the AF_XDP sockets.
+    pub busy_poll: bool,
     pub control_socket: &'a Path,
 }
 
@@ -322,7 +329,7 @@ pub fn gateway_yaml(p: &GatewayPlan<'_>) -> String {
         y,
         "fabric:\n  vtep: {vtep}\n  router_mac: \"{mac}\"\n  vni: {VNI}\n  local_routes:\n\
          \x20   - prefix: {prefix}\n      vtep: {leaf}\n      router_mac: \"{leaf_mac}\"\n\
-         dataplane:\n  backend: {backend}\n  workers: {workers}\n  gso: {gso}\n",
+         dataplane:\n  backend: {backend}\n  workers: {workers}\n  gso: {gso}\n  busy_poll: {busy_poll}\n",
         vtep = me.vtep(),
         mac = me.router_mac(),
         prefix = me.local_prefix(),
@@ -331,6 +338,7 @@ pub fn gateway_yaml(p: &GatewayPlan<'_>) -> String {
         backend = p.backend,
         workers = p.workers.max(1),
         gso = p.gso,
+        busy_poll = p.busy_poll,
     );
     y
 }
@@ -510,6 +518,7 @@ fn start_gatewan(
     queues: u32,
     transits: usize,
     gso: bool,
+    busy_poll: bool,
 ) -> anyhow::Result<Forwarder> {
     let keys = [WgKeys::generate()?, WgKeys::generate()?];
     let mut processes = Vec::new();
@@ -524,6 +533,7 @@ fn start_gatewan(
             backend: backend.as_str(),
             workers: queues,
             gso,
+            busy_poll,
             control_socket: &socket,
         });
         let path = topo.tb.dir().join(format!("{}.yaml", side.name()));
@@ -838,9 +848,15 @@ pub fn run_column(
         }
     }
     let started = match column {
-        Column::Afxdp | Column::Socket => {
-            start_gatewan(&mut topo, bins, column, queues, opts.transits, !opts.no_gso)
-        }
+        Column::Afxdp | Column::Socket => start_gatewan(
+            &mut topo,
+            bins,
+            column,
+            queues,
+            opts.transits,
+            !opts.no_gso,
+            opts.busy_poll,
+        ),
         Column::Wggo => start_wggo(&mut topo, queues),
     };
     let forwarder = match started {
@@ -1258,6 +1274,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         rate_pps: args.rate,
         peer_xdp: args.peer_xdp,
         no_gso: args.no_gso,
+        busy_poll: args.busy_poll,
     };
     let old = match &args.compare {
         Some(path) => Some(read_report(path)?),
@@ -1410,6 +1427,7 @@ mod tests {
             backend,
             workers,
             gso: true,
+            busy_poll: false,
             control_socket: &socket,
         });
         GatewayConfig::parse(&yaml, Path::new("gateway.yaml"))
@@ -1620,6 +1638,7 @@ mod tests {
                 rate_pps: 0,
                 peer_xdp: false,
                 no_gso: false,
+                busy_poll: false,
             },
             results,
         }
@@ -1787,6 +1806,7 @@ mod tests {
             rate_pps: 20_000,
             peer_xdp: false,
             no_gso: false,
+            busy_poll: false,
         };
         let results = run_column(&bins, Column::Socket, 1, &opts, &mut |_| {});
         assert_eq!(results.len(), 1);

@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use gatewan_dataplane::afxdp::{PortRole, Role, XdpForwarder, XskConfig, XskWorker};
+use gatewan_dataplane::afxdp::{self, PortRole, Role, XdpForwarder, XskConfig, XskWorker};
 use gatewan_dataplane::engine::{self, Clock, Engine, PublishedStats};
 use gatewan_dataplane::ifname;
 use gatewan_dataplane::route::RouteHandle;
@@ -220,6 +220,7 @@ pub fn start_afxdp(s: &Start<'_>) -> Result<Forwarding, String> {
             ..XskConfig::default()
         };
         XskConfig {
+            busy_poll: config.dataplane.busy_poll().then(afxdp::BusyPoll::default),
             // Every port's fill ring full, plus as much again in flight on the TX rings.
             frames: (base.ring_size * 2 * ports).max(base.frames),
             batch: config.dataplane.batch().min(base.ring_size as usize) as u32,

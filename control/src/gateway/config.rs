@@ -100,6 +100,10 @@ pub struct Dataplane {
     /// Send runs of equal-size datagrams to one peer as one UDP GSO send (default true).
     #[serde(default)]
     pub gso: Option<bool>,
+    /// AF_XDP: ask the kernel for busy polling on the workers' sockets (SO_PREFER_BUSY_POLL,
+    /// SO_BUSY_POLL), where it allows it (default false).
+    #[serde(default)]
+    pub busy_poll: Option<bool>,
 }
 
 impl Dataplane {
@@ -116,6 +120,10 @@ impl Dataplane {
 
     pub fn gso(&self) -> bool {
         self.gso.unwrap_or(true)
+    }
+
+    pub fn busy_poll(&self) -> bool {
+        self.busy_poll.unwrap_or(false)
     }
 
     fn check(self) -> Result<Self, ConfigError> {
