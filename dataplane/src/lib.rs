@@ -8,6 +8,7 @@ pub mod engine;
 #[cfg(feature = "fixture")]
 pub mod fixture;
 pub mod ifname;
+pub mod neigh;
 pub mod pipeline;
 pub mod route;
 pub mod socket;

@@ -126,6 +126,11 @@ struct Owner {
     clock: Clock,
     status: Arc<Mutex<Snapshot>>,
     commands: mpsc::UnboundedReceiver<Command>,
+    /// Destinations AF_XDP workers had no next hop for, what the kernel resolved them to,
+    /// and when to look again.
+    wanted_next_hops: std::collections::BTreeSet<IpAddr>,
+    next_hops: Vec<(IpAddr, gatewan_dataplane::wire::ethernet::MacAddr)>,
+    resolve_at: Option<Instant>,
 }
 
 /// What the control endpoint asks of the owner.
@@ -326,6 +331,9 @@ pub async fn run_until(
         clock,
         status: Arc::clone(&status),
         commands,
+        wanted_next_hops: Default::default(),
+        next_hops: Vec::new(),
+        resolve_at: None,
     };
     let task = tokio::spawn(owner.run(stopped));
 
@@ -441,11 +449,17 @@ impl Owner {
             }
             self.on_timers(now, &mut tx);
             self.publish_sessions();
+            if self.resolve_at.is_some_and(|at| at <= now) {
+                self.resolve_next_hops(now);
+            }
             if now >= next_status {
                 self.publish(now);
                 next_status = now + STATUS_PERIOD;
             }
             let mut wake = next_status.min(now + ABSORB_PERIOD);
+            if let Some(at) = self.resolve_at {
+                wake = wake.min(at);
+            }
             for io in &self.transits {
                 if let Some(deadline) = io.device.next_deadline() {
                     wake = wake.min(self.clock.mono(deadline));
@@ -487,8 +501,12 @@ impl Owner {
                 self.on_handshake(t, parcel.bytes_mut(), src, tx);
             }
             ParcelKind::Local => self.on_local(tunnel, parcel.bytes(), tx),
-            ParcelKind::SendTransit(t) => self.send_transit(t, parcel.bytes(), parcel.src),
+            ParcelKind::SendTransit(t) => {
+                self.want_next_hop(parcel.src.ip());
+                self.send_transit(t, parcel.bytes(), parcel.src);
+            }
             ParcelKind::SendFabric => {
+                self.want_next_hop(parcel.src.ip());
                 if let Some(socket) = &self.fabric_socket {
                     if let Err(e) = socket.send_to(parcel.bytes(), parcel.src) {
                         tracing::debug!(to = %parcel.src, error = %e, "fabric send");
@@ -506,6 +524,31 @@ impl Owner {
         }
         // A handshake may have made a session: publish it before the next parcel.
         self.publish_sessions();
+    }
+
+    /// A worker had no next hop for `ip`: the kernel resolves it as it sends this datagram;
+    /// read its tables shortly after and publish what it found.
+    fn want_next_hop(&mut self, ip: IpAddr) {
+        if self.wanted_next_hops.insert(ip) || self.resolve_at.is_none() {
+            let soon = Instant::now() + Duration::from_millis(20);
+            self.resolve_at = Some(self.resolve_at.map_or(soon, |at| at.min(soon)));
+        }
+    }
+
+    /// Resolves the wanted next hops through the kernel's tables and publishes them if they
+    /// changed; looks again every second (a MAC can change, an entry can appear late).
+    fn resolve_next_hops(&mut self, now: Instant) {
+        let found = gatewan_dataplane::neigh::resolve(self.wanted_next_hops.iter().copied());
+        if found != self.next_hops {
+            tracing::debug!(
+                resolved = found.len(),
+                wanted = self.wanted_next_hops.len(),
+                "next hops from the kernel"
+            );
+            self.engine.publish_neighbours(found.clone());
+            self.next_hops = found;
+        }
+        self.resolve_at = Some(now + Duration::from_secs(1));
     }
 
     fn on_command(&mut self, command: Command) {

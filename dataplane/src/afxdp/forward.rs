@@ -9,9 +9,10 @@
 //!
 //! Next hops: the MAC address to send a datagram to is learned from received frames (the
 //! source MAC of frames from that IP address: the transit router for a WireGuard peer, the
-//! leaf for a VTEP), in a small fixed table. A datagram for an address not yet learned goes
-//! to the owner, which sends it through the kernel (which resolves the neighbour); the answer
-//! it provokes teaches the worker the MAC.
+//! leaf for a VTEP), in a small fixed table, or from the next hops the owner resolved through
+//! the kernel's route and neighbour tables (`crate::neigh`). A datagram for an address known
+//! neither way goes to the owner, which sends it through the kernel (which resolves the
+//! neighbour) and then publishes what the kernel resolved.
 
 use core::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -273,7 +274,12 @@ fn forward(
         Role::Fabric { vtep } => SocketAddr::new(vtep, entropy_port(frame.chunk(), &range)),
         Role::Transit { listen, .. } => listen,
     };
-    let Some(next_hop) = neighbours.get(&to.ip()) else {
+    let known = neighbours.get(&to.ip()).or_else(|| {
+        let mac = worker.published_next_hop(to.ip())?;
+        neighbours.learn(to.ip(), mac);
+        Some(mac)
+    });
+    let Some(next_hop) = known else {
         // Not learned yet: the kernel sends this one and resolves the neighbour.
         let kind = match out.role {
             Role::Fabric { .. } => ParcelKind::SendFabric,

@@ -32,6 +32,7 @@ use arc_swap::{ArcSwap, Cache};
 use crate::drop::DropReason;
 use crate::pipeline::{self, Fabric, FABRIC_HEADROOM};
 use crate::route::{FlowHasher, RouteReader, TunnelId as RouteTunnel};
+use crate::wire::ethernet::MacAddr;
 use crate::wire::{ipv4, ipv6};
 use crate::wireguard::{
     self as wg,
@@ -96,7 +97,13 @@ pub struct Engine {
     sessions: Vec<Arc<ArcSwap<SessionTable>>>,
     hasher: FlowHasher,
     handoff: Arc<Handoff>,
+    /// Next hops the owner resolved through the kernel's tables (for backends that write
+    /// Ethernet headers), by destination.
+    neighbours: Arc<ArcSwap<NextHops>>,
 }
+
+/// Destination -> next-hop MAC, as the owner resolved them.
+pub type NextHops = Vec<(IpAddr, MacAddr)>;
 
 impl Engine {
     /// `transits` session tables in transit order; `tunnels` in route-table order.
@@ -129,7 +136,18 @@ impl Engine {
                 .collect(),
             hasher,
             handoff,
+            neighbours: Arc::new(ArcSwap::from_pointee(Vec::new())),
         }
+    }
+
+    /// Publishes the next hops the owner resolved (destination -> MAC).
+    pub fn publish_neighbours(&self, neighbours: NextHops) {
+        self.neighbours.store(Arc::new(neighbours));
+    }
+
+    /// The published next hops.
+    pub fn neighbours(&self) -> Arc<NextHops> {
+        self.neighbours.load_full()
     }
 
     /// Publishes a transit's new session table (the owner calls this when it changed).
@@ -162,6 +180,7 @@ pub struct Worker {
     engine: Arc<Engine>,
     routes: RouteReader,
     sessions: Vec<Cache<Arc<ArcSwap<SessionTable>>, Arc<SessionTable>>>,
+    neighbours: Cache<Arc<ArcSwap<NextHops>>, Arc<NextHops>>,
     /// Where an oversize packet waits while the ICMP error is written over it.
     scratch: Box<[u8; PARCEL_LEN]>,
     pub stats: WorkerStats,
@@ -175,10 +194,12 @@ impl Worker {
             .map(|s| Cache::new(Arc::clone(s)))
             .collect();
         let stats = WorkerStats::new(engine.tunnels.len());
+        let neighbours = Cache::new(Arc::clone(&engine.neighbours));
         Self {
             engine,
             routes,
             sessions,
+            neighbours,
             scratch: Box::new([0; PARCEL_LEN]),
             stats,
         }
@@ -186,6 +207,16 @@ impl Worker {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The MAC the owner resolved for `dst` through the kernel, if any (a short list: the
+    /// destinations workers asked about).
+    pub fn published_next_hop(&mut self, dst: IpAddr) -> Option<MacAddr> {
+        self.neighbours
+            .load()
+            .iter()
+            .find(|(ip, _)| *ip == dst)
+            .map(|(_, mac)| *mac)
     }
 
     /// A VXLAN datagram from a leaf at `buf[payload]` (the UDP payload).
