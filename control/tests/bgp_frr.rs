@@ -4,9 +4,12 @@
 //! Namespace `leaf` runs zebra and bgpd (10.99.0.1/30, VTEP 10.99.7.3, bridge br100 with
 //! router MAC 02:00:00:00:00:03, vxlan100), namespace `gw` runs bgpctl (10.99.0.2/30).
 
+mod bgp_common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bgp_common::wait_for;
 use gatewan_control::bgp::config::{
     Config, ExportConfig, GatewayConfig, ImportConfig, PeerConfig, PrefixConfig,
 };
@@ -34,17 +37,6 @@ fn chown_frr(path: &Path) {
         .output()
         .expect("chown");
     assert!(out.status.success(), "chown {}: {out:?}", path.display());
-}
-
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 struct Leaf {
@@ -178,7 +170,7 @@ router bgp 65003
     }
 
     fn wait_vtysh(&self, cmd: &str, want: &str) {
-        wait_for(&format!("`{cmd}` to show {want:?}"), || {
+        wait_for(&format!("`{cmd}` to show {want:?}"), WAIT, || {
             self.vtysh(cmd).contains(want).then_some(())
         });
     }

@@ -4,15 +4,16 @@
 //! Topology: namespace `rr` runs gobgpd (10.99.0.1/30), namespace `gw` runs bgpctl
 //! (10.99.0.2/30) on a tokio runtime whose threads were created inside that namespace.
 
+mod bgp_common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use gatewan_control::bgp::config::{
-    Config, ExportConfig, GatewayConfig, ImportConfig, PeerConfig, PrefixConfig,
-};
-use gatewan_control::bgp::rib::{ExportSet, ImportedRoute};
+use bgp_common::{export, export_set, wait_for};
+use gatewan_control::bgp::config::{Config, ImportConfig, PeerConfig};
+use gatewan_control::bgp::rib::ImportedRoute;
 use gatewan_control::bgp::session::State;
 use gatewan_control::bgp::speaker::{self, BgpHandle};
 use gatewan_testbed::{require, Need, Netns, ProcessId, Testbed};
@@ -109,7 +110,7 @@ impl Lab {
                 ["-p", "-f", &conf, "--api-hosts", &api, "--pprof-disable"],
             )
             .expect("spawn gobgpd");
-        wait_for("gobgpd API", || self.gobgp(&["global"]).ok());
+        wait_for("gobgpd API", WAIT, || self.gobgp(&["global"]).ok());
     }
 
     fn gobgp(&self, args: &[&str]) -> Result<String, String> {
@@ -188,46 +189,9 @@ impl Lab {
     }
 }
 
-fn export(prefixes: &[(&str, &[&str])]) -> ExportConfig {
-    let gw = |vtep: &str, mac: &str| GatewayConfig {
-        vtep: vtep.parse().expect("vtep"),
-        router_mac: mac.parse().expect("mac"),
-        rd: None,
-    };
-    ExportConfig {
-        vni: 2204857,
-        route_targets: vec!["65000:2204857".parse().expect("rt")],
-        gateways: [
-            ("gw1".to_owned(), gw("10.184.84.44", "70:5b:83:6b:72:a9")),
-            ("gw2".to_owned(), gw("10.184.84.45", "70:5b:83:6b:72:aa")),
-        ]
-        .into(),
-        prefixes: prefixes
-            .iter()
-            .map(|(p, g)| PrefixConfig {
-                prefix: p.parse().expect("prefix"),
-                gateways: g.iter().map(|s| s.to_string()).collect(),
-            })
-            .collect(),
-    }
-}
-
-fn export_set(prefixes: &[(&str, &[&str])]) -> ExportSet {
-    let mut c = Config::parse("local_as: 1\nrouter_id: 10.0.0.1\npeers: []\n").expect("config");
-    c.export = Some(export(prefixes));
-    c.export_set()
-}
-
-/// Polls `probe` until it returns something (a condition wait; the bound is only a safety net).
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+/// The least configuration an export set can be computed from.
+fn minimal() -> Config {
+    Config::parse("local_as: 1\nrouter_id: 10.0.0.1\npeers: []\n").expect("config")
 }
 
 async fn wait_async<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
@@ -356,10 +320,10 @@ fn gobgp_exports_appear_with_rd_label_next_hop_mac_encap_rt_and_withdraws_remove
         assert_eq!(v6["nlri"]["value"]["gateway"], "::");
 
         // gw2 stops serving 10.188/14: only its route goes away.
-        h.set_exports(export_set(&[
-            ("10.188.0.0/14", &["gw1"]),
-            ("fd05::/16", &["gw1"]),
-        ]))
+        h.set_exports(export_set(
+            minimal(),
+            &[("10.188.0.0/14", &["gw1"]), ("fd05::/16", &["gw1"])],
+        ))
         .await
         .expect("exports");
         let paths = wait_async("gw2's route withdrawn", async || {
@@ -373,7 +337,9 @@ fn gobgp_exports_appear_with_rd_label_next_hop_mac_encap_rt_and_withdraws_remove
         assert_eq!(st.peers[0].routes_sent, 2);
 
         // Nothing to export: the IPv4 and IPv6 routes are withdrawn.
-        h.set_exports(export_set(&[])).await.expect("exports");
+        h.set_exports(export_set(minimal(), &[]))
+            .await
+            .expect("exports");
         wait_async("every route withdrawn", async || {
             lab.rib_paths().is_empty().then_some(())
         })
@@ -471,19 +437,19 @@ fn gobgp_restart_re_establishes_and_re_sends_everything() {
         .enable_all()
         .build()
         .expect("client runtime");
-    wait_for("3 routes in gobgpd", || {
+    wait_for("3 routes in gobgpd", WAIT, || {
         (lab_ref.rib_paths().len() == 3).then_some(())
     });
 
     // A crash: gobgpd dies without a NOTIFICATION, then comes back empty.
     let old = lab_ref.gobgpd;
     lab_ref.tb.kill(old);
-    wait_for("session down", || {
+    wait_for("session down", WAIT, || {
         let st = client.block_on(h.status()).ok()?;
         (st.peers[0].state != State::Established).then_some(())
     });
     lab_ref.start_gobgpd();
-    let paths = wait_for("3 routes again", || {
+    let paths = wait_for("3 routes again", WAIT, || {
         let p = lab_ref.rib_paths();
         (p.len() == 3).then_some(p)
     });

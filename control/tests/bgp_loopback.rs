@@ -1,13 +1,14 @@
 //! Two bgpctl speakers in one process over loopback TCP: one exports, the other imports.
 //! Exercises the tokio adapter, the control endpoint and collision resolution without root.
 
+mod bgp_common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use gatewan_control::bgp::config::{
-    Config, ExportConfig, GatewayConfig, ImportConfig, PeerConfig, PrefixConfig,
-};
+use bgp_common::{export, export_set};
+use gatewan_control::bgp::config::{Config, ImportConfig, PeerConfig};
 use gatewan_control::bgp::control;
 use gatewan_control::bgp::rib::{ImportEvent, ImportedRoute};
 use gatewan_control::bgp::session::State;
@@ -54,30 +55,6 @@ fn peer(port: u16, passive: bool) -> PeerConfig {
         local_address: None,
         hold_time: None,
         md5_password: None,
-    }
-}
-
-fn export(prefixes: &[(&str, &[&str])]) -> ExportConfig {
-    let gw = |vtep: &str, mac: &str| GatewayConfig {
-        vtep: vtep.parse().expect("vtep"),
-        router_mac: mac.parse().expect("mac"),
-        rd: None,
-    };
-    ExportConfig {
-        vni: 2204857,
-        route_targets: vec!["65000:2204857".parse().expect("rt")],
-        gateways: [
-            ("gw1".to_owned(), gw("10.184.84.44", "70:5b:83:6b:72:a9")),
-            ("gw2".to_owned(), gw("10.184.84.45", "70:5b:83:6b:72:aa")),
-        ]
-        .into(),
-        prefixes: prefixes
-            .iter()
-            .map(|(p, g)| PrefixConfig {
-                prefix: p.parse().expect("prefix"),
-                gateways: g.iter().map(|s| s.to_string()).collect(),
-            })
-            .collect(),
     }
 }
 
@@ -220,9 +197,7 @@ async fn loopback_export_import_withdraw_and_session_down() {
 }
 
 fn a_cfg_export(prefixes: &[(&str, &[&str])]) -> gatewan_control::bgp::rib::ExportSet {
-    let mut c = base(1, "unused");
-    c.export = Some(export(prefixes));
-    c.export_set()
+    export_set(base(1, "unused"), prefixes)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
