@@ -391,42 +391,27 @@ impl RpcClient {
     /// Subscribes to events. `filter` is Serf's syntax, e.g.
     /// `member-join,member-failed,user:gw-pl,query:gw-pl` or `*`.
     pub async fn stream(&self, filter: &str) -> Result<EventStream, RpcError> {
-        let conn = self.connection().await?;
-        let (seq, rx) = conn
-            .open_stream(
-                "stream",
-                &StreamRequest { kind: filter },
-                self.inner.options.timeout,
-            )
+        let inner = self
+            .open_stream("stream", &StreamRequest { kind: filter })
             .await?;
-        Ok(EventStream {
-            inner: StreamInner { conn, seq, rx },
-        })
+        Ok(EventStream { inner })
     }
 
     /// Streams the agent's log at `level` and above.
     pub async fn monitor(&self, level: &str) -> Result<LogStream, RpcError> {
-        let conn = self.connection().await?;
-        let (seq, rx) = conn
-            .open_stream(
-                "monitor",
-                &MonitorRequest { log_level: level },
-                self.inner.options.timeout,
-            )
+        let inner = self
+            .open_stream("monitor", &MonitorRequest { log_level: level })
             .await?;
-        Ok(LogStream {
-            inner: StreamInner { conn, seq, rx },
-        })
+        Ok(LogStream { inner })
     }
 
     /// Starts a query; acks and responses arrive on the returned stream until it ends.
     pub async fn query(&self, params: &QueryParams) -> Result<QueryStream, RpcError> {
-        let conn = self.connection().await?;
         let timeout_ns = params
             .timeout
             .map(|t| i64::try_from(t.as_nanos()).unwrap_or(i64::MAX))
             .unwrap_or(0);
-        let (seq, rx) = conn
+        let inner = self
             .open_stream(
                 "query",
                 &QueryRequest {
@@ -438,13 +423,22 @@ impl RpcClient {
                     name: &params.name,
                     payload: &params.payload,
                 },
-                self.inner.options.timeout,
             )
             .await?;
-        Ok(QueryStream {
-            inner: StreamInner { conn, seq, rx },
-            spurious: 0,
-        })
+        Ok(QueryStream { inner, spurious: 0 })
+    }
+
+    /// Opens a streaming command on the current connection.
+    async fn open_stream<B: Serialize>(
+        &self,
+        command: &'static str,
+        body: &B,
+    ) -> Result<StreamInner, RpcError> {
+        let conn = self.connection().await?;
+        let (seq, rx) = conn
+            .open_stream(command, body, self.inner.options.timeout)
+            .await?;
+        Ok(StreamInner { conn, seq, rx })
     }
 
     /// Answers a query received on an event stream of this client.
