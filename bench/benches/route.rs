@@ -116,105 +116,77 @@ macro_rules! lookups {
     };
 }
 
-/// Builds the three candidates over the same prefixes, checks they agree on every probe, and
-/// measures them in one group.
-fn compare_v4(c: &mut Criterion, title: &str, p: &[Ipv4Net], probes: &[Ipv4Addr]) {
-    let t0 = Instant::now();
-    let ours: Ipv4Lpm<u32> = p.iter().enumerate().map(|(i, n)| (*n, i as u32)).collect();
-    let built = t0.elapsed();
-    let mut pt = prefix_trie::PrefixMap::<Ipv4Net, u32>::new();
-    let mut tbm = ip_network_table::IpNetworkTable::<u32>::new();
-    for (i, n) in p.iter().enumerate() {
-        pt.insert(*n, i as u32);
-        tbm.insert(
-            ip_network::Ipv4Network::new(n.network(), n.prefix_len()).expect("canonical"),
-            i as u32,
-        );
-    }
-    for a in probes {
-        let want = tbm.longest_match_ipv4(*a).map(|(_, v)| *v);
-        assert_eq!(ours.lookup(*a).copied(), want);
-        assert_eq!(pt.get_lpm(&Ipv4Net::from(*a)).map(|(_, v)| *v), want);
-    }
-    println!(
-        "{title}: gatewan poptrie built in {built:?}, {} KiB",
-        ours.memory_bytes() / 1024
-    );
-    let ledger = Ledger::new();
-    let mut g = c.benchmark_group(title);
-    g.bench_function("treebitmap", |b| {
-        ledger.iter(
-            b,
-            "ip_network_table treebitmap",
-            lookups!(probes, |a| tbm.longest_match_ipv4(*a).map(|(_, v)| *v)),
-        )
-    });
-    g.bench_function("prefix_trie", |b| {
-        ledger.iter(
-            b,
-            "prefix-trie",
-            lookups!(probes, |a| pt.get_lpm(&Ipv4Net::from(*a)).map(|(_, v)| *v)),
-        )
-    });
-    g.bench_function("gatewan_poptrie", |b| {
-        ledger.iter(
-            b,
-            "gatewan poptrie",
-            lookups!(probes, |a| ours.lookup(*a).copied()),
-        )
-    });
-    g.finish();
-    ledger.report(title, "ip_network_table treebitmap", LOOKUPS as u64, None);
+/// Defines a function that builds the three candidates over the same prefixes of one family,
+/// checks they agree on every probe, and measures them in one group.
+macro_rules! compare {
+    ($name:ident, $net:ty, $addr:ty, $lpm:ty, $network:path, $longest:ident) => {
+        fn $name(c: &mut Criterion, title: &str, p: &[$net], probes: &[$addr]) {
+            let t0 = Instant::now();
+            let ours: $lpm = p.iter().enumerate().map(|(i, n)| (*n, i as u32)).collect();
+            let built = t0.elapsed();
+            let mut pt = prefix_trie::PrefixMap::<$net, u32>::new();
+            let mut tbm = ip_network_table::IpNetworkTable::<u32>::new();
+            for (i, n) in p.iter().enumerate() {
+                pt.insert(*n, i as u32);
+                tbm.insert(
+                    <$network>::new(n.network(), n.prefix_len()).expect("canonical"),
+                    i as u32,
+                );
+            }
+            for a in probes {
+                let want = tbm.$longest(*a).map(|(_, v)| *v);
+                assert_eq!(ours.lookup(*a).copied(), want);
+                assert_eq!(pt.get_lpm(&<$net>::from(*a)).map(|(_, v)| *v), want);
+            }
+            println!(
+                "{title}: gatewan poptrie built in {built:?}, {} KiB",
+                ours.memory_bytes() / 1024
+            );
+            let ledger = Ledger::new();
+            let mut g = c.benchmark_group(title);
+            g.bench_function("treebitmap", |b| {
+                ledger.iter(
+                    b,
+                    "ip_network_table treebitmap",
+                    lookups!(probes, |a| tbm.$longest(*a).map(|(_, v)| *v)),
+                )
+            });
+            g.bench_function("prefix_trie", |b| {
+                ledger.iter(
+                    b,
+                    "prefix-trie",
+                    lookups!(probes, |a| pt.get_lpm(&<$net>::from(*a)).map(|(_, v)| *v)),
+                )
+            });
+            g.bench_function("gatewan_poptrie", |b| {
+                ledger.iter(
+                    b,
+                    "gatewan poptrie",
+                    lookups!(probes, |a| ours.lookup(*a).copied()),
+                )
+            });
+            g.finish();
+            ledger.report(title, "ip_network_table treebitmap", LOOKUPS as u64, None);
+        }
+    };
 }
 
-fn compare_v6(c: &mut Criterion, title: &str, p: &[Ipv6Net], probes: &[Ipv6Addr]) {
-    let t0 = Instant::now();
-    let ours: Ipv6Lpm<u32> = p.iter().enumerate().map(|(i, n)| (*n, i as u32)).collect();
-    let built = t0.elapsed();
-    let mut pt = prefix_trie::PrefixMap::<Ipv6Net, u32>::new();
-    let mut tbm = ip_network_table::IpNetworkTable::<u32>::new();
-    for (i, n) in p.iter().enumerate() {
-        pt.insert(*n, i as u32);
-        tbm.insert(
-            ip_network::Ipv6Network::new(n.network(), n.prefix_len()).expect("canonical"),
-            i as u32,
-        );
-    }
-    for a in probes {
-        let want = tbm.longest_match_ipv6(*a).map(|(_, v)| *v);
-        assert_eq!(ours.lookup(*a).copied(), want);
-        assert_eq!(pt.get_lpm(&Ipv6Net::from(*a)).map(|(_, v)| *v), want);
-    }
-    println!(
-        "{title}: gatewan poptrie built in {built:?}, {} KiB",
-        ours.memory_bytes() / 1024
-    );
-    let ledger = Ledger::new();
-    let mut g = c.benchmark_group(title);
-    g.bench_function("treebitmap", |b| {
-        ledger.iter(
-            b,
-            "ip_network_table treebitmap",
-            lookups!(probes, |a| tbm.longest_match_ipv6(*a).map(|(_, v)| *v)),
-        )
-    });
-    g.bench_function("prefix_trie", |b| {
-        ledger.iter(
-            b,
-            "prefix-trie",
-            lookups!(probes, |a| pt.get_lpm(&Ipv6Net::from(*a)).map(|(_, v)| *v)),
-        )
-    });
-    g.bench_function("gatewan_poptrie", |b| {
-        ledger.iter(
-            b,
-            "gatewan poptrie",
-            lookups!(probes, |a| ours.lookup(*a).copied()),
-        )
-    });
-    g.finish();
-    ledger.report(title, "ip_network_table treebitmap", LOOKUPS as u64, None);
-}
+compare!(
+    compare_v4,
+    Ipv4Net,
+    Ipv4Addr,
+    Ipv4Lpm<u32>,
+    ip_network::Ipv4Network,
+    longest_match_ipv4
+);
+compare!(
+    compare_v6,
+    Ipv6Net,
+    Ipv6Addr,
+    Ipv6Lpm<u32>,
+    ip_network::Ipv6Network,
+    longest_match_ipv6
+);
 
 /// 100k prefixes packed under one /32 (a datacenter's /48s and /64s): deep, full nodes.
 fn v6_dense_prefixes(rng: &mut Rng) -> Vec<Ipv6Net> {
