@@ -3,12 +3,10 @@
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
 
 use ipnet::IpNet;
 use thiserror::Error;
 
-use super::extcomm::{parse_admin_value, Admin, BadRouteTarget};
 use super::{MacAddr, Reader};
 
 pub const ROUTE_TYPE_IP_PREFIX: u8 = 5;
@@ -93,38 +91,7 @@ impl fmt::Display for RouteDistinguisher {
     }
 }
 
-impl FromStr for RouteDistinguisher {
-    type Err = BadRouteTarget;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || BadRouteTarget(s.to_owned());
-        match parse_admin_value(s)? {
-            (Admin::As2(asn), value) => Ok(Self::As2 { asn, value }),
-            (Admin::Ipv4(addr), value) => Ok(Self::Ipv4 {
-                addr,
-                value: u16::try_from(value).map_err(|_| bad())?,
-            }),
-            (Admin::As4(asn), value) => Ok(Self::As4 {
-                asn,
-                value: u16::try_from(value).map_err(|_| bad())?,
-            }),
-        }
-    }
-}
-
-impl serde::Serialize for RouteDistinguisher {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for RouteDistinguisher {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
+super::extcomm::admin_value_text!(RouteDistinguisher);
 
 /// Ethernet Segment Identifier (RFC 7432 section 5); all zero for a single-homed site.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -4,7 +4,6 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
 use thiserror::Error;
 
@@ -89,38 +88,50 @@ pub(crate) enum Admin {
     As4(u32),
 }
 
-impl FromStr for RouteTarget {
-    type Err = BadRouteTarget;
+/// `FromStr` ("asn:value", "a.b.c.d:value", "asnL:value") and string serde for the types
+/// written in the (administrator, assigned number) form of RFC 4360: route targets and route
+/// distinguishers, both with the variants `As2 { asn: u16, value: u32 }`,
+/// `Ipv4 { addr, value: u16 }` and `As4 { asn: u32, value: u16 }`.
+macro_rules! admin_value_text {
+    ($ty:ty) => {
+        impl std::str::FromStr for $ty {
+            type Err = $crate::bgp::wire::extcomm::BadRouteTarget;
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || BadRouteTarget(s.to_owned());
-        match parse_admin_value(s)? {
-            (Admin::As2(asn), value) => Ok(Self::As2 { asn, value }),
-            (Admin::Ipv4(addr), value) => Ok(Self::Ipv4 {
-                addr,
-                value: u16::try_from(value).map_err(|_| bad())?,
-            }),
-            (Admin::As4(asn), value) => Ok(Self::As4 {
-                asn,
-                value: u16::try_from(value).map_err(|_| bad())?,
-            }),
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                use $crate::bgp::wire::extcomm::{parse_admin_value, Admin, BadRouteTarget};
+                let bad = || BadRouteTarget(s.to_owned());
+                match parse_admin_value(s)? {
+                    (Admin::As2(asn), value) => Ok(Self::As2 { asn, value }),
+                    (Admin::Ipv4(addr), value) => Ok(Self::Ipv4 {
+                        addr,
+                        value: u16::try_from(value).map_err(|_| bad())?,
+                    }),
+                    (Admin::As4(asn), value) => Ok(Self::As4 {
+                        asn,
+                        value: u16::try_from(value).map_err(|_| bad())?,
+                    }),
+                }
+            }
         }
-    }
-}
 
-impl serde::Serialize for RouteTarget {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
 
-impl<'de> serde::Deserialize<'de> for RouteTarget {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                <String as serde::Deserialize>::deserialize(d)?
+                    .parse()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+    };
 }
+pub(crate) use admin_value_text;
+
+admin_value_text!(RouteTarget);
 
 /// One extended community.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
