@@ -162,24 +162,31 @@ pub struct Chunk<'a> {
     pub body: &'a [u8],
 }
 
+/// The start every mesh prefix message shares: size limit, format byte, origin gateway name.
+/// Returns the origin and what follows it.
+fn message_header(bytes: &[u8], format: u8) -> Result<(&str, &[u8]), Reject> {
+    if bytes.len() > MAX_CHUNK_LEN {
+        return Err(Reject::Oversized);
+    }
+    let (&found, rest) = bytes.split_first().ok_or(Reject::Truncated)?;
+    if found != format {
+        return Err(Reject::UnknownFormat);
+    }
+    let (&n, rest) = rest.split_first().ok_or(Reject::Truncated)?;
+    let n = usize::from(n);
+    if n == 0 || n > MAX_ORIGIN_LEN {
+        return Err(Reject::BadOrigin);
+    }
+    let origin = rest.get(..n).ok_or(Reject::Truncated)?;
+    let origin = std::str::from_utf8(origin).map_err(|_| Reject::BadOrigin)?;
+    let rest = rest.get(n..).ok_or(Reject::Truncated)?;
+    Ok((origin, rest))
+}
+
 impl<'a> Chunk<'a> {
     /// Parses and checks a chunk, including that its body holds whole, canonical entries.
     pub fn parse(bytes: &'a [u8]) -> Result<Chunk<'a>, Reject> {
-        if bytes.len() > MAX_CHUNK_LEN {
-            return Err(Reject::Oversized);
-        }
-        let (&format, rest) = bytes.split_first().ok_or(Reject::Truncated)?;
-        if format != CHUNK_FORMAT {
-            return Err(Reject::UnknownFormat);
-        }
-        let (&n, rest) = rest.split_first().ok_or(Reject::Truncated)?;
-        let n = usize::from(n);
-        if n == 0 || n > MAX_ORIGIN_LEN {
-            return Err(Reject::BadOrigin);
-        }
-        let origin = rest.get(..n).ok_or(Reject::Truncated)?;
-        let origin = std::str::from_utf8(origin).map_err(|_| Reject::BadOrigin)?;
-        let rest = rest.get(n..).ok_or(Reject::Truncated)?;
+        let (origin, rest) = message_header(bytes, CHUNK_FORMAT)?;
         let fixed = rest.get(..FIXED_HEADER - 2).ok_or(Reject::Truncated)?;
         let body = rest.get(FIXED_HEADER - 2..).ok_or(Reject::Truncated)?;
         let version = u64::from_be_bytes(array(fixed, 0)?);
@@ -354,21 +361,7 @@ pub struct Delta<'a> {
 
 impl<'a> Delta<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Delta<'a>, Reject> {
-        if bytes.len() > MAX_CHUNK_LEN {
-            return Err(Reject::Oversized);
-        }
-        let (&format, rest) = bytes.split_first().ok_or(Reject::Truncated)?;
-        if format != DELTA_FORMAT {
-            return Err(Reject::UnknownFormat);
-        }
-        let (&n, rest) = rest.split_first().ok_or(Reject::Truncated)?;
-        let n = usize::from(n);
-        if n == 0 || n > MAX_ORIGIN_LEN {
-            return Err(Reject::BadOrigin);
-        }
-        let origin = rest.get(..n).ok_or(Reject::Truncated)?;
-        let origin = std::str::from_utf8(origin).map_err(|_| Reject::BadOrigin)?;
-        let rest = rest.get(n..).ok_or(Reject::Truncated)?;
+        let (origin, rest) = message_header(bytes, DELTA_FORMAT)?;
         let version = u64::from_be_bytes(array(rest, 0)?);
         let base = u64::from_be_bytes(array(rest, 8)?);
         let digest: [u8; 32] = array(rest, 16)?;
