@@ -616,6 +616,9 @@ impl Owner {
         }
         match action {
             Action::SendResponse(n) | Action::SendCookieReply(n) => {
+                // The peer sends data as soon as it has our response: the workers must know
+                // the new session before the response leaves, or they drop that data.
+                self.publish_sessions();
                 if let Some(reply) = tx.get(..n) {
                     self.send_transit(t, reply, src);
                 }
