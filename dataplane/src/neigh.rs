@@ -1,16 +1,22 @@
 //! Next hops from the kernel's tables, for backends that write Ethernet headers themselves
-//! (AF_XDP): which MAC address a datagram to an IPv4 address goes to, from `/proc/net/route`
-//! (longest prefix match, the gateway if the route has one) and `/proc/net/arp` (complete
-//! entries). Both files are per network namespace. Parsing is strict and never panics: a line
-//! that does not parse is skipped.
+//! (AF_XDP): which MAC address a datagram to an IPv4 address goes to when it leaves through a
+//! given interface, from `/proc/net/route` (longest prefix match among that interface's
+//! routes, the gateway if the route has one) and `/proc/net/arp` (complete entries on that
+//! interface). A gateway with one uplink per transit reaches the same peer through each, by a
+//! different router: the interface is part of the question. Both files are per network
+//! namespace and show the main routing table only; a destination that only another table
+//! (source routing) reaches there has no answer here, and the caller sends through the kernel
+//! instead. Parsing is strict and never panics: a line that does not parse is skipped.
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::wire::ethernet::MacAddr;
 
-/// One IPv4 route: destination, mask, gateway (unspecified when directly connected).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One IPv4 route: interface, destination, mask, gateway (unspecified when directly
+/// connected).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route4 {
+    pub iface: String,
     pub dest: Ipv4Addr,
     pub mask: Ipv4Addr,
     pub gateway: Ipv4Addr,
@@ -34,6 +40,7 @@ pub fn parse_routes(text: &str) -> Vec<Route4> {
                 return None;
             }
             Some(Route4 {
+                iface: (*f.first()?).to_owned(),
                 dest: proc_addr(f.get(1)?)?,
                 gateway: proc_addr(f.get(2)?)?,
                 mask: proc_addr(f.get(7)?)?,
@@ -42,8 +49,16 @@ pub fn parse_routes(text: &str) -> Vec<Route4> {
         .collect()
 }
 
+/// One complete neighbour entry: address, MAC, interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Arp {
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    pub iface: String,
+}
+
 /// Complete entries of `/proc/net/arp` text (flag ATF_COM).
-pub fn parse_arp(text: &str) -> Vec<(Ipv4Addr, MacAddr)> {
+pub fn parse_arp(text: &str) -> Vec<Arp> {
     text.lines()
         .skip(1)
         .filter_map(|line| {
@@ -54,7 +69,11 @@ pub fn parse_arp(text: &str) -> Vec<(Ipv4Addr, MacAddr)> {
                 return None;
             }
             let mac = parse_mac(f.get(3)?)?;
-            Some((ip, mac))
+            Some(Arp {
+                ip,
+                mac,
+                iface: (*f.get(5)?).to_owned(),
+            })
         })
         .collect()
 }
@@ -68,12 +87,13 @@ fn parse_mac(s: &str) -> Option<MacAddr> {
     parts.next().is_none().then_some(MacAddr(out))
 }
 
-/// The IPv4 next hop for `dst`: the gateway of the longest matching route, or `dst` itself
-/// when that route is directly connected.
-pub fn next_hop(routes: &[Route4], dst: Ipv4Addr) -> Option<Ipv4Addr> {
+/// The IPv4 next hop for `dst` out of `iface`: the gateway of the longest matching route
+/// through that interface, or `dst` itself when that route is directly connected.
+pub fn next_hop(routes: &[Route4], iface: &str, dst: Ipv4Addr) -> Option<Ipv4Addr> {
     let d = u32::from(dst);
     routes
         .iter()
+        .filter(|r| r.iface == iface)
         .filter(|r| d & u32::from(r.mask) == u32::from(r.dest) & u32::from(r.mask))
         .max_by_key(|r| u32::from(r.mask).count_ones())
         .map(|r| {
@@ -85,8 +105,10 @@ pub fn next_hop(routes: &[Route4], dst: Ipv4Addr) -> Option<Ipv4Addr> {
         })
 }
 
-/// Resolves each of `wanted` (IPv4 only) to a MAC through the kernel's tables, read now.
-pub fn resolve(wanted: impl IntoIterator<Item = IpAddr>) -> Vec<(IpAddr, MacAddr)> {
+/// Resolves each of `wanted` (an interface and an IPv4 destination; IPv6 ones are skipped) to
+/// the MAC of its next hop through the kernel's tables, read now. Returns the index into
+/// `wanted` of each one resolved, with its MAC.
+pub fn resolve<'a>(wanted: impl IntoIterator<Item = (&'a str, IpAddr)>) -> Vec<(usize, MacAddr)> {
     let (Ok(routes), Ok(arp)) = (
         std::fs::read_to_string("/proc/net/route"),
         std::fs::read_to_string("/proc/net/arp"),
@@ -96,11 +118,12 @@ pub fn resolve(wanted: impl IntoIterator<Item = IpAddr>) -> Vec<(IpAddr, MacAddr
     let (routes, arp) = (parse_routes(&routes), parse_arp(&arp));
     wanted
         .into_iter()
-        .filter_map(|ip| {
+        .enumerate()
+        .filter_map(|(i, (iface, ip))| {
             let IpAddr::V4(v4) = ip else { return None };
-            let hop = next_hop(&routes, v4)?;
-            let mac = arp.iter().find(|(a, _)| *a == hop)?.1;
-            Some((ip, mac))
+            let hop = next_hop(&routes, iface, v4)?;
+            let entry = arp.iter().find(|a| a.ip == hop && a.iface == iface)?;
+            Some((i, entry.mac))
         })
         .collect()
 }
@@ -115,6 +138,8 @@ mod tests {
 eth0\t00000000\t0101A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0
 eth0\t0001A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
 vx0\t0000000A\t0200000A\t0003\t0\t0\t0\t0000FFFF\t0\t0\t0
+eth1\t0002A8C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+eth1\t0000000A\t0102A8C0\t0003\t0\t0\t0\t0000FFFF\t0\t0\t0
 down\t0000000B\t00000000\t0000\t0\t0\t0\t000000FF\t0\t0\t0
 junk line
 ";
@@ -130,7 +155,8 @@ junk line
     #[test]
     fn routes_parse_as_the_kernel_prints_them() {
         let r = parse_routes(ROUTES);
-        assert_eq!(r.len(), 3, "the down route and the junk line are skipped");
+        assert_eq!(r.len(), 5, "the down route and the junk line are skipped");
+        assert_eq!(r[2].iface, "vx0");
         assert_eq!(r[1].dest, Ipv4Addr::new(192, 168, 1, 0));
         assert_eq!(r[1].mask, Ipv4Addr::new(255, 255, 255, 0));
         assert_eq!(r[0].gateway, Ipv4Addr::new(192, 168, 1, 1));
@@ -140,20 +166,63 @@ junk line
     fn next_hop_is_the_longest_match_gateway_or_the_destination() {
         let r = parse_routes(ROUTES);
         let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-        assert_eq!(next_hop(&r, ip("192.168.1.7")), Some(ip("192.168.1.7")));
-        assert_eq!(next_hop(&r, ip("10.0.5.5")), Some(ip("10.0.0.2")));
-        assert_eq!(next_hop(&r, ip("8.8.8.8")), Some(ip("192.168.1.1")));
-        assert_eq!(next_hop(&[], ip("8.8.8.8")), None);
+        assert_eq!(
+            next_hop(&r, "eth0", ip("192.168.1.7")),
+            Some(ip("192.168.1.7"))
+        );
+        assert_eq!(next_hop(&r, "vx0", ip("10.0.5.5")), Some(ip("10.0.0.2")));
+        assert_eq!(next_hop(&r, "eth0", ip("8.8.8.8")), Some(ip("192.168.1.1")));
+        assert_eq!(next_hop(&[], "eth0", ip("8.8.8.8")), None);
+    }
+
+    #[test]
+    fn the_same_destination_has_a_next_hop_per_interface() {
+        let r = parse_routes(ROUTES);
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        // 10.0.5.5 goes through vx0's gateway or eth1's, as asked; eth0 only by default.
+        assert_eq!(next_hop(&r, "vx0", ip("10.0.5.5")), Some(ip("10.0.0.2")));
+        assert_eq!(
+            next_hop(&r, "eth1", ip("10.0.5.5")),
+            Some(ip("192.168.2.1"))
+        );
+        assert_eq!(
+            next_hop(&r, "eth0", ip("10.0.5.5")),
+            Some(ip("192.168.1.1"))
+        );
+        // An interface with no route there has no answer (the kernel sends instead).
+        assert_eq!(next_hop(&r, "down", ip("10.0.5.5")), None);
+        assert_eq!(next_hop(&r, "eth9", ip("10.0.5.5")), None);
+        // Neighbour entries count only on their own interface.
+        let arp = parse_arp(ARP);
+        assert!(arp
+            .iter()
+            .any(|a| a.ip == ip("10.0.0.2") && a.iface == "vx0"));
+        assert!(!arp
+            .iter()
+            .any(|a| a.ip == ip("10.0.0.2") && a.iface == "eth0"));
     }
 
     #[test]
     fn only_complete_arp_entries_with_valid_macs_count() {
         let a = parse_arp(ARP);
+        let entry = |ip, mac, iface: &str| Arp {
+            ip,
+            mac,
+            iface: iface.to_owned(),
+        };
         assert_eq!(
             a,
             vec![
-                (Ipv4Addr::new(192, 168, 1, 1), MacAddr([2, 0, 0, 0, 0, 1])),
-                (Ipv4Addr::new(10, 0, 0, 2), MacAddr([2, 0, 0, 0, 0, 2])),
+                entry(
+                    Ipv4Addr::new(192, 168, 1, 1),
+                    MacAddr([2, 0, 0, 0, 0, 1]),
+                    "eth0"
+                ),
+                entry(
+                    Ipv4Addr::new(10, 0, 0, 2),
+                    MacAddr([2, 0, 0, 0, 0, 2]),
+                    "vx0"
+                ),
             ]
         );
         assert_eq!(parse_mac("02:00:00:00:00"), None);

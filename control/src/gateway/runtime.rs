@@ -20,14 +20,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use gatewan_dataplane::engine::{
-    Clock, Engine, EngineTunnel, Handoff, Parcel, ParcelKind, PublishedStats, TunnelCounter,
-    WorkerCounter, WorkerStats,
+    Clock, Egress, Engine, EngineTunnel, Handoff, NextHops, Parcel, ParcelKind, PublishedStats,
+    TunnelCounter, WorkerCounter, WorkerStats,
 };
 use gatewan_dataplane::pipeline;
 use gatewan_dataplane::route::{self, FlowHasher, RouteHandle, RouteTables, TunnelGroup};
 use gatewan_dataplane::wireguard::{
     self as wg, Action, Device, Encapsulated, PeerConfig, TunnelId, DATA_HEADER_LEN,
 };
+use gatewan_dataplane::{ifname, neigh};
 use rand_core::OsRng;
 use thiserror::Error;
 use tokio::sync::{mpsc, watch};
@@ -128,8 +129,8 @@ struct Owner {
     commands: mpsc::UnboundedReceiver<Command>,
     /// Destinations AF_XDP workers had no next hop for, what the kernel resolved them to,
     /// and when to look again.
-    wanted_next_hops: std::collections::BTreeSet<IpAddr>,
-    next_hops: Vec<(IpAddr, gatewan_dataplane::wire::ethernet::MacAddr)>,
+    wanted_next_hops: std::collections::BTreeSet<(Egress, IpAddr)>,
+    next_hops: NextHops,
     resolve_at: Option<Instant>,
 }
 
@@ -501,15 +502,15 @@ impl Owner {
                 self.on_handshake(t, parcel.bytes_mut(), src, tx);
             }
             ParcelKind::Local => self.on_local(tunnel, parcel.bytes(), tx),
-            ParcelKind::SendTransit(t) => {
-                self.want_next_hop(parcel.src.ip());
-                self.send_transit(t, parcel.bytes(), parcel.src);
-            }
-            ParcelKind::SendFabric => {
-                self.want_next_hop(parcel.src.ip());
-                if let Some(socket) = &self.fabric_socket {
+            ParcelKind::Send(egress) => {
+                self.want_next_hop(egress, parcel.src.ip());
+                let socket = match egress {
+                    Egress::Transit(t) => self.transit_sockets.get(t),
+                    Egress::Fabric => self.fabric_socket.as_ref(),
+                };
+                if let Some(socket) = socket {
                     if let Err(e) = socket.send_to(parcel.bytes(), parcel.src) {
-                        tracing::debug!(to = %parcel.src, error = %e, "fabric send");
+                        tracing::debug!(?egress, to = %parcel.src, error = %e, "send");
                     }
                 }
             }
@@ -526,10 +527,10 @@ impl Owner {
         self.publish_sessions();
     }
 
-    /// A worker had no next hop for `ip`: the kernel resolves it as it sends this datagram;
-    /// read its tables shortly after and publish what it found.
-    fn want_next_hop(&mut self, ip: IpAddr) {
-        if self.wanted_next_hops.insert(ip) || self.resolve_at.is_none() {
+    /// A worker had no next hop for `ip` out of `egress`: the kernel resolves it as it sends
+    /// this datagram; read its tables shortly after and publish what it found.
+    fn want_next_hop(&mut self, egress: Egress, ip: IpAddr) {
+        if self.wanted_next_hops.insert((egress, ip)) || self.resolve_at.is_none() {
             let soon = Instant::now() + Duration::from_millis(20);
             self.resolve_at = Some(self.resolve_at.map_or(soon, |at| at.min(soon)));
         }
@@ -538,7 +539,27 @@ impl Owner {
     /// Resolves the wanted next hops through the kernel's tables and publishes them if they
     /// changed; looks again every second (a MAC can change, an entry can appear late).
     fn resolve_next_hops(&mut self, now: Instant) {
-        let found = gatewan_dataplane::neigh::resolve(self.wanted_next_hops.iter().copied());
+        // The interface each side sends from: the one holding its socket's address.
+        let interface = |egress: Egress| -> Option<String> {
+            let socket = match egress {
+                Egress::Transit(t) => self.transit_sockets.get(t),
+                Egress::Fabric => self.fabric_socket.as_ref(),
+            }?;
+            ifname::by_address(socket.local_addr().ok()?.ip())
+        };
+        let questions: Vec<(Egress, IpAddr, String)> = self
+            .wanted_next_hops
+            .iter()
+            .filter_map(|&(egress, ip)| Some((egress, ip, interface(egress)?)))
+            .collect();
+        let found: NextHops =
+            neigh::resolve(questions.iter().map(|(_, ip, name)| (name.as_str(), *ip)))
+                .into_iter()
+                .filter_map(|(i, mac)| {
+                    let (egress, ip, _) = questions.get(i)?;
+                    Some((*egress, *ip, mac))
+                })
+                .collect();
         if found != self.next_hops {
             tracing::debug!(
                 resolved = found.len(),

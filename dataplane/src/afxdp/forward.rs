@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use super::{Action, Frame, PortId, XskWorker};
 use crate::drop::DropReason;
-use crate::engine::{self, Clock, ParcelKind, PublishedStats, Verdict, WorkerCounter};
+use crate::engine::{self, Clock, Egress, ParcelKind, PublishedStats, Verdict, WorkerCounter};
 use crate::wire::ethernet::{self, ethertype, MacAddr};
 use crate::wire::{ip_proto, ipv4, ipv6, udp, vxlan};
 
@@ -53,9 +53,11 @@ impl Role {
     }
 }
 
-/// Learned next hops: IP address -> MAC, a fixed direct-mapped table (a collision evicts).
+/// Learned next hops: (port, IP address) -> MAC, a fixed direct-mapped table (a collision
+/// evicts). The port is part of the key: a peer reached over two uplinks is behind a
+/// different router on each.
 struct Neighbours {
-    slots: Box<[Option<(IpAddr, MacAddr)>; NEIGHBOURS]>,
+    slots: Box<[Option<(PortId, IpAddr, MacAddr)>; NEIGHBOURS]>,
 }
 
 const NEIGHBOURS: usize = 1024;
@@ -67,28 +69,28 @@ impl Neighbours {
         }
     }
 
-    fn slot(ip: &IpAddr) -> usize {
+    fn slot(port: PortId, ip: &IpAddr) -> usize {
         let h = match ip {
             IpAddr::V4(a) => u64::from(u32::from(*a)),
             IpAddr::V6(a) => {
                 let b = a.octets();
                 u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]])
             }
-        };
+        } ^ (u64::from(port.0) << 40);
         (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize % NEIGHBOURS
     }
 
-    fn learn(&mut self, ip: IpAddr, mac: MacAddr) {
-        if let Some(s) = self.slots.get_mut(Self::slot(&ip)) {
-            if *s != Some((ip, mac)) {
-                *s = Some((ip, mac));
+    fn learn(&mut self, port: PortId, ip: IpAddr, mac: MacAddr) {
+        if let Some(s) = self.slots.get_mut(Self::slot(port, &ip)) {
+            if *s != Some((port, ip, mac)) {
+                *s = Some((port, ip, mac));
             }
         }
     }
 
-    fn get(&self, ip: &IpAddr) -> Option<MacAddr> {
-        match self.slots.get(Self::slot(ip)) {
-            Some(Some((k, mac))) if k == ip => Some(*mac),
+    fn get(&self, port: PortId, ip: &IpAddr) -> Option<MacAddr> {
+        match self.slots.get(Self::slot(port, ip)) {
+            Some(Some((p, k, mac))) if *p == port && k == ip => Some(*mac),
             _ => None,
         }
     }
@@ -252,7 +254,7 @@ fn forward(
         worker.stats.drop(DropReason::WrongPort);
         return Action::Drop;
     };
-    neighbours.learn(outer.src.ip(), outer.src_mac);
+    neighbours.learn(rx_port, outer.src.ip(), outer.src_mac);
     let verdict = match rx.role {
         Role::Fabric { .. } => worker.from_fabric(now, frame.chunk_mut(), outer.payload),
         Role::Transit { index, .. } => {
@@ -274,19 +276,23 @@ fn forward(
         Role::Fabric { vtep } => SocketAddr::new(vtep, entropy_port(frame.chunk(), &range)),
         Role::Transit { listen, .. } => listen,
     };
-    let known = neighbours.get(&to.ip()).or_else(|| {
-        let mac = worker.published_next_hop(to.ip())?;
-        neighbours.learn(to.ip(), mac);
+    let egress = match out.role {
+        Role::Fabric { .. } => Egress::Fabric,
+        Role::Transit { index, .. } => Egress::Transit(index),
+    };
+    let known = neighbours.get(out.port, &to.ip()).or_else(|| {
+        let mac = worker.published_next_hop(egress, to.ip())?;
+        neighbours.learn(out.port, to.ip(), mac);
         Some(mac)
     });
     let Some(next_hop) = known else {
         // Not learned yet: the kernel sends this one and resolves the neighbour.
-        let kind = match out.role {
-            Role::Fabric { .. } => ParcelKind::SendFabric,
-            Role::Transit { index, .. } => ParcelKind::SendTransit(index),
-        };
         let bytes = frame.chunk().get(range).unwrap_or_default();
-        if worker.engine().handoff().send(kind, 0, 0, to, bytes) {
+        if worker
+            .engine()
+            .handoff()
+            .send(ParcelKind::Send(egress), 0, 0, to, bytes)
+        {
             worker.stats.add(WorkerCounter::HandedToOwner, 1);
         } else {
             worker.stats.add(WorkerCounter::OwnerQueueFull, 1);
@@ -509,11 +515,25 @@ mod tests {
     fn neighbours_learn_and_evict_by_slot() {
         let mut n = Neighbours::new();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(n.get(&ip), None);
-        n.learn(ip, MacAddr([2, 0, 0, 0, 0, 9]));
-        assert_eq!(n.get(&ip), Some(MacAddr([2, 0, 0, 0, 0, 9])));
-        n.learn(ip, MacAddr([2, 0, 0, 0, 0, 8]));
-        assert_eq!(n.get(&ip), Some(MacAddr([2, 0, 0, 0, 0, 8])));
-        assert_eq!(n.get(&"10.0.0.2".parse().unwrap()), None);
+        let port = PortId(0);
+        assert_eq!(n.get(port, &ip), None);
+        n.learn(port, ip, MacAddr([2, 0, 0, 0, 0, 9]));
+        assert_eq!(n.get(port, &ip), Some(MacAddr([2, 0, 0, 0, 0, 9])));
+        n.learn(port, ip, MacAddr([2, 0, 0, 0, 0, 8]));
+        assert_eq!(n.get(port, &ip), Some(MacAddr([2, 0, 0, 0, 0, 8])));
+        assert_eq!(n.get(port, &"10.0.0.2".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn one_peer_has_a_next_hop_per_port() {
+        // The same remote gateway seen through two uplinks, behind two routers.
+        let mut n = Neighbours::new();
+        let ip: IpAddr = "172.16.20.1".parse().unwrap();
+        let (r1, r2) = (MacAddr([2, 0, 0, 0, 1, 1]), MacAddr([2, 0, 0, 0, 2, 2]));
+        n.learn(PortId(1), ip, r1);
+        n.learn(PortId(2), ip, r2);
+        assert_eq!(n.get(PortId(1), &ip), Some(r1));
+        assert_eq!(n.get(PortId(2), &ip), Some(r2));
+        assert_eq!(n.get(PortId(3), &ip), None);
     }
 }

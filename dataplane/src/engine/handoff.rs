@@ -8,6 +8,7 @@
 //! the pool or the queue is empty the packet is dropped and counted, which also bounds the
 //! work an initiation flood can push onto the owner.
 
+use super::Egress;
 use core::net::SocketAddr;
 use crossbeam_queue::ArrayQueue;
 
@@ -24,11 +25,9 @@ pub enum ParcelKind {
     Local,
     /// An inner packet for route tunnel `tunnel` that found no session.
     Stage,
-    /// A finished UDP payload for the fabric (to `src`), whose next hop the worker does not
+    /// A finished UDP payload to `src` out of this side, whose next hop the worker does not
     /// know yet: the owner sends it through the kernel, which resolves the neighbour.
-    SendFabric,
-    /// The same, for transit `n`.
-    SendTransit(usize),
+    Send(Egress),
 }
 
 pub struct Parcel {

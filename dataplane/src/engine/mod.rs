@@ -98,12 +98,20 @@ pub struct Engine {
     hasher: FlowHasher,
     handoff: Arc<Handoff>,
     /// Next hops the owner resolved through the kernel's tables (for backends that write
-    /// Ethernet headers), by destination.
+    /// Ethernet headers), by way out and destination.
     neighbours: Arc<ArcSwap<NextHops>>,
 }
 
-/// Destination -> next-hop MAC, as the owner resolved them.
-pub type NextHops = Vec<(IpAddr, MacAddr)>;
+/// Which side a datagram leaves by: the same destination can have a different next hop on
+/// each (one uplink, one router, per transit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Egress {
+    Fabric,
+    Transit(usize),
+}
+
+/// (way out, destination) -> next-hop MAC, as the owner resolved them.
+pub type NextHops = Vec<(Egress, IpAddr, MacAddr)>;
 
 impl Engine {
     /// `transits` session tables in transit order; `tunnels` in route-table order.
@@ -209,14 +217,14 @@ impl Worker {
         &self.engine
     }
 
-    /// The MAC the owner resolved for `dst` through the kernel, if any (a short list: the
-    /// destinations workers asked about).
-    pub fn published_next_hop(&mut self, dst: IpAddr) -> Option<MacAddr> {
+    /// The MAC the owner resolved for `dst` out of `egress` through the kernel, if any (a
+    /// short list: the destinations workers asked about).
+    pub fn published_next_hop(&mut self, egress: Egress, dst: IpAddr) -> Option<MacAddr> {
         self.neighbours
             .load()
             .iter()
-            .find(|(ip, _)| *ip == dst)
-            .map(|(_, mac)| *mac)
+            .find(|(e, ip, _)| *e == egress && *ip == dst)
+            .map(|(.., mac)| *mac)
     }
 
     /// A VXLAN datagram from a leaf at `buf[payload]` (the UDP payload).
