@@ -46,6 +46,8 @@ const INNER_ADDRS: u32 = 8;
 const WG_PORT: u16 = 51820;
 /// Wait after the generator stops before stopping the sink: what is still in flight lands.
 const DRAIN: Duration = Duration::from_millis(300);
+/// How long a gateway's published counters can lag (its status period, and some).
+const STATUS_REFRESH: Duration = Duration::from_millis(1100);
 
 /// One forwarder under test: a column of the table.
 #[derive(
@@ -507,6 +509,9 @@ impl Topology {
 struct Forwarder {
     processes: Vec<ProcessId>,
     labels: Vec<String>,
+    /// gatewan's control sockets, by gateway label: their gateway-wide counters say where a
+    /// case lost what it lost.
+    status: Vec<(String, PathBuf)>,
 }
 
 /// Starts gatewan on both gateways with `backend` and waits until every tunnel is
@@ -599,6 +604,11 @@ fn start_gatewan(
     Ok(Forwarder {
         processes,
         labels: vec!["gatewan A".into(), "gatewan B".into()],
+        status: ["A", "B"]
+            .into_iter()
+            .map(String::from)
+            .zip(sockets)
+            .collect(),
     })
 }
 
@@ -757,6 +767,7 @@ fn start_wggo(topo: &mut Topology, queues: u32) -> anyhow::Result<Forwarder> {
     Ok(Forwarder {
         processes: vec![wa.process, wb.process],
         labels: vec!["wireguard-go A".into(), "wireguard-go B".into()],
+        status: Vec::new(),
     })
 }
 
@@ -783,6 +794,10 @@ pub struct Measure {
     /// CPU time of the forwarding processes (both gateways) during the generator's run.
     pub cpu_s: f64,
     pub cpu_ns_per_packet: f64,
+    /// What each gatewan gateway counted during the case (`gatewan status --gateway`
+    /// counters that moved): forwarded totals and drops by reason, so a loss has a place.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 /// One cell of the table: a forwarder, a size, a queue count; measured, or why not.
@@ -916,6 +931,13 @@ fn run_case(
             forwarder_logs(topo, fwd)
         );
     }
+    let snapshot = || -> Vec<BTreeMap<String, u64>> {
+        fwd.status
+            .iter()
+            .map(|(_, socket)| gateway_counters(&bins.gatewan, socket))
+            .collect()
+    };
+    let before = snapshot();
     let (sink, (gen, cpu_ns)) = send_and_sink(
         topo,
         bins,
@@ -929,7 +951,16 @@ fn run_case(
             bail!("a forwarder exited; {}", forwarder_logs(topo, fwd));
         }
     }
-    Ok(measure(&gen, &sink, cpu_ns))
+    let mut m = measure(&gen, &sink, cpu_ns);
+    if !fwd.status.is_empty() {
+        // The gateways publish their counters once a second.
+        std::thread::sleep(STATUS_REFRESH);
+        for (((label, _), before), after) in fwd.status.iter().zip(&before).zip(snapshot()) {
+            m.counters
+                .insert(label.clone(), counter_deltas(before, &after));
+        }
+    }
+    Ok(m)
 }
 
 /// Starts a sink, runs the generator to completion, stops the sink. Returns the sink's and
@@ -1024,7 +1055,42 @@ pub fn measure(gen: &serde_json::Value, sink: &serde_json::Value, cpu_ns: u64) -
         } else {
             cpu_ns as f64 / delivered as f64
         },
+        counters: BTreeMap::new(),
     }
+}
+
+/// The gateway-wide counters of the gateway behind `socket` (empty when it does not answer).
+fn gateway_counters(gatewan: &Path, socket: &Path) -> BTreeMap<String, u64> {
+    let Ok(out) = Command::new(gatewan)
+        .args(["status", "--gateway", "--json", "--socket"])
+        .arg(socket)
+        .output()
+    else {
+        return BTreeMap::new();
+    };
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    all["counters"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The counters that moved from `before` to `after`.
+pub fn counter_deltas(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .filter_map(|(k, &v)| {
+            let d = v.saturating_sub(before.get(k).copied().unwrap_or(0));
+            (d > 0).then(|| (k.clone(), d))
+        })
+        .collect()
 }
 
 /// CPU nanoseconds (user + system, every thread) the processes have used so far.
@@ -1325,14 +1391,20 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     for &q in &queues {
         for &column in &only {
             println!("bench: {column}, {q} queue(s): setting up");
-            let mut progress = |r: &CaseResult| {
-                match (&r.measure, &r.error) {
-                (Some(m), _) => println!(
-                    "bench: {} {} B q={}: {:.3} Mpps delivered of {:.3} offered, {:.3} Gbit/s, loss {:.1} %, p50 {:.0} µs, p99 {:.0} µs, {:.0} CPU ns/pkt{}",
-                    r.column, r.size, r.queues, m.mpps, m.offered_mpps, m.gbps, m.loss_pct,
-                    m.p50_us, m.p99_us, m.cpu_ns_per_packet,
-                    if m.invalid > 0 { format!(", {} INVALID {:?}", m.invalid, m.invalid_by_reason) } else { String::new() }
-                ),
+            let mut progress = |r: &CaseResult| match (&r.measure, &r.error) {
+                (Some(m), _) => {
+                    println!(
+                        "bench: {} {} B q={}: {:.3} Mpps delivered of {:.3} offered, {:.3} Gbit/s, loss {:.1} %, p50 {:.0} µs, p99 {:.0} µs, {:.0} CPU ns/pkt{}",
+                        r.column, r.size, r.queues, m.mpps, m.offered_mpps, m.gbps, m.loss_pct,
+                        m.p50_us, m.p99_us, m.cpu_ns_per_packet,
+                        if m.invalid > 0 { format!(", {} INVALID {:?}", m.invalid, m.invalid_by_reason) } else { String::new() }
+                    );
+                    for (gateway, counters) in &m.counters {
+                        let line: Vec<String> =
+                            counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                        println!("bench:   gateway {gateway}: {}", line.join(" "));
+                    }
+                }
                 (None, e) => println!(
                     "bench: {} {} B q={}: unavailable: {}",
                     r.column,
@@ -1340,7 +1412,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     r.queues,
                     e.as_deref().unwrap_or("?")
                 ),
-            }
             };
             results.extend(run_column(&bins, column, q, &opts, &mut progress));
         }
@@ -1580,6 +1651,7 @@ mod tests {
                 p99_us: 20.0,
                 cpu_s: 1.0,
                 cpu_ns_per_packet: 1000.0 / mpps,
+                counters: BTreeMap::new(),
             }),
             error: mpps.is_none().then(|| "backend unavailable".to_owned()),
             vs_socket: None,
