@@ -1,8 +1,11 @@
 //! The AF_XDP backend end to end, both directions at once, on 2-queue veths with one worker
 //! per queue: pktgen plays each datacenter's leaf (VXLAN to its gateway), a sink plays the
 //! other datacenter's leaf, and every packet sent is counted by the gateways and the sink.
+//! Each gateway has two uplinks (one per transit provider, each behind its own router port,
+//! source-routed as a multihomed host is), so flows spread over four tunnels and every
+//! datagram must leave by its own uplink towards that uplink's router.
 //!
-//! leaf-a --veth-- gw-a --veth-- transit --veth-- gw-b --veth-- leaf-b
+//! leaf-a --veth-- gw-a ==2 veths== transit ==2 veths== gw-b --veth-- leaf-b
 
 mod common;
 
@@ -20,6 +23,7 @@ use gatewan_pktgen::TrafficSpec;
 use gatewan_testbed::{require, Need, Testbed, WgKeys};
 
 const VNI: u32 = 100;
+const UPLINKS: u8 = 2;
 const PACKETS: u64 = 4000;
 const FLOWS: u32 = 32;
 
@@ -54,23 +58,47 @@ fn status(socket: &Path) -> (Vec<serde_json::Value>, serde_json::Value) {
     }
 }
 
+/// Gateway `i`'s address on uplink `u`.
+fn uplink_addr(i: u8, u: u8) -> String {
+    format!("172.16.{}.1", 10 * u + i)
+}
+
 fn gateway_yaml(tb: &Testbed, i: u8, private: &str, peer_public: &str) -> (String, PathBuf) {
     let other = 3 - i;
     let socket = tb.dir().join(format!("gw{i}.sock"));
-    let yaml = format!(
+    let mut yaml = format!(
         "name: gw-{i}\ndatacenter: dc-{i}\nprivate_key: {private}\ncontrol_socket: {sock}\n\
-         probe:\n  interval: 200ms\n\
-         transits:\n  - name: uplink\n    listen: \"172.16.{i}.1:51820\"\n\
-         tunnels:\n  - name: wan0\n    transit: uplink\n    peer: gw-{other}\n    peer_datacenter: dc-{other}\n\
-         \x20   peer_public_key: {peer_public}\n    peer_endpoint: \"172.16.{other}.1:51820\"\n\
-         \x20   address_v4: \"10.255.0.{mine}/31\"\n    peer_address_v4: \"10.255.0.{theirs}\"\n\
-         \x20   peer_echo_port: 7054\n    networks: [10.{other}.0.0/16]\n\
-         fabric:\n  vtep: 10.0.{i}.1\n  router_mac: \"{rmac}\"\n  vni: {VNI}\n  local_routes:\n\
+         probe:\n  interval: 200ms\ntransits:\n",
+        sock = socket.display(),
+    );
+    for u in 0..UPLINKS {
+        yaml += &format!(
+            "  - name: uplink{u}\n    listen: \"{}:51820\"\n",
+            uplink_addr(i, u)
+        );
+    }
+    yaml += "tunnels:\n";
+    for mine in 0..UPLINKS {
+        for theirs in 0..UPLINKS {
+            // Tunnel k joins gw-1's uplink a and gw-2's uplink b, seen alike from both ends.
+            let (a, b) = if i == 1 { (mine, theirs) } else { (theirs, mine) };
+            let k = a * UPLINKS + b;
+            yaml += &format!(
+                "  - name: wan{k}\n    transit: uplink{mine}\n    peer: gw-{other}\n\
+                 \x20   peer_datacenter: dc-{other}\n    peer_transit: uplink{theirs}\n\
+                 \x20   peer_public_key: {peer_public}\n    peer_endpoint: \"{endpoint}:51820\"\n\
+                 \x20   address_v4: \"10.255.{k}.{me}/31\"\n    peer_address_v4: \"10.255.{k}.{them}\"\n\
+                 \x20   peer_echo_port: 7054\n    networks: [10.{other}.0.0/16]\n",
+                endpoint = uplink_addr(other, theirs),
+                me = i - 1,
+                them = 2 - i,
+            );
+        }
+    }
+    yaml += &format!(
+        "fabric:\n  vtep: 10.0.{i}.1\n  router_mac: \"{rmac}\"\n  vni: {VNI}\n  local_routes:\n\
          \x20   - prefix: 10.{i}.0.0/16\n      vtep: 10.0.{i}.2\n      router_mac: \"{lmac}\"\n\
          dataplane:\n  backend: afxdp\n  workers: 2\n",
-        sock = socket.display(),
-        mine = i - 1,
-        theirs = 2 - i,
         rmac = router_mac(i),
         lmac = leaf_router_mac(i),
     );
@@ -107,11 +135,24 @@ fn netns_xdp_afxdp_gateways_forward_pktgen_traffic_both_ways_and_count_it() {
     for i in 1..=2u8 {
         let leaf = tb.add_netns(&format!("leaf{i}")).expect("netns");
         let gw = tb.add_netns(&format!("gw{i}")).expect("netns");
-        let (up, tr) = tb.add_veth(&gw, &transit, 2).expect("veth");
-        up.add_addr(&format!("172.16.{i}.1/24")).expect("addr");
-        tr.add_addr(&format!("172.16.{i}.2/24")).expect("addr");
-        gw.route("172.16.0.0/16", &format!("via 172.16.{i}.2"))
-            .expect("route");
+        for u in 0..UPLINKS {
+            let (up, tr) = tb.add_veth(&gw, &transit, 2).expect("veth");
+            let net = 10 * u + i;
+            up.add_addr(&format!("172.16.{net}.1/24")).expect("addr");
+            tr.add_addr(&format!("172.16.{net}.2/24")).expect("addr");
+            // The first uplink is the main table's way out; each other one is taken by
+            // what is sent from its address.
+            let via = format!("via 172.16.{net}.2");
+            if u == 0 {
+                gw.route("172.16.0.0/16", &via).expect("route");
+            } else {
+                let table = (100 + u).to_string();
+                gw.ip(["rule", "add", "from", &uplink_addr(i, u), "table", &table])
+                    .expect("rule");
+                gw.route("172.16.0.0/16", &format!("{via} table {table}"))
+                    .expect("route");
+            }
+        }
         let (leaf_side, down) = tb.add_veth(&leaf, &gw, 2).expect("veth");
         leaf_side.add_addr(&format!("10.0.{i}.2/24")).expect("addr");
         down.add_addr(&format!("10.0.{i}.1/24")).expect("addr");
@@ -139,9 +180,10 @@ fn netns_xdp_afxdp_gateways_forward_pktgen_traffic_both_ways_and_count_it() {
             *process,
             || {
                 let (t, _) = status(socket);
-                t.first().is_some_and(|t| t["state"] == "Established")
+                t.len() == usize::from(UPLINKS * UPLINKS)
+                    && t.iter().all(|t| t["state"] == "Established")
             },
-            "the tunnel to be established",
+            "every tunnel to be established",
         );
         let (_, gw) = status(socket);
         assert_eq!(gw["dataplane"]["backend"], "afxdp", "{gw:#}");
@@ -228,15 +270,28 @@ fn netns_xdp_afxdp_gateways_forward_pktgen_traffic_both_ways_and_count_it() {
             *process,
             || {
                 let (t, gw) = status(socket);
-                let delivered = t.first().map_or(0, |t| {
-                    t["counters"]["forwarded_to_fabric"].as_u64().unwrap_or(0)
-                });
+                let delivered: u64 = t
+                    .iter()
+                    .map(|t| t["counters"]["forwarded_to_fabric"].as_u64().unwrap_or(0))
+                    .sum();
                 let taken = gw["drops"]["forwarded_from_fabric"].as_u64().unwrap_or(0);
-                last = serde_json::json!({ "tunnel": t.first(), "gateway": gw });
+                last = serde_json::json!({ "tunnels": t, "gateway": gw });
                 taken == PACKETS && delivered == PACKETS
             },
             "the gateway's counters to match what pktgen sent",
         );
+        // Flows spread over the tunnels: each uplink carried some of them.
+        for u in 0..UPLINKS {
+            let uplink = format!("uplink{u}");
+            let sent: u64 = last["tunnels"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["meta"]["sdwan_local_transit"] == uplink.as_str())
+                .map(|t| t["counters"]["tx_packets"].as_u64().unwrap_or(0))
+                .sum();
+            assert!(sent > 0, "gw-{} sent nothing on {uplink}: {last:#}", n + 1);
+        }
         let workers: Vec<u64> = last["gateway"]["dataplane"]["worker_rx_packets"]
             .as_array()
             .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
