@@ -81,7 +81,11 @@ fn gateway_yaml(tb: &Testbed, i: u8, private: &str, peer_public: &str) -> (Strin
     for mine in 0..UPLINKS {
         for theirs in 0..UPLINKS {
             // Tunnel k joins gw-1's uplink a and gw-2's uplink b, seen alike from both ends.
-            let (a, b) = if i == 1 { (mine, theirs) } else { (theirs, mine) };
+            let (a, b) = if i == 1 {
+                (mine, theirs)
+            } else {
+                (theirs, mine)
+            };
             let k = a * UPLINKS + b;
             yaml += &format!(
                 "  - name: wan{k}\n    transit: uplink{mine}\n    peer: gw-{other}\n\

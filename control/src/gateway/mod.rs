@@ -4,5 +4,6 @@ pub mod backend;
 pub mod config;
 pub mod control;
 pub mod inner;
+pub mod next_hops;
 pub mod runtime;
 pub mod status;

@@ -20,11 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use gatewan_dataplane::engine::{
-    Clock, Egress, Engine, EngineTunnel, Handoff, NextHops, Parcel, ParcelKind, PublishedStats,
+    Clock, Egress, Engine, EngineTunnel, Handoff, Parcel, ParcelKind, PublishedStats,
     TunnelCounter, WorkerCounter, WorkerStats,
 };
 use gatewan_dataplane::pipeline;
 use gatewan_dataplane::route::{self, FlowHasher, RouteHandle, RouteTables, TunnelGroup};
+use gatewan_dataplane::wire::ethernet::MacAddr;
 use gatewan_dataplane::wireguard::{
     self as wg, Action, Device, Encapsulated, PeerConfig, TunnelId, DATA_HEADER_LEN,
 };
@@ -37,6 +38,7 @@ use super::backend;
 use super::config::{Backend, GatewayConfig, Key32, Transit, Tunnel};
 use super::control::{self, ControlError, DataplaneStatus, Request, Response};
 use super::inner::{self, Inner, InnerAddrs, ProbeMethod};
+use super::next_hops::NextHopBook;
 use super::status::{self, Counters, EndpointInfo, Meta, ProbeStatus, TunnelState, TunnelStatus};
 use crate::probe::ntp::NtpTimestamp;
 use crate::probe::{Prober, Reflector};
@@ -129,9 +131,7 @@ struct Owner {
     commands: mpsc::UnboundedReceiver<Command>,
     /// Destinations AF_XDP workers had no next hop for, what the kernel resolved them to,
     /// and when to look again.
-    wanted_next_hops: std::collections::BTreeSet<(Egress, IpAddr)>,
-    next_hops: NextHops,
-    resolve_at: Option<Instant>,
+    next_hops: NextHopBook,
 }
 
 /// What the control endpoint asks of the owner.
@@ -332,9 +332,7 @@ pub async fn run_until(
         clock,
         status: Arc::clone(&status),
         commands,
-        wanted_next_hops: Default::default(),
-        next_hops: Vec::new(),
-        resolve_at: None,
+        next_hops: NextHopBook::default(),
     };
     let task = tokio::spawn(owner.run(stopped));
 
@@ -444,13 +442,18 @@ impl Owner {
         let engine = Arc::clone(&self.engine);
         loop {
             let now = Instant::now();
-            while let Some(mut parcel) = engine.handoff().recv() {
+            // At most a queue's worth per round: workers that keep the queue full must not
+            // starve the timers (probes, rekeys, next-hop resolution that ends the parcels).
+            for _ in 0..HANDOFF_CAPACITY {
+                let Some(mut parcel) = engine.handoff().recv() else {
+                    break;
+                };
                 self.on_parcel(&mut parcel, &mut tx);
                 engine.handoff().recycle(parcel);
             }
             self.on_timers(now, &mut tx);
             self.publish_sessions();
-            if self.resolve_at.is_some_and(|at| at <= now) {
+            if self.next_hops.resolve_at().is_some_and(|at| at <= now) {
                 self.resolve_next_hops(now);
             }
             if now >= next_status {
@@ -458,7 +461,7 @@ impl Owner {
                 next_status = now + STATUS_PERIOD;
             }
             let mut wake = next_status.min(now + ABSORB_PERIOD);
-            if let Some(at) = self.resolve_at {
+            if let Some(at) = self.next_hops.resolve_at() {
                 wake = wake.min(at);
             }
             for io in &self.transits {
@@ -502,8 +505,14 @@ impl Owner {
                 self.on_handshake(t, parcel.bytes_mut(), src, tx);
             }
             ParcelKind::Local => self.on_local(tunnel, parcel.bytes(), tx),
+            ParcelKind::Neighbour(egress) => {
+                if let Ok(mac) = <[u8; 6]>::try_from(parcel.bytes()) {
+                    self.next_hops.learn(egress, parcel.src.ip(), MacAddr(mac));
+                    self.publish_next_hops();
+                }
+            }
             ParcelKind::Send(egress) => {
-                self.want_next_hop(egress, parcel.src.ip());
+                self.next_hops.want(Instant::now(), egress, parcel.src.ip());
                 let socket = match egress {
                     Egress::Transit(t) => self.transit_sockets.get(t),
                     Egress::Fabric => self.fabric_socket.as_ref(),
@@ -527,17 +536,7 @@ impl Owner {
         self.publish_sessions();
     }
 
-    /// A worker had no next hop for `ip` out of `egress`: the kernel resolves it as it sends
-    /// this datagram; read its tables shortly after and publish what it found.
-    fn want_next_hop(&mut self, egress: Egress, ip: IpAddr) {
-        if self.wanted_next_hops.insert((egress, ip)) || self.resolve_at.is_none() {
-            let soon = Instant::now() + Duration::from_millis(20);
-            self.resolve_at = Some(self.resolve_at.map_or(soon, |at| at.min(soon)));
-        }
-    }
-
-    /// Resolves the wanted next hops through the kernel's tables and publishes them if they
-    /// changed; looks again every second (a MAC can change, an entry can appear late).
+    /// Reads the kernel's tables for the next hops workers asked about.
     fn resolve_next_hops(&mut self, now: Instant) {
         // The interface each side sends from: the one holding its socket's address.
         let interface = |egress: Egress| -> Option<String> {
@@ -548,28 +547,25 @@ impl Owner {
             ifname::by_address(socket.local_addr().ok()?.ip())
         };
         let questions: Vec<(Egress, IpAddr, String)> = self
-            .wanted_next_hops
-            .iter()
-            .filter_map(|&(egress, ip)| Some((egress, ip, interface(egress)?)))
+            .next_hops
+            .wanted()
+            .filter_map(|(egress, ip)| Some((egress, ip, interface(egress)?)))
             .collect();
-        let found: NextHops =
-            neigh::resolve(questions.iter().map(|(_, ip, name)| (name.as_str(), *ip)))
-                .into_iter()
-                .filter_map(|(i, mac)| {
-                    let (egress, ip, _) = questions.get(i)?;
-                    Some((*egress, *ip, mac))
-                })
-                .collect();
-        if found != self.next_hops {
-            tracing::debug!(
-                resolved = found.len(),
-                wanted = self.wanted_next_hops.len(),
-                "next hops from the kernel"
-            );
-            self.engine.publish_neighbours(found.clone());
-            self.next_hops = found;
+        let answers = neigh::resolve(questions.iter().map(|(_, ip, name)| (name.as_str(), *ip)))
+            .into_iter()
+            .filter_map(|(i, mac)| {
+                let (egress, ip, _) = questions.get(i)?;
+                Some((*egress, *ip, mac))
+            });
+        self.next_hops.resolved(now, answers);
+        self.publish_next_hops();
+    }
+
+    fn publish_next_hops(&mut self) {
+        if let Some(list) = self.next_hops.to_publish() {
+            tracing::debug!(next_hops = list.len(), "next hops published to the workers");
+            self.engine.publish_neighbours(list);
         }
-        self.resolve_at = Some(now + Duration::from_secs(1));
     }
 
     fn on_command(&mut self, command: Command) {
@@ -931,6 +927,9 @@ impl Owner {
             if n > 0 {
                 drops.insert(name.into(), n);
             }
+        }
+        if self.next_hops.refused > 0 {
+            drops.insert("next_hops_refused".into(), self.next_hops.refused);
         }
         let mut slot = self
             .status

@@ -44,6 +44,14 @@ pub struct PortRole {
 }
 
 impl Role {
+    /// The side a datagram sent in this role leaves by.
+    fn egress(&self) -> Egress {
+        match *self {
+            Role::Fabric { .. } => Egress::Fabric,
+            Role::Transit { index, .. } => Egress::Transit(index),
+        }
+    }
+
     /// Whether a datagram to `dst` is for this role.
     fn serves(&self, dst: SocketAddr) -> bool {
         match *self {
@@ -80,11 +88,14 @@ impl Neighbours {
         (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize % NEIGHBOURS
     }
 
-    fn learn(&mut self, port: PortId, ip: IpAddr, mac: MacAddr) {
-        if let Some(s) = self.slots.get_mut(Self::slot(port, &ip)) {
-            if *s != Some((port, ip, mac)) {
+    /// Returns whether the entry is new or changed.
+    fn learn(&mut self, port: PortId, ip: IpAddr, mac: MacAddr) -> bool {
+        match self.slots.get_mut(Self::slot(port, &ip)) {
+            Some(s) if *s != Some((port, ip, mac)) => {
                 *s = Some((port, ip, mac));
+                true
             }
+            _ => false,
         }
     }
 
@@ -254,7 +265,9 @@ fn forward(
         worker.stats.drop(DropReason::WrongPort);
         return Action::Drop;
     };
-    neighbours.learn(rx_port, outer.src.ip(), outer.src_mac);
+    if neighbours.learn(rx_port, outer.src.ip(), outer.src_mac) {
+        share_neighbour(worker, rx.role, outer.src.ip(), outer.src_mac);
+    }
     let verdict = match rx.role {
         Role::Fabric { .. } => worker.from_fabric(now, frame.chunk_mut(), outer.payload),
         Role::Transit { index, .. } => {
@@ -276,10 +289,7 @@ fn forward(
         Role::Fabric { vtep } => SocketAddr::new(vtep, entropy_port(frame.chunk(), &range)),
         Role::Transit { listen, .. } => listen,
     };
-    let egress = match out.role {
-        Role::Fabric { .. } => Egress::Fabric,
-        Role::Transit { index, .. } => Egress::Transit(index),
-    };
+    let egress = out.role.egress();
     let known = neighbours.get(out.port, &to.ip()).or_else(|| {
         let mac = worker.published_next_hop(egress, to.ip())?;
         neighbours.learn(out.port, to.ip(), mac);
@@ -288,15 +298,7 @@ fn forward(
     let Some(next_hop) = known else {
         // Not learned yet: the kernel sends this one and resolves the neighbour.
         let bytes = frame.chunk().get(range).unwrap_or_default();
-        if worker
-            .engine()
-            .handoff()
-            .send(ParcelKind::Send(egress), 0, 0, to, bytes)
-        {
-            worker.stats.add(WorkerCounter::HandedToOwner, 1);
-        } else {
-            worker.stats.add(WorkerCounter::OwnerQueueFull, 1);
-        }
+        worker.tell_owner(ParcelKind::Send(egress), 0, 0, to, bytes);
         return Action::Drop;
     };
     match write_outer(frame.chunk_mut(), &range, out.mac, next_hop, from, to) {
@@ -313,6 +315,23 @@ fn forward(
             Action::Drop
         }
     }
+}
+
+/// Tells the owner about a neighbour this worker learned, unless every worker knows it already:
+/// the other workers may never receive a frame from it (all its frames hashed to this queue)
+/// yet send to it.
+fn share_neighbour(worker: &mut engine::Worker, role: Role, ip: IpAddr, mac: MacAddr) {
+    let egress = role.egress();
+    if worker.published_next_hop(egress, ip) == Some(mac) {
+        return;
+    }
+    worker.tell_owner(
+        ParcelKind::Neighbour(egress),
+        0,
+        0,
+        SocketAddr::new(ip, 0),
+        &mac.0,
+    );
 }
 
 /// Parses Ethernet (with VLAN tags), IPv4 or IPv6, and UDP at `data`, which starts at chunk

@@ -28,6 +28,10 @@ pub enum ParcelKind {
     /// A finished UDP payload to `src` out of this side, whose next hop the worker does not
     /// know yet: the owner sends it through the kernel, which resolves the neighbour.
     Send(Egress),
+    /// A worker learned that `src`'s IP address is behind the MAC address in the bytes on
+    /// this side (from a frame it received): the owner publishes it to every worker, since
+    /// a peer's frames may all arrive on another worker's queue.
+    Neighbour(Egress),
 }
 
 pub struct Parcel {

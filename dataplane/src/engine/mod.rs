@@ -430,13 +430,30 @@ impl Worker {
         bytes: &[u8],
     ) -> Verdict {
         let tunnel = u32::try_from(tunnel).unwrap_or(u32::MAX);
-        if self.engine.handoff.send(kind, transit, tunnel, src, bytes) {
-            self.stats.add(WorkerCounter::HandedToOwner, 1);
+        if self.tell_owner(kind, transit, tunnel, src, bytes) {
             Verdict::Consumed
         } else {
-            self.stats.add(WorkerCounter::OwnerQueueFull, 1);
             self.drop(DropReason::NoBuffer)
         }
+    }
+
+    /// Hands a parcel to the owner, counted as handed over or as refused by a full queue.
+    pub fn tell_owner(
+        &mut self,
+        kind: ParcelKind,
+        transit: usize,
+        tunnel: u32,
+        src: SocketAddr,
+        bytes: &[u8],
+    ) -> bool {
+        let sent = self.engine.handoff.send(kind, transit, tunnel, src, bytes);
+        let counter = if sent {
+            WorkerCounter::HandedToOwner
+        } else {
+            WorkerCounter::OwnerQueueFull
+        };
+        self.stats.add(counter, 1);
+        sent
     }
 
     fn drop(&mut self, reason: DropReason) -> Verdict {
