@@ -19,10 +19,11 @@ use gatewan_dataplane::wire::ethernet::MacAddr;
 /// over); more are refused, counted, so a flood of sources cannot grow the book.
 pub const MAX_LEARNED: usize = 4096;
 
-/// How soon after a worker's question the kernel's tables are read (the kernel resolves the
-/// neighbour while it sends the datagram the worker handed over).
-const FIRST_LOOK: Duration = Duration::from_millis(20);
-/// How often they are read again (a MAC can change, an entry can appear late).
+/// A new question is put to the kernel's tables at once (a static or known neighbour answers
+/// then); one left unanswered is asked again after this, then twice as long each time (the
+/// kernel resolves the neighbour while it sends the datagram the worker handed over).
+const RETRY: Duration = Duration::from_millis(20);
+/// How often the tables are read once everything is answered (a MAC can change).
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
@@ -32,6 +33,7 @@ pub struct NextHopBook {
     learned: BTreeMap<(Egress, IpAddr), MacAddr>,
     published: NextHops,
     resolve_at: Option<Instant>,
+    retry: Duration,
     /// Learned entries refused because the book was full.
     pub refused: u64,
 }
@@ -40,8 +42,8 @@ impl NextHopBook {
     /// A worker had no next hop for `ip` out of `egress`.
     pub fn want(&mut self, now: Instant, egress: Egress, ip: IpAddr) {
         if self.wanted.insert((egress, ip)) || self.resolve_at.is_none() {
-            let soon = now + FIRST_LOOK;
-            self.resolve_at = Some(self.resolve_at.map_or(soon, |at| at.min(soon)));
+            self.resolve_at = Some(now);
+            self.retry = RETRY;
         }
     }
 
@@ -75,7 +77,18 @@ impl NextHopBook {
             .into_iter()
             .map(|(egress, ip, mac)| ((egress, ip), mac))
             .collect();
-        self.resolve_at = Some(now + LOOK_AGAIN);
+        let unanswered = self
+            .wanted
+            .iter()
+            .any(|k| !self.resolved.contains_key(k) && !self.learned.contains_key(k));
+        let wait = if unanswered {
+            let wait = self.retry.max(RETRY);
+            self.retry = (wait * 2).min(LOOK_AGAIN);
+            wait
+        } else {
+            LOOK_AGAIN
+        };
+        self.resolve_at = Some(now + wait);
     }
 
     /// The list workers should read, when it differs from the one they have (then it is
@@ -136,13 +149,22 @@ mod tests {
         let mut book = NextHopBook::default();
         assert_eq!(book.resolve_at(), None);
         book.want(t0, Egress::Fabric, ip("10.0.2.2"));
-        assert_eq!(book.resolve_at(), Some(t0 + FIRST_LOOK));
+        assert_eq!(
+            book.resolve_at(),
+            Some(t0),
+            "a new question is asked at once"
+        );
         assert_eq!(
             book.wanted().collect::<Vec<_>>(),
             vec![(Egress::Fabric, ip("10.0.2.2"))]
         );
+        // Unanswered: asked again soon, then less and less often.
+        book.resolved(t0, []);
+        assert_eq!(book.resolve_at(), Some(t0 + RETRY));
+        book.resolved(t0, []);
+        assert_eq!(book.resolve_at(), Some(t0 + 2 * RETRY));
         book.learn(Egress::Fabric, ip("10.0.2.2"), R2);
-        let later = t0 + FIRST_LOOK;
+        let later = t0 + RETRY;
         book.resolved(later, [(Egress::Fabric, ip("10.0.2.2"), R1)]);
         assert_eq!(book.resolve_at(), Some(later + LOOK_AGAIN));
         assert_eq!(
