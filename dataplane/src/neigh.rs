@@ -109,9 +109,11 @@ pub fn next_hop(routes: &[Route4], iface: &str, dst: Ipv4Addr) -> Option<Ipv4Add
 /// the MAC of its next hop through the kernel's tables, read now. Returns the index into
 /// `wanted` of each one resolved, with its MAC.
 pub fn resolve<'a>(wanted: impl IntoIterator<Item = (&'a str, IpAddr)>) -> Vec<(usize, MacAddr)> {
+    // The calling thread's namespace: `/proc/net` follows the process's main thread, which
+    // can be in another one (a thread that entered a namespace with setns).
     let (Ok(routes), Ok(arp)) = (
-        std::fs::read_to_string("/proc/net/route"),
-        std::fs::read_to_string("/proc/net/arp"),
+        std::fs::read_to_string("/proc/thread-self/net/route"),
+        std::fs::read_to_string("/proc/thread-self/net/arp"),
     ) else {
         return Vec::new();
     };

@@ -17,6 +17,7 @@ pub mod spec;
 pub mod tcp;
 pub mod tx;
 pub mod validate;
+pub mod xsk;
 
 pub use clock::{CpuTime, CpuUsage};
 pub use gen::{GenConfig, GenError, GenReport, Generator, Limits};
@@ -25,3 +26,4 @@ pub use sink::{Sink, SinkConfig, SinkError, SinkHandle, SinkMode, SinkReport};
 pub use spec::{InnerProto, TrafficSpec};
 pub use tx::{TxPort, UdpTx};
 pub use validate::{Expect, Invalid};
+pub use xsk::{XskTx, XskTxError};

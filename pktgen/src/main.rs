@@ -14,6 +14,7 @@ use gatewan_dataplane::wire::vxlan;
 use gatewan_pktgen::gen::{GenConfig, Generator, Limits};
 use gatewan_pktgen::sink::{Sink, SinkConfig, SinkMode};
 use gatewan_pktgen::validate::Expect;
+use gatewan_pktgen::XskTx;
 use gatewan_pktgen::{InnerProto, TrafficSpec};
 use ipnet::IpNet;
 
@@ -127,6 +128,13 @@ struct GenArgs {
     /// SO_SNDBUF in bytes (0: system default).
     #[arg(long, default_value_t = 0)]
     sndbuf: usize,
+    /// Send whole frames through AF_XDP on this interface (thread t on queue t) instead of
+    /// sendmmsg; needs --bind for the outer source address.
+    #[arg(long, value_name = "INTERFACE")]
+    afxdp: Option<String>,
+    /// With --afxdp: the next hop's MAC (default: from the kernel's ARP table).
+    #[arg(long, requires = "afxdp")]
+    dst_mac: Option<MacAddr>,
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -227,9 +235,20 @@ fn gen(a: GenArgs) -> Result<()> {
         },
         send_buffer: a.sndbuf,
     };
-    let generator = Generator::new(&config)?;
     let stop = stop_on_signals()?;
-    let report = generator.run_until(&stop);
+    let report = match &a.afxdp {
+        Some(interface) => {
+            let Some(bind) = a.bind else {
+                bail!("--afxdp needs --bind: the outer source address of the frames");
+            };
+            let outer = XskTx::outer(interface, bind.ip(), a.dst, a.dst_mac)?;
+            let ports = (0..a.threads.max(1) as u32)
+                .map(|queue| XskTx::open(interface, queue, outer))
+                .collect::<Result<Vec<_>, _>>()?;
+            Generator::with_ports(config.traffic, ports, config.limits)?.run_until(&stop)
+        }
+        None => Generator::new(&config)?.run_until(&stop),
+    };
     println!("{report}");
     if let Some(path) = &a.json {
         write_json(path, &report)?;

@@ -1,5 +1,5 @@
 //! Generator to sink over real sockets: loopback (no privileges) and across a veth pair
-//! between two network namespaces (`netns_`, root).
+//! between two network namespaces (`netns_`, root), sending with sendmmsg or through AF_XDP.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -7,7 +7,7 @@ use std::time::Duration;
 use gatewan_pktgen::gen::{GenConfig, GenReport, Generator, Limits};
 use gatewan_pktgen::sink::{Sink, SinkConfig, SinkHandle, SinkMode, SinkReport};
 use gatewan_pktgen::validate::Expect;
-use gatewan_pktgen::{InnerProto, TrafficSpec};
+use gatewan_pktgen::{InnerProto, TrafficSpec, XskTx};
 use gatewan_testbed::{require, Need, Testbed};
 
 /// Waits until the sink has `n` valid packets (or a generous deadline passes: a failure
@@ -216,4 +216,79 @@ fn netns_veth_ipv6_inner_tcp_two_threads() {
 #[test]
 fn netns_veth_ipv6_inner_udp_over_ipv4() {
     netns_run(false, true, InnerProto::Udp, 128, 1);
+}
+
+/// AF_XDP transmit: whole frames on each queue of the leaf's veth (one thread per queue),
+/// received by the far side's kernel and sink as any VXLAN datagram; the next hop's MAC comes
+/// from the leaf's neighbour table.
+fn netns_afxdp_run(outer_v6: bool, threads: usize) {
+    require(&[Need::Root]);
+    let mut bed = Testbed::new().expect("test bed");
+    let leaf = bed.add_netns("leaf").expect("netns");
+    let far = bed.add_netns("far").expect("netns");
+    let (a, b) = bed.add_veth(&leaf, &far, threads as u32).expect("veth");
+    let (addr_a, addr_b, plen) = if outer_v6 {
+        ("fd78::1", "fd78::2", 64)
+    } else {
+        ("10.78.0.1", "10.78.0.2", 24)
+    };
+    a.add_addr(&format!("{addr_a}/{plen}")).expect("addr");
+    b.add_addr(&format!("{addr_b}/{plen}")).expect("addr");
+    if !outer_v6 {
+        a.add_neighbor(addr_b, &b.mac().expect("mac"))
+            .expect("neigh");
+    }
+
+    let n = 3000;
+    let t = traffic(false, InnerProto::Udp, 16, 512);
+    let listen: SocketAddr = if outer_v6 {
+        "[::]:4789".parse().expect("addr")
+    } else {
+        "0.0.0.0:4789".parse().expect("addr")
+    };
+    let sink_cfg = sink_config(listen, &t, threads);
+    let sink = far
+        .run(move || Sink::spawn(sink_cfg))
+        .expect("enter")
+        .expect("sink");
+    let dst = SocketAddr::new(addr_b.parse().expect("addr"), 4789);
+    let src = addr_a.parse().expect("addr");
+    let interface = a.name.clone();
+    let limits = gen_config(dst, t.clone(), n, threads).limits;
+    // IPv6 next hops are not read from the kernel: the MAC is given, as --dst-mac does.
+    let dst_mac = outer_v6.then(|| b.mac().expect("mac").parse().expect("a MAC"));
+    let gen = leaf
+        .run(move || -> Result<GenReport, String> {
+            let outer = XskTx::outer(&interface, src, dst, dst_mac).map_err(|e| chain(&e))?;
+            let ports = (0..threads as u32)
+                .map(|q| XskTx::open(&interface, q, outer))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| chain(&e))?;
+            let generator = Generator::with_ports(t, ports, limits).map_err(|e| chain(&e))?;
+            Ok(generator.run())
+        })
+        .expect("enter")
+        .expect("AF_XDP generator");
+    let report = collect(sink, n);
+    assert_clean(&gen, report, n);
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out += &format!(": {s}");
+        source = s.source();
+    }
+    out
+}
+
+#[test]
+fn netns_afxdp_transmit_two_queues_ipv4() {
+    netns_afxdp_run(false, 2);
+}
+
+#[test]
+fn netns_afxdp_transmit_ipv6_with_a_given_next_hop() {
+    netns_afxdp_run(true, 1);
 }

@@ -918,6 +918,8 @@ impl Owner {
             workers.get(WorkerCounter::TooBigSent),
         );
         for (name, c) in [
+            ("rx_batches", WorkerCounter::RxBatches),
+            ("rx_datagrams", WorkerCounter::RxPackets),
             ("handed_to_owner", WorkerCounter::HandedToOwner),
             ("owner_queue_full", WorkerCounter::OwnerQueueFull),
             ("tx_failed", WorkerCounter::TxFailed),

@@ -500,6 +500,12 @@ impl XskWorker {
         }
     }
 
+    /// Recycles the frames the kernel has finished transmitting, without receiving anything:
+    /// for a transmit-only user (a traffic generator) that never calls [`XskWorker::poll`].
+    pub fn reap_completed(&mut self) {
+        self.reap_all();
+    }
+
     /// Recycles the frames every port's kernel side has finished transmitting.
     fn reap_all(&mut self) {
         for port in 0..self.devices.len() {
