@@ -128,6 +128,10 @@ pub struct BenchArgs {
     /// Ask for busy polling on gatewan's AF_XDP sockets (`dataplane.busy_poll: true`).
     #[arg(long)]
     pub busy_poll: bool,
+    /// The generator sends through AF_XDP (`gatewan-pktgen gen --afxdp`) instead of
+    /// sendmmsg: less of the machine goes to making traffic, more to forwarding it.
+    #[arg(long)]
+    pub gen_afxdp: bool,
 }
 
 /// What one case runs with (the parts of [`BenchArgs`] the runner needs).
@@ -146,6 +150,8 @@ pub struct Options {
     pub no_gso: bool,
     #[serde(default)]
     pub busy_poll: bool,
+    #[serde(default)]
+    pub gen_afxdp: bool,
 }
 
 impl Options {
@@ -353,6 +359,8 @@ pub struct Traffic {
     pub threads: u32,
     pub rate_pps: u64,
     pub duration: Duration,
+    /// Send through AF_XDP on this interface (the generator's veth end).
+    pub afxdp: Option<String>,
 }
 
 /// `gatewan-pktgen gen` arguments: VXLAN from leaf A to gateway A's VTEP, inner destination
@@ -378,6 +386,11 @@ pub fn gen_args(t: &Traffic, json: &Path) -> Vec<String> {
     add("rate", t.rate_pps.to_string());
     add("duration", format!("{}ms", t.duration.as_millis().max(1)));
     add("json", json.display().to_string());
+    if let Some(interface) = &t.afxdp {
+        // The next hop (A's fabric end) comes from the generator's permanent ARP entry.
+        add("afxdp", interface.clone());
+        add("bind", GEN_VTEP.into());
+    }
     args
 }
 
@@ -421,6 +434,8 @@ pub struct Topology {
     pub gwa: Netns,
     pub gwb: Netns,
     pub sink: Netns,
+    /// The generator's veth end (for `--gen-afxdp`).
+    pub gen_if: String,
     /// The veth ends facing a gateway that belong to no gateway: the generator's, the sink's
     /// and the router's.
     pub peers: Vec<Link>,
@@ -442,6 +457,7 @@ impl Topology {
         tr.sysctl("net.ipv4.ip_forward", "1")?;
 
         let (gen_if, gwa_fabric) = tb.add_veth(&gen, &gwa, queues)?;
+        let gen_name = gen_if.name.clone();
         let (gwb_fabric, sink_if) = tb.add_veth(&gwb, &sink, queues)?;
         // (gateway end, its address, peer end, its address)
         let mut pairs: Vec<(Link, String, Link, String)> = vec![
@@ -493,6 +509,7 @@ impl Topology {
             gwa,
             gwb,
             sink,
+            gen_if: gen_name,
             peers,
         })
     }
@@ -908,12 +925,14 @@ fn run_case(
     queues: u32,
     opts: &Options,
 ) -> anyhow::Result<Measure> {
+    let gen_if = opts.gen_afxdp.then(|| topo.gen_if.clone());
     let traffic = |duration| Traffic {
         size,
         flows: opts.flows,
         threads: queues,
         rate_pps: opts.rate_pps,
         duration,
+        afxdp: gen_if.clone(),
     };
     let dir = topo.tb.dir().to_path_buf();
     // Warm-up: the same traffic into a sink of its own, which must see some of it.
@@ -1341,6 +1360,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         peer_xdp: args.peer_xdp,
         no_gso: args.no_gso,
         busy_poll: args.busy_poll,
+        gen_afxdp: args.gen_afxdp,
     };
     let old = match &args.compare {
         Some(path) => Some(read_report(path)?),
@@ -1575,6 +1595,7 @@ mod tests {
                 threads: 2,
                 rate_pps: 0,
                 duration: Duration::from_millis(2500),
+                afxdp: None,
             },
             Path::new("/tmp/g.json"),
         );
@@ -1711,6 +1732,7 @@ mod tests {
                 peer_xdp: false,
                 no_gso: false,
                 busy_poll: false,
+                gen_afxdp: false,
             },
             results,
         }
@@ -1857,8 +1879,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn counter_deltas_keep_what_moved() {
+        let before: BTreeMap<String, u64> = [("a".to_owned(), 5), ("b".to_owned(), 7)]
+            .into_iter()
+            .collect();
+        let after: BTreeMap<String, u64> = [
+            ("a".to_owned(), 9),
+            ("b".to_owned(), 7),
+            ("c".to_owned(), 2),
+        ]
+        .into_iter()
+        .collect();
+        let d = counter_deltas(&before, &after);
+        assert_eq!(d.get("a"), Some(&4));
+        assert_eq!(d.get("b"), None, "unchanged counters are left out");
+        assert_eq!(d.get("c"), Some(&2), "a new counter counts from zero");
+        // A gateway restarted in between: counters that went down are not negative.
+        assert!(counter_deltas(&after, &before).is_empty());
+    }
+
     /// The socket column end to end for one size: the whole runner (topology, gateways,
-    /// warm-up, generator, sink, CPU accounting) at a modest rate, for about a second.
+    /// warm-up, generator, sink, CPU accounting, the gateways' counters) at a modest rate,
+    /// for about a second, with the generator on sendmmsg and then on AF_XDP.
     #[test]
     fn netns_bench_socket_column_delivers_valid_packets() {
         gatewan_testbed::require(&[
@@ -1868,29 +1911,38 @@ mod tests {
             Need::Tool("wg"),
         ]);
         let bins = debug_binaries();
-        let opts = Options {
-            sizes: vec![512],
-            queues: vec![1],
-            duration_s: 1.0,
-            warmup_s: 0.2,
-            flows: 16,
-            transits: 1,
-            rate_pps: 20_000,
-            peer_xdp: false,
-            no_gso: false,
-            busy_poll: false,
-        };
-        let results = run_column(&bins, Column::Socket, 1, &opts, &mut |_| {});
-        assert_eq!(results.len(), 1);
-        let r = &results[0];
-        let m = r
-            .measure
-            .as_ref()
-            .unwrap_or_else(|| panic!("not measured: {:?}", r.error));
-        assert!(m.delivered > 0, "{m:?}");
-        assert_eq!(m.invalid, 0, "{:?}", m.invalid_by_reason);
-        assert!(m.sent >= m.delivered, "{m:?}");
-        assert!(m.cpu_s > 0.0, "the gateways' CPU was charged: {m:?}");
-        assert!(m.p50_us > 0.0 && m.p99_us >= m.p50_us, "{m:?}");
+        for gen_afxdp in [false, true] {
+            let opts = Options {
+                sizes: vec![512],
+                queues: vec![1],
+                duration_s: 1.0,
+                warmup_s: 0.2,
+                flows: 16,
+                transits: 1,
+                rate_pps: 20_000,
+                peer_xdp: false,
+                no_gso: false,
+                busy_poll: false,
+                gen_afxdp,
+            };
+            let results = run_column(&bins, Column::Socket, 1, &opts, &mut |_| {});
+            assert_eq!(results.len(), 1);
+            let r = &results[0];
+            let m = r
+                .measure
+                .as_ref()
+                .unwrap_or_else(|| panic!("not measured ({gen_afxdp}): {:?}", r.error));
+            assert!(m.delivered > 0, "{m:?}");
+            assert_eq!(m.invalid, 0, "{:?}", m.invalid_by_reason);
+            assert!(m.sent >= m.delivered, "{m:?}");
+            assert!(m.cpu_s > 0.0, "the gateways' CPU was charged: {m:?}");
+            assert!(m.p50_us > 0.0 && m.p99_us >= m.p50_us, "{m:?}");
+            // Gateway A took at least what reached the sink from the fabric in the run.
+            let taken = m
+                .counters
+                .get("A")
+                .and_then(|c| c.get("forwarded_from_fabric"));
+            assert!(taken.is_some_and(|&n| n >= m.delivered), "{m:?}");
+        }
     }
 }
