@@ -46,6 +46,8 @@ const INNER_ADDRS: u32 = 8;
 const WG_PORT: u16 = 51820;
 /// Wait after the generator stops before stopping the sink: what is still in flight lands.
 const DRAIN: Duration = Duration::from_millis(300);
+/// Trials per case with --search (each halves the range the loss-free rate lies in).
+const SEARCH_STEPS: usize = 6;
 /// How long a gateway's published counters can lag (its status period, and some).
 const STATUS_REFRESH: Duration = Duration::from_millis(1100);
 
@@ -132,6 +134,14 @@ pub struct BenchArgs {
     /// sendmmsg: less of the machine goes to making traffic, more to forwarding it.
     #[arg(long)]
     pub gen_afxdp: bool,
+    /// Report each case's throughput as the highest offered rate carried with at most
+    /// --max-loss percent lost (RFC 2544 style, by bisection below the overload rate)
+    /// instead of what gets through when the generator sends flat out.
+    #[arg(long)]
+    pub search: bool,
+    /// The loss a --search trial may have and still pass, in percent.
+    #[arg(long, default_value_t = 0.1)]
+    pub max_loss: f64,
 }
 
 /// What one case runs with (the parts of [`BenchArgs`] the runner needs).
@@ -152,6 +162,10 @@ pub struct Options {
     pub busy_poll: bool,
     #[serde(default)]
     pub gen_afxdp: bool,
+    #[serde(default)]
+    pub search: bool,
+    #[serde(default)]
+    pub max_loss_pct: f64,
 }
 
 impl Options {
@@ -815,6 +829,12 @@ pub struct Measure {
     /// counters that moved): forwarded totals and drops by reason, so a loss has a place.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, BTreeMap<String, u64>>,
+    /// With --search: what got through with the generator flat out (Mpps), and the trials
+    /// (offered Mpps, loss %) the bisection ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overload_mpps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trials: Vec<(f64, f64)>,
 }
 
 /// One cell of the table: a forwarder, a size, a queue count; measured, or why not.
@@ -926,14 +946,15 @@ fn run_case(
     opts: &Options,
 ) -> anyhow::Result<Measure> {
     let gen_if = opts.gen_afxdp.then(|| topo.gen_if.clone());
-    let traffic = |duration| Traffic {
+    let at_rate = |duration, rate_pps| Traffic {
         size,
         flows: opts.flows,
         threads: queues,
-        rate_pps: opts.rate_pps,
+        rate_pps,
         duration,
         afxdp: gen_if.clone(),
     };
+    let traffic = |duration| at_rate(duration, opts.rate_pps);
     let dir = topo.tb.dir().to_path_buf();
     // Warm-up: the same traffic into a sink of its own, which must see some of it.
     let (warm, _) = send_and_sink(
@@ -979,7 +1000,48 @@ fn run_case(
                 .insert(label.clone(), counter_deltas(before, &after));
         }
     }
-    Ok(m)
+    if !opts.search {
+        return Ok(m);
+    }
+    // Bisection between half of what got through flat out and what the generator offered,
+    // starting from what got through: loss-free rates sit a little below it.
+    let mut rate = (m.mpps * 1e6).min(m.offered_mpps * 1e6);
+    let (mut lo, mut hi) = (rate / 2.0, m.offered_mpps * 1e6);
+    let mut best: Option<Measure> = None;
+    let mut trials = Vec::new();
+    for step in 0..SEARCH_STEPS {
+        if rate < f64::from(queues.max(1)) {
+            break;
+        }
+        let (sink, (gen, cpu_ns)) = send_and_sink(
+            topo,
+            bins,
+            fwd,
+            &at_rate(opts.duration(), rate as u64),
+            queues,
+            &dir.join(format!("search-{size}-{step}")),
+        )?;
+        let trial = measure(&gen, &sink, cpu_ns);
+        trials.push((trial.offered_mpps, trial.loss_pct));
+        if trial.loss_pct <= opts.max_loss_pct {
+            lo = rate;
+            if best.as_ref().is_none_or(|b| trial.mpps > b.mpps) {
+                best = Some(trial);
+            }
+        } else {
+            hi = rate;
+        }
+        rate = (lo + hi) / 2.0;
+    }
+    let Some(mut best) = best else {
+        bail!(
+            "no rate tried lost at most {} % (offered Mpps, loss %: {trials:?})",
+            opts.max_loss_pct
+        );
+    };
+    best.overload_mpps = Some(m.mpps);
+    best.trials = trials;
+    Ok(best)
 }
 
 /// Starts a sink, runs the generator to completion, stops the sink. Returns the sink's and
@@ -1075,6 +1137,8 @@ pub fn measure(gen: &serde_json::Value, sink: &serde_json::Value, cpu_ns: u64) -
             cpu_ns as f64 / delivered as f64
         },
         counters: BTreeMap::new(),
+        overload_mpps: None,
+        trials: Vec::new(),
     }
 }
 
@@ -1361,6 +1425,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         no_gso: args.no_gso,
         busy_poll: args.busy_poll,
         gen_afxdp: args.gen_afxdp,
+        search: args.search,
+        max_loss_pct: args.max_loss.max(0.0),
     };
     let old = match &args.compare {
         Some(path) => Some(read_report(path)?),
@@ -1406,6 +1472,12 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         opts.flows,
         cores
     );
+    if opts.search {
+        println!(
+            "bench: --search: each case reports the highest offered rate lost at most {} % ({SEARCH_STEPS} trials after the flat-out one)",
+            opts.max_loss_pct
+        );
+    }
     let t0 = Instant::now();
     let mut results = Vec::new();
     for &q in &queues {
@@ -1419,6 +1491,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                         m.p50_us, m.p99_us, m.cpu_ns_per_packet,
                         if m.invalid > 0 { format!(", {} INVALID {:?}", m.invalid, m.invalid_by_reason) } else { String::new() }
                     );
+                    if let Some(flat_out) = m.overload_mpps {
+                        let trials: Vec<String> = m
+                            .trials
+                            .iter()
+                            .map(|(offered, loss)| format!("{offered:.3}:{loss:.1}%"))
+                            .collect();
+                        println!(
+                            "bench:   loss-free rate above; flat out {flat_out:.3} Mpps got through; trials (offered Mpps:loss) {}",
+                            trials.join(" ")
+                        );
+                    }
                     for (gateway, counters) in &m.counters {
                         let line: Vec<String> =
                             counters.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -1673,6 +1756,8 @@ mod tests {
                 cpu_s: 1.0,
                 cpu_ns_per_packet: 1000.0 / mpps,
                 counters: BTreeMap::new(),
+                overload_mpps: None,
+                trials: Vec::new(),
             }),
             error: mpps.is_none().then(|| "backend unavailable".to_owned()),
             vs_socket: None,
@@ -1733,6 +1818,8 @@ mod tests {
                 no_gso: false,
                 busy_poll: false,
                 gen_afxdp: false,
+                search: false,
+                max_loss_pct: 0.1,
             },
             results,
         }
@@ -1924,6 +2011,8 @@ mod tests {
                 no_gso: false,
                 busy_poll: false,
                 gen_afxdp,
+                search: false,
+                max_loss_pct: 0.1,
             };
             let results = run_column(&bins, Column::Socket, 1, &opts, &mut |_| {});
             assert_eq!(results.len(), 1);
