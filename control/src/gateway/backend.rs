@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use gatewan_dataplane::afxdp::{self, PortRole, Role, XdpForwarder, XskConfig, XskWorker};
-use gatewan_dataplane::engine::{self, Clock, Engine, PublishedStats};
+use gatewan_dataplane::engine::{self, Clock, Doorbell, Engine, PublishedStats};
 use gatewan_dataplane::ifname;
 use gatewan_dataplane::route::RouteHandle;
 use gatewan_dataplane::socket::{self, SocketWorker, WorkerConfig};
@@ -37,6 +37,9 @@ pub struct Forwarding {
     pub fabric_socket: Option<UdpSocket>,
     /// The attached XDP programs (AF_XDP only): detached when dropped.
     pub xdp: Vec<AttachedXdp>,
+    /// The AF_XDP workers' doorbells: the owner rings them after `Handoff::send_back`, and
+    /// sends through its sockets instead when there are none (the socket backend).
+    pub doorbells: Vec<Arc<Doorbell>>,
 }
 
 /// What both backends need to start workers.
@@ -142,6 +145,7 @@ fn socket_workers(s: &Start<'_>, workers: usize, pin: bool) -> Result<Forwarding
         transit_sockets,
         fabric_socket,
         xdp: Vec::new(),
+        doorbells: Vec::new(),
     })
 }
 
@@ -229,6 +233,7 @@ pub fn start_afxdp(s: &Start<'_>) -> Result<Forwarding, String> {
     };
     let mut stats = Vec::new();
     let mut forwarders = Vec::new();
+    let mut doorbells = Vec::new();
     for queue in 0..wanted_workers as u32 {
         let mut xsk = XskWorker::new(xsk_config.clone()).map_err(|e| error_chain(&e))?;
         let mut ports = Vec::with_capacity(interfaces.len());
@@ -275,18 +280,24 @@ pub fn start_afxdp(s: &Start<'_>) -> Result<Forwarding, String> {
         let published = Arc::new(PublishedStats::new(s.tunnels));
         stats.push(Arc::clone(&published));
         let index = queue as usize;
-        forwarders.push(XdpForwarder::new(
-            xsk,
-            engine::Worker::new(Arc::clone(s.engine), s.routes.reader()),
-            ports,
-            s.clock,
-            published,
-            cores.get(index % cores.len()).copied(),
-        ));
+        let doorbell = Arc::new(Doorbell::new().map_err(|e| format!("eventfd: {e}"))?);
+        doorbells.push(Arc::clone(&doorbell));
+        forwarders.push(
+            XdpForwarder::new(
+                xsk,
+                engine::Worker::new(Arc::clone(s.engine), s.routes.reader()),
+                ports,
+                s.clock,
+                published,
+                cores.get(index % cores.len()).copied(),
+            )
+            .with_doorbell(doorbell),
+        );
     }
     // What still reaches the kernel's sockets (traffic from this host itself, or steered
     // while a queue has no socket yet) is forwarded by one unpinned socket worker; the owner
-    // sends through its sockets. Started last: nothing below can fail but a thread spawn.
+    // sends through the AF_XDP workers, or through its sockets when they cannot take it (no
+    // next hop known yet). Started last: nothing below can fail but a thread spawn.
     let mut slow = socket_workers(s, 1, false).map_err(|e| error_chain(&e))?;
     for (index, forwarder) in forwarders.into_iter().enumerate() {
         let stop = Arc::clone(s.stop);
@@ -303,6 +314,7 @@ pub fn start_afxdp(s: &Start<'_>) -> Result<Forwarding, String> {
     slow.stats = all;
     slow.backend = "afxdp";
     slow.xdp = xdp;
+    slow.doorbells = doorbells;
     Ok(slow)
 }
 

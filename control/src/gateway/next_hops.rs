@@ -57,6 +57,13 @@ impl NextHopBook {
         self.learned.insert(key, mac);
     }
 
+    /// Whether the workers have a next hop for `ip` out of `egress` (the list last published).
+    pub fn published(&self, egress: Egress, ip: IpAddr) -> bool {
+        self.published
+            .iter()
+            .any(|(e, i, _)| *e == egress && *i == ip)
+    }
+
     /// When the kernel's tables should be read next.
     pub fn resolve_at(&self) -> Option<Instant> {
         self.resolve_at
@@ -135,6 +142,8 @@ mod tests {
                 (Egress::Transit(1), ip("172.16.20.1"), R2),
             ]
         );
+        assert!(book.published(Egress::Transit(1), ip("172.16.20.1")));
+        assert!(!book.published(Egress::Fabric, ip("172.16.20.1")));
         // The same again changes nothing: no republication.
         book.learn(Egress::Transit(0), ip("172.16.20.1"), R1);
         assert_eq!(book.to_publish(), None);

@@ -132,6 +132,8 @@ struct Owner {
     /// Destinations AF_XDP workers had no next hop for, what the kernel resolved them to,
     /// and when to look again.
     next_hops: NextHopBook,
+    /// The AF_XDP workers' doorbells (none on the socket backend).
+    doorbells: Vec<Arc<gatewan_dataplane::engine::Doorbell>>,
 }
 
 /// What the control endpoint asks of the owner.
@@ -310,6 +312,7 @@ pub async fn run_until(
         transit_sockets,
         fabric_socket,
         xdp,
+        doorbells,
         ..
     } = forwarding;
 
@@ -333,6 +336,7 @@ pub async fn run_until(
         status: Arc::clone(&status),
         commands,
         next_hops: NextHopBook::default(),
+        doorbells,
     };
     let task = tokio::spawn(owner.run(stopped));
 
@@ -601,7 +605,19 @@ impl Owner {
             .position(|c| c.transit == transit && c.id == id)
     }
 
+    /// Sends a datagram the owner made: through the AF_XDP workers, the way data goes, when
+    /// they know the next hop (and have room); else through the transit's socket.
     fn send_transit(&self, transit: usize, datagram: &[u8], to: SocketAddr) {
+        let egress = Egress::Transit(transit);
+        if !self.doorbells.is_empty()
+            && self.next_hops.published(egress, to.ip())
+            && self.engine.handoff().send_back(egress, to, datagram)
+        {
+            for bell in &self.doorbells {
+                bell.ring();
+            }
+            return;
+        }
         if let Some(socket) = self.transit_sockets.get(transit) {
             if let Err(e) = socket.send_to(datagram, to) {
                 tracing::debug!(transit, %to, error = %e, "send");
@@ -924,6 +940,7 @@ impl Owner {
             ("owner_queue_full", WorkerCounter::OwnerQueueFull),
             ("tx_failed", WorkerCounter::TxFailed),
             ("xsk_rx_dropped", WorkerCounter::XskRxDropped),
+            ("owner_sent_by_workers", WorkerCounter::OwnerSent),
         ] {
             let n = workers.get(c);
             if n > 0 {

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use super::{Action, Frame, PortId, XskWorker};
 use crate::drop::DropReason;
-use crate::engine::{self, Clock, Egress, ParcelKind, PublishedStats, Verdict, WorkerCounter};
+use crate::engine::{
+    self, Clock, Doorbell, Egress, ParcelKind, PublishedStats, Verdict, WorkerCounter,
+};
 use crate::wire::ethernet::{self, ethertype, MacAddr};
 use crate::wire::{ip_proto, ipv4, ipv6, udp, vxlan};
 
@@ -119,7 +121,16 @@ pub struct XdpForwarder {
     clock: Clock,
     published: Arc<PublishedStats>,
     core: Option<usize>,
+    /// Rung by the owner when it puts a datagram on the way back.
+    doorbell: Option<Arc<Doorbell>>,
 }
+
+/// Datagrams from the owner sent per round, at most (they are few: handshakes, keepalives,
+/// probes).
+const OWNER_SENDS_PER_ROUND: usize = 64;
+/// Where an owner's datagram is written in a fresh frame: room in front for the outer
+/// Ethernet, IPv6 and UDP headers (62 bytes).
+const OWNER_PAYLOAD_AT: usize = 64;
 
 /// How long an idle worker sleeps in `poll` before looking at its stop flag again.
 const IDLE_WAIT_MS: i32 = 100;
@@ -173,7 +184,16 @@ impl XdpForwarder {
             clock,
             published,
             core,
+            doorbell: None,
         }
+    }
+
+    /// Takes datagrams the owner puts on the way back (`Handoff::send_back`) and sends them
+    /// from this worker's ports; `doorbell` wakes it for them when idle.
+    pub fn with_doorbell(mut self, doorbell: Arc<Doorbell>) -> Self {
+        self.xsk.watch(doorbell.fd());
+        self.doorbell = Some(doorbell);
+        self
     }
 
     /// Forwards until `stop` is set: busy-polls while there is traffic, sleeps in `poll(2)`
@@ -187,6 +207,9 @@ impl XdpForwarder {
         let mut published_at = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let now = self.clock.now();
+            if self.doorbell.is_some() && self.worker.engine().handoff().has_back() {
+                self.send_for_owner();
+            }
             let Self {
                 xsk,
                 worker,
@@ -207,6 +230,9 @@ impl XdpForwarder {
                 self.publish();
                 published_at = Instant::now();
                 let _ = self.xsk.wait(IDLE_WAIT_MS);
+                if let Some(bell) = &self.doorbell {
+                    bell.clear();
+                }
                 continue;
             }
             if published_at.elapsed() >= PUBLISH_EVERY {
@@ -215,6 +241,41 @@ impl XdpForwarder {
             }
         }
         self.publish();
+    }
+
+    /// Sends what the owner put on the way back: each a UDP payload for a transit peer,
+    /// framed like forwarded traffic (the transit's address and port, the next hop's MAC).
+    fn send_for_owner(&mut self) {
+        let engine = Arc::clone(self.worker.engine());
+        let handoff = engine.handoff();
+        for _ in 0..OWNER_SENDS_PER_ROUND {
+            let Some(parcel) = handoff.recv_back() else {
+                break;
+            };
+            let to = parcel.src;
+            let out = match parcel.kind {
+                ParcelKind::Send(Egress::Transit(t)) => self.transits.get(t).copied().flatten(),
+                _ => None,
+            };
+            let next_hop = out.and_then(|out| {
+                let egress = out.role.egress();
+                self.neighbours
+                    .get(out.port, &to.ip())
+                    .or_else(|| self.worker.published_next_hop(egress, to.ip()))
+            });
+            let sent = match (out, next_hop) {
+                (Some(out), Some(mac)) => self
+                    .xsk
+                    .send(|frame| frame_for_owner(frame, &out, mac, to, parcel.bytes())),
+                _ => false,
+            };
+            if sent {
+                self.worker.stats.add(WorkerCounter::OwnerSent, 1);
+            } else {
+                self.worker.stats.drop(DropReason::NoBuffer);
+            }
+            handoff.recycle(parcel);
+        }
     }
 
     fn publish(&mut self) {
@@ -314,6 +375,33 @@ fn forward(
             worker.stats.drop(DropReason::NoBuffer);
             Action::Drop
         }
+    }
+}
+
+/// Writes the owner's UDP payload for `to` into a fresh frame behind outer headers from
+/// `out`'s transit address to `next_hop`.
+fn frame_for_owner(
+    frame: &mut Frame<'_>,
+    out: &PortRole,
+    next_hop: MacAddr,
+    to: SocketAddr,
+    payload: &[u8],
+) -> Action {
+    let Role::Transit { listen, .. } = out.role else {
+        return Action::Drop;
+    };
+    let at = frame.offset() + OWNER_PAYLOAD_AT;
+    let range = at..at + payload.len();
+    let Some(room) = frame.chunk_mut().get_mut(range.clone()) else {
+        return Action::Drop;
+    };
+    room.copy_from_slice(payload);
+    let Some(head) = write_outer(frame.chunk_mut(), &range, out.mac, next_hop, listen, to) else {
+        return Action::Drop;
+    };
+    match frame.set_range(head, range.end - head) {
+        Ok(()) => Action::Transmit(out.port),
+        Err(_) => Action::Drop,
     }
 }
 

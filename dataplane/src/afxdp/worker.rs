@@ -410,6 +410,16 @@ impl XskWorker {
         true
     }
 
+    /// Makes [`XskWorker::wait`] return when `fd` is readable too (a doorbell from the
+    /// control side). The caller keeps `fd` open as long as this worker.
+    pub fn watch(&mut self, fd: RawFd) {
+        self.pollfds.push(libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+    }
+
     /// Blocks until a port has something to receive or `timeout_ms` passes: for a worker with
     /// nothing to do. A busy-polling worker spins on [`XskWorker::poll`] instead.
     pub fn wait(&mut self, timeout_ms: i32) -> Result<usize, std::io::Error> {

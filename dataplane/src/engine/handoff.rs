@@ -11,6 +11,7 @@
 use super::Egress;
 use core::net::SocketAddr;
 use crossbeam_queue::ArrayQueue;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// Largest datagram a parcel carries (a handshake or an inner packet of a 1420-byte tunnel,
 /// with room to spare).
@@ -54,9 +55,13 @@ impl Parcel {
     }
 }
 
-/// The queue and its buffer pool; shared by all workers and the owner.
+/// The queues and their buffer pool; shared by all workers and the owner. Parcels go to the
+/// owner on one queue and, for backends that transmit frames themselves (AF_XDP), datagrams
+/// the owner made (handshake replies, keepalives, probes) come back on the other, to leave by
+/// the same path as the data.
 pub struct Handoff {
     queue: ArrayQueue<Parcel>,
+    back: ArrayQueue<Parcel>,
     pool: ArrayQueue<Box<[u8; PARCEL_LEN]>>,
     waker: atomic_waker::AtomicWaker,
 }
@@ -71,6 +76,7 @@ impl Handoff {
         }
         Self {
             queue: ArrayQueue::new(capacity),
+            back: ArrayQueue::new(capacity),
             pool,
             waker: atomic_waker::AtomicWaker::new(),
         }
@@ -80,6 +86,40 @@ impl Handoff {
     /// exhausted (the caller counts the drop) or the packet is too large.
     pub fn send(
         &self,
+        kind: ParcelKind,
+        transit: usize,
+        tunnel: u32,
+        src: SocketAddr,
+        bytes: &[u8],
+    ) -> bool {
+        let sent = self.push(&self.queue, kind, transit, tunnel, src, bytes);
+        if sent {
+            self.waker.wake();
+        }
+        sent
+    }
+
+    /// Copies a finished UDP payload for `to` out of `egress` into a parcel for the workers
+    /// (ring their [`Doorbell`]s after). False when the queue or the pool is exhausted: the
+    /// owner then sends it through the kernel.
+    pub fn send_back(&self, egress: Egress, to: SocketAddr, bytes: &[u8]) -> bool {
+        self.push(&self.back, ParcelKind::Send(egress), 0, 0, to, bytes)
+    }
+
+    /// Whether the owner gave the workers something to send (one atomic load).
+    pub fn has_back(&self) -> bool {
+        !self.back.is_empty()
+    }
+
+    /// The next datagram the owner gave the workers to send, if any. Give its buffer back
+    /// with [`Handoff::recycle`].
+    pub fn recv_back(&self) -> Option<Parcel> {
+        self.back.pop()
+    }
+
+    fn push(
+        &self,
+        queue: &ArrayQueue<Parcel>,
         kind: ParcelKind,
         transit: usize,
         tunnel: u32,
@@ -102,11 +142,8 @@ impl Handoff {
             len: bytes.len(),
             buf,
         };
-        match self.queue.push(parcel) {
-            Ok(()) => {
-                self.waker.wake();
-                true
-            }
+        match queue.push(parcel) {
+            Ok(()) => true,
             Err(p) => {
                 let _ = self.pool.push(p.buf);
                 false
@@ -132,6 +169,45 @@ impl Handoff {
         } else {
             core::task::Poll::Ready(())
         }
+    }
+}
+
+/// Wakes a worker sleeping in `poll(2)` (an eventfd among the descriptors it waits on): the
+/// owner rings it after putting a datagram on the way back.
+pub struct Doorbell {
+    fd: OwnedFd,
+}
+
+impl Doorbell {
+    pub fn new() -> std::io::Result<Self> {
+        // SAFETY: eventfd has no memory preconditions; a negative return is an error.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a new descriptor that nothing else owns.
+        Ok(Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    pub fn ring(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to our eventfd. A full counter
+        // (EAGAIN) means it is already rung.
+        let _ = unsafe { libc::write(self.fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    /// Silences it (after waking): the worker then looks at the queue.
+    pub fn clear(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live buffer from our eventfd; EAGAIN (not
+        // rung) is fine.
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }
 
@@ -163,5 +239,46 @@ mod tests {
         let p2 = h.recv().unwrap();
         assert_eq!(p2.bytes(), &[6, 6]);
         assert!(h.recv().is_none());
+    }
+
+    #[test]
+    fn datagrams_come_back_on_their_own_queue_from_the_same_pool() {
+        let h = Handoff::new(2);
+        let to: SocketAddr = "192.0.2.9:51820".parse().unwrap();
+        assert!(h.send_back(Egress::Transit(1), to, &[9, 9]));
+        assert!(h.recv().is_none(), "not on the owner's queue");
+        assert!(h.send(ParcelKind::Local, 0, 0, to, &[1]));
+        assert!(
+            !h.send_back(Egress::Transit(0), to, &[8]),
+            "the pool is shared"
+        );
+        let p = h.recv_back().unwrap();
+        assert_eq!(
+            (p.kind, p.src, p.bytes()),
+            (ParcelKind::Send(Egress::Transit(1)), to, &[9u8, 9][..])
+        );
+        h.recycle(p);
+        assert!(h.recv_back().is_none());
+        assert!(h.send_back(Egress::Transit(0), to, &[8]));
+    }
+
+    #[test]
+    fn a_doorbell_wakes_poll_until_cleared() {
+        let bell = Doorbell::new().unwrap();
+        let readable = |bell: &Doorbell| {
+            let mut fds = [libc::pollfd {
+                fd: bell.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            // SAFETY: one valid pollfd; a zero timeout does not block.
+            unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) == 1 }
+        };
+        assert!(!readable(&bell));
+        bell.ring();
+        bell.ring();
+        assert!(readable(&bell));
+        bell.clear();
+        assert!(!readable(&bell), "one clear silences every ring before it");
     }
 }

@@ -40,7 +40,7 @@ use crate::wireguard::{
     SessionTable, DATA_HEADER_LEN,
 };
 pub use clock::Clock;
-pub use handoff::{Handoff, Parcel, ParcelKind, PARCEL_LEN};
+pub use handoff::{Doorbell, Handoff, Parcel, ParcelKind, PARCEL_LEN};
 pub use stats::{PublishedStats, TunnelCounter, WorkerCounter, WorkerStats};
 
 /// Bytes a receive buffer must keep free before the datagram: WireGuard -> VXLAN grows the

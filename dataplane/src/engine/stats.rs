@@ -48,9 +48,12 @@ pub enum WorkerCounter {
     /// Frames the kernel dropped before an AF_XDP worker saw them (RX ring full, fill ring
     /// empty): the worker fell behind.
     XskRxDropped,
+    /// Datagrams the owner made (handshake messages, keepalives, probes, replies) that an
+    /// AF_XDP worker transmitted for it.
+    OwnerSent,
 }
 
-const WORKER_FIELDS: usize = 9;
+const WORKER_FIELDS: usize = 10;
 
 fn tunnel_slot(tunnel: usize, field: usize) -> usize {
     WORKER_FIELDS + DropReason::COUNT + tunnel * TUNNEL_FIELDS + field
