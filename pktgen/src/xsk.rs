@@ -29,9 +29,7 @@ pub enum XskTxError {
         #[source]
         source: ifname::IfNameError,
     },
-    #[error(
-        "no next hop MAC for {dst} on {interface} in the kernel's tables (ARP); give --dst-mac"
-    )]
+    #[error("no next hop MAC for {dst} on {interface} in the kernel's tables; give --dst-mac")]
     NoNextHop { interface: String, dst: IpAddr },
 }
 
@@ -64,7 +62,7 @@ impl XskTx {
 
     /// The outer headers for frames from `interface`'s address `src` to the VTEP at `dst`:
     /// the source MAC is the interface's, the destination MAC `dst_mac` or else the one the
-    /// kernel's tables give for `dst` on that interface.
+    /// kernel's route and neighbour tables give for `dst` from `src` out of that interface.
     pub fn outer(
         interface: &str,
         src: IpAddr,
@@ -77,13 +75,17 @@ impl XskTx {
         })?;
         let dst_mac = match dst_mac {
             Some(mac) => mac,
-            None => neigh::resolve([(interface, dst.ip())])
-                .first()
-                .map(|(_, mac)| *mac)
-                .ok_or_else(|| XskTxError::NoNextHop {
-                    interface: interface.to_owned(),
-                    dst: dst.ip(),
-                })?,
+            None => neigh::resolve(&[neigh::Question {
+                interface,
+                src: Some(src),
+                dst: dst.ip(),
+            }])
+            .first()
+            .map(|(_, mac)| *mac)
+            .ok_or_else(|| XskTxError::NoNextHop {
+                interface: interface.to_owned(),
+                dst: dst.ip(),
+            })?,
         };
         Ok(OuterSpec {
             src_mac: MacAddr(src_mac),

@@ -542,24 +542,36 @@ impl Owner {
 
     /// Reads the kernel's tables for the next hops workers asked about.
     fn resolve_next_hops(&mut self, now: Instant) {
-        // The interface each side sends from: the one holding its socket's address.
-        let interface = |egress: Egress| -> Option<String> {
+        // Each side sends from its socket's address, out of the interface that holds it.
+        let from = |egress: Egress| -> Option<(String, IpAddr)> {
             let socket = match egress {
                 Egress::Transit(t) => self.transit_sockets.get(t),
                 Egress::Fabric => self.fabric_socket.as_ref(),
             }?;
-            ifname::by_address(socket.local_addr().ok()?.ip())
+            let src = socket.local_addr().ok()?.ip();
+            Some((ifname::by_address(src)?, src))
         };
-        let questions: Vec<(Egress, IpAddr, String)> = self
+        let asked: Vec<(Egress, IpAddr, String, IpAddr)> = self
             .next_hops
             .wanted()
-            .filter_map(|(egress, ip)| Some((egress, ip, interface(egress)?)))
+            .filter_map(|(egress, dst)| {
+                let (interface, src) = from(egress)?;
+                Some((egress, dst, interface, src))
+            })
             .collect();
-        let answers = neigh::resolve(questions.iter().map(|(_, ip, name)| (name.as_str(), *ip)))
+        let questions: Vec<neigh::Question<'_>> = asked
+            .iter()
+            .map(|(_, dst, interface, src)| neigh::Question {
+                interface,
+                src: Some(*src),
+                dst: *dst,
+            })
+            .collect();
+        let answers = neigh::resolve(&questions)
             .into_iter()
             .filter_map(|(i, mac)| {
-                let (egress, ip, _) = questions.get(i)?;
-                Some((*egress, *ip, mac))
+                let (egress, dst, ..) = asked.get(i)?;
+                Some((*egress, *dst, mac))
             });
         self.next_hops.resolved(now, answers);
         self.publish_next_hops();

@@ -1,12 +1,18 @@
 //! Next hops from the kernel's tables, for backends that write Ethernet headers themselves
-//! (AF_XDP): which MAC address a datagram to an IPv4 address goes to when it leaves through a
-//! given interface, from `/proc/net/route` (longest prefix match among that interface's
+//! (AF_XDP): which MAC address a datagram to an address goes to when it leaves through a given
+//! interface from a given source. A gateway with one uplink per transit reaches the same peer
+//! through each, by a different router: the interface is part of the question.
+//!
+//! The kernel is asked over rtnetlink ([`netlink`]): a route lookup per question, as
+//! `ip route get DST from SRC oif IF` makes it (policy routing honoured, IPv4 and IPv6), and
+//! the neighbour tables. Where rtnetlink cannot be opened, IPv4 questions fall back to
+//! `/proc/net/route` (the main table only: longest prefix match among that interface's
 //! routes, the gateway if the route has one) and `/proc/net/arp` (complete entries on that
-//! interface). A gateway with one uplink per transit reaches the same peer through each, by a
-//! different router: the interface is part of the question. Both files are per network
-//! namespace and show the main routing table only; a destination that only another table
-//! (source routing) reaches there has no answer here, and the caller sends through the kernel
-//! instead. Parsing is strict and never panics: a line that does not parse is skipped.
+//! interface). Both are read in the calling thread's namespace. A question with no answer
+//! leaves the caller sending through the kernel. Parsing is strict and never panics: a line
+//! that does not parse is skipped.
+
+pub mod netlink;
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -105,10 +111,57 @@ pub fn next_hop(routes: &[Route4], iface: &str, dst: Ipv4Addr) -> Option<Ipv4Add
         })
 }
 
-/// Resolves each of `wanted` (an interface and an IPv4 destination; IPv6 ones are skipped) to
-/// the MAC of its next hop through the kernel's tables, read now. Returns the index into
+/// One question: the MAC of the next hop for `dst`, sent from `src` out of `interface`.
+#[derive(Clone, Copy, Debug)]
+pub struct Question<'a> {
+    pub interface: &'a str,
+    pub src: Option<IpAddr>,
+    pub dst: IpAddr,
+}
+
+/// Resolves each of `wanted` through the kernel's tables, read now. Returns the index into
 /// `wanted` of each one resolved, with its MAC.
-pub fn resolve<'a>(wanted: impl IntoIterator<Item = (&'a str, IpAddr)>) -> Vec<(usize, MacAddr)> {
+pub fn resolve(wanted: &[Question<'_>]) -> Vec<(usize, MacAddr)> {
+    match netlink::Rtnl::open().and_then(|mut rtnl| resolve_netlink(&mut rtnl, wanted)) {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::debug!(error = %e, "rtnetlink unavailable: reading /proc (IPv4, main table)");
+            resolve_proc(wanted.iter().map(|q| (q.interface, q.dst)))
+        }
+    }
+}
+
+fn resolve_netlink(
+    rtnl: &mut netlink::Rtnl,
+    wanted: &[Question<'_>],
+) -> std::io::Result<Vec<(usize, MacAddr)>> {
+    let mut hops = Vec::with_capacity(wanted.len());
+    for (i, q) in wanted.iter().enumerate() {
+        let Ok(ifindex) = crate::ifname::index(q.interface) else {
+            continue;
+        };
+        // No route out of that interface is no answer, not a failure.
+        if let Ok(Some(hop)) = rtnl.next_hop(q.dst, q.src, ifindex) {
+            hops.push((i, ifindex, hop));
+        }
+    }
+    if hops.is_empty() {
+        return Ok(Vec::new());
+    }
+    let neighbours = rtnl.neighbours()?;
+    Ok(hops
+        .into_iter()
+        .filter_map(|(i, ifindex, hop)| {
+            let n = neighbours
+                .iter()
+                .find(|n| n.ifindex == ifindex && n.ip == hop)?;
+            Some((i, n.mac))
+        })
+        .collect())
+}
+
+/// The `/proc` fallback: IPv4 only, main table only.
+fn resolve_proc<'a>(wanted: impl IntoIterator<Item = (&'a str, IpAddr)>) -> Vec<(usize, MacAddr)> {
     // The calling thread's namespace: `/proc/net` follows the process's main thread, which
     // can be in another one (a thread that entered a namespace with setns).
     let (Ok(routes), Ok(arp)) = (
