@@ -31,7 +31,8 @@ fn netns_next_hops_follow_source_routing_per_uplink_for_both_families() {
     up1.add_neighbor("172.31.1.2", &mac1).expect("neigh");
     up0.add_neighbor("fd31::2", &mac0).expect("neigh");
     // The far network: through router port 0 by default, through port 1 from uplink 1.
-    host.route("10.200.0.0/16", "via 172.31.0.2").expect("route");
+    host.route("10.200.0.0/16", "via 172.31.0.2")
+        .expect("route");
     host.ip(["rule", "add", "from", "172.31.1.1", "table", "101"])
         .expect("rule");
     host.route("10.200.0.0/16", "via 172.31.1.2 table 101")
