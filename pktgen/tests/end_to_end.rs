@@ -1,14 +1,14 @@
 //! Generator to sink over real sockets: loopback (no privileges) and across a veth pair
 //! between two network namespaces (`netns_`, root), sending with sendmmsg or through AF_XDP.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use gatewan_pktgen::gen::{GenConfig, GenReport, Generator, Limits};
 use gatewan_pktgen::sink::{Sink, SinkConfig, SinkHandle, SinkMode, SinkReport};
 use gatewan_pktgen::validate::Expect;
 use gatewan_pktgen::{InnerProto, TrafficSpec, XskTx};
-use gatewan_testbed::{require, Need, Testbed};
+use gatewan_testbed::{require, Link, Need, Netns, Testbed};
 
 /// Waits until the sink has `n` valid packets (or a generous deadline passes: a failure
 /// then shows in the counts, not as a hang), then stops it.
@@ -161,45 +161,64 @@ fn loopback_plain_mode() {
     assert_eq!(r.mode, SinkMode::Plain);
 }
 
-/// Generator in one namespace, sink in another, across a veth pair.
-fn netns_run(outer_v6: bool, inner_v6: bool, proto: InnerProto, size: usize, threads: usize) {
+/// A leaf and a far namespace joined by a veth pair with `threads` queues, addressed in the
+/// outer family asked for, with neighbour entries both ways (no ARP/ND in the way of the first
+/// packets), and a sink listening on the far side.
+struct Pair {
+    _bed: Testbed,
+    leaf: Netns,
+    a: Link,
+    b: Link,
+    src: IpAddr,
+    dst: SocketAddr,
+    sink: SinkHandle,
+}
+
+fn veth_pair(outer_v6: bool, threads: usize, t: &TrafficSpec) -> Pair {
     require(&[Need::Root]);
     let mut bed = Testbed::new().expect("test bed");
     let leaf = bed.add_netns("leaf").expect("netns");
     let far = bed.add_netns("far").expect("netns");
     let (a, b) = bed.add_veth(&leaf, &far, threads as u32).expect("veth");
-    let (addr_a, addr_b, plen) = if outer_v6 {
-        ("fd77::1", "fd77::2", 64)
+    let (addr_a, addr_b, plen, listen) = if outer_v6 {
+        ("fd77::1", "fd77::2", 64, "[::]:4789")
     } else {
-        ("10.77.0.1", "10.77.0.2", 24)
+        ("10.77.0.1", "10.77.0.2", 24, "0.0.0.0:4789")
     };
     a.add_addr(&format!("{addr_a}/{plen}")).expect("addr");
     b.add_addr(&format!("{addr_b}/{plen}")).expect("addr");
-    // No ARP/ND in the way of the first packets.
     a.add_neighbor(addr_b, &b.mac().expect("mac"))
         .expect("neigh");
     b.add_neighbor(addr_a, &a.mac().expect("mac"))
         .expect("neigh");
-
-    let n = 3000;
-    let t = traffic(inner_v6, proto, 16, size);
-    let listen: SocketAddr = if outer_v6 {
-        "[::]:4789".parse().expect("addr")
-    } else {
-        "0.0.0.0:4789".parse().expect("addr")
-    };
-    let sink_cfg = sink_config(listen, &t, threads);
+    let sink_cfg = sink_config(listen.parse().expect("addr"), t, threads);
     let sink = far
         .run(move || Sink::spawn(sink_cfg))
         .expect("enter")
         .expect("sink");
-    let dst = SocketAddr::new(addr_b.parse().expect("addr"), 4789);
-    let gen_cfg = gen_config(dst, t, n, threads);
-    let gen = leaf
+    Pair {
+        _bed: bed,
+        leaf,
+        a,
+        b,
+        src: addr_a.parse().expect("addr"),
+        dst: SocketAddr::new(addr_b.parse().expect("addr"), 4789),
+        sink,
+    }
+}
+
+/// Generator in one namespace, sink in another, across a veth pair.
+fn netns_run(outer_v6: bool, inner_v6: bool, proto: InnerProto, size: usize, threads: usize) {
+    let n = 3000;
+    let t = traffic(inner_v6, proto, 16, size);
+    let pair = veth_pair(outer_v6, threads, &t);
+    let gen_cfg = gen_config(pair.dst, t, n, threads);
+    let gen = pair
+        .leaf
         .run(move || Generator::new(&gen_cfg).map(|g| g.run()))
         .expect("enter")
         .expect("generator");
-    let report = collect(sink, n);
+    let report = collect(pair.sink, n);
     assert_clean(&gen, report, n);
 }
 
@@ -219,45 +238,18 @@ fn netns_veth_ipv6_inner_udp_over_ipv4() {
 }
 
 /// AF_XDP transmit: whole frames on each queue of the leaf's veth (one thread per queue),
-/// received by the far side's kernel and sink as any VXLAN datagram; the next hop's MAC comes
-/// from the leaf's neighbour table.
-fn netns_afxdp_run(outer_v6: bool, threads: usize) {
-    require(&[Need::Root]);
-    let mut bed = Testbed::new().expect("test bed");
-    let leaf = bed.add_netns("leaf").expect("netns");
-    let far = bed.add_netns("far").expect("netns");
-    let (a, b) = bed.add_veth(&leaf, &far, threads as u32).expect("veth");
-    let (addr_a, addr_b, plen) = if outer_v6 {
-        ("fd78::1", "fd78::2", 64)
-    } else {
-        ("10.78.0.1", "10.78.0.2", 24)
-    };
-    a.add_addr(&format!("{addr_a}/{plen}")).expect("addr");
-    b.add_addr(&format!("{addr_b}/{plen}")).expect("addr");
-    if !outer_v6 {
-        a.add_neighbor(addr_b, &b.mac().expect("mac"))
-            .expect("neigh");
-    }
-
+/// received by the far side's kernel and sink as any VXLAN datagram. The next hop's MAC comes
+/// from the kernel's tables, or is given (as `--dst-mac` does).
+fn netns_afxdp_run(outer_v6: bool, threads: usize, given_mac: bool) {
     let n = 3000;
     let t = traffic(false, InnerProto::Udp, 16, 512);
-    let listen: SocketAddr = if outer_v6 {
-        "[::]:4789".parse().expect("addr")
-    } else {
-        "0.0.0.0:4789".parse().expect("addr")
-    };
-    let sink_cfg = sink_config(listen, &t, threads);
-    let sink = far
-        .run(move || Sink::spawn(sink_cfg))
-        .expect("enter")
-        .expect("sink");
-    let dst = SocketAddr::new(addr_b.parse().expect("addr"), 4789);
-    let src = addr_a.parse().expect("addr");
-    let interface = a.name.clone();
+    let pair = veth_pair(outer_v6, threads, &t);
+    let (src, dst) = (pair.src, pair.dst);
+    let interface = pair.a.name.clone();
     let limits = gen_config(dst, t.clone(), n, threads).limits;
-    // IPv6 next hops are not read from the kernel: the MAC is given, as --dst-mac does.
-    let dst_mac = outer_v6.then(|| b.mac().expect("mac").parse().expect("a MAC"));
-    let gen = leaf
+    let dst_mac = given_mac.then(|| pair.b.mac().expect("mac").parse().expect("a MAC"));
+    let gen = pair
+        .leaf
         .run(move || -> Result<GenReport, String> {
             let outer = XskTx::outer(&interface, src, dst, dst_mac).map_err(|e| chain(&e))?;
             let ports = (0..threads as u32)
@@ -269,7 +261,7 @@ fn netns_afxdp_run(outer_v6: bool, threads: usize) {
         })
         .expect("enter")
         .expect("AF_XDP generator");
-    let report = collect(sink, n);
+    let report = collect(pair.sink, n);
     assert_clean(&gen, report, n);
 }
 
@@ -285,10 +277,15 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 #[test]
 fn netns_afxdp_transmit_two_queues_ipv4() {
-    netns_afxdp_run(false, 2);
+    netns_afxdp_run(false, 2, false);
 }
 
 #[test]
-fn netns_afxdp_transmit_ipv6_with_a_given_next_hop() {
-    netns_afxdp_run(true, 1);
+fn netns_afxdp_transmit_ipv6_next_hop_from_the_kernel() {
+    netns_afxdp_run(true, 1, false);
+}
+
+#[test]
+fn netns_afxdp_transmit_with_a_given_next_hop() {
+    netns_afxdp_run(false, 1, true);
 }
