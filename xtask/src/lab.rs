@@ -14,7 +14,7 @@ use gatewan_testbed::Need;
 
 use crate::{run_cmd, setup};
 
-pub fn run() -> anyhow::Result<()> {
+pub fn run(backend: &str) -> anyhow::Result<()> {
     setup::run()?;
     Need::Root
         .check()
@@ -28,7 +28,7 @@ pub fn run() -> anyhow::Result<()> {
     let gatewan = std::env::current_dir()?.join("target/release/gatewan");
 
     println!("lab: starting two datacenters (leaf + gateway each) and a transit between them");
-    let mut lab = Lab::start(&gatewan, 2, "100ms")?;
+    let mut lab = Lab::start_with(&gatewan, 2, "100ms", backend)?;
     println!(
         "lab: dc-a: host {} behind leaf {}, gateway {}\nlab: dc-b: host {} behind leaf {}, gateway {}",
         lab.a.host,

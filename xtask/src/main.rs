@@ -34,7 +34,11 @@ enum Command {
         nextest_args: Vec<String>,
     },
     /// Run the most complete gatewan topology that works today, in network namespaces.
-    Lab,
+    Lab {
+        /// The gateways' `dataplane.backend`.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "socket", "afxdp"])]
+        backend: String,
+    },
     /// Measure forwarding through two gateways: gatewan AF_XDP, gatewan sockets, wireguard-go.
     Bench(bench::BenchArgs),
     /// Run a controller simulator scenario (`list` lists them; see docs/controller.md).
@@ -52,7 +56,7 @@ fn main() -> std::process::ExitCode {
         .and_then(|()| match args.command {
             Command::Setup => setup::run().map(drop),
             Command::Test { nextest_args } => test::run(&nextest_args),
-            Command::Lab => lab::run(),
+            Command::Lab { backend } => lab::run(&backend),
             Command::Bench(args) => bench::run(args),
             Command::Simulate { args } => simulate::run(&args),
         });

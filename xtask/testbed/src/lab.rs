@@ -94,17 +94,19 @@ impl Lab {
         transit.sysctl("net.ipv4.ip_forward", "1")?;
         let keys = [WgKeys::generate()?, WgKeys::generate()?];
 
-        // Underlay: each gateway to the transit namespace, and to its leaf.
+        // Underlay: each gateway to the transit namespace, and to its leaf, with a queue per
+        // core so an AF_XDP gateway runs a worker on each (as the socket backend does).
+        let queues = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u32;
         let mut built = Vec::new();
         for plan in &PLANS {
             let i = plan.index;
             let leaf = tb.add_netns(&format!("leaf-{}", &plan.name[3..]))?;
             let gateway = tb.add_netns(plan.name)?;
-            let (gw_up, transit_side) = tb.add_veth(&gateway, &transit, 1)?;
+            let (gw_up, transit_side) = tb.add_veth(&gateway, &transit, queues)?;
             gw_up.add_addr(&format!("172.16.{i}.1/24"))?;
             transit_side.add_addr(&format!("172.16.{i}.2/24"))?;
             gateway.route("172.16.0.0/16", &format!("via 172.16.{i}.2"))?;
-            let (leaf_side, gw_down) = tb.add_veth(&leaf, &gateway, 1)?;
+            let (leaf_side, gw_down) = tb.add_veth(&leaf, &gateway, queues)?;
             leaf_side.add_addr(&format!("10.0.{i}.2/24"))?;
             gw_down.add_addr(&format!("10.0.{i}.1/24"))?;
             built.push((leaf, gateway));
