@@ -747,40 +747,11 @@ fn start_wggo(topo: &mut Topology, queues: u32) -> anyhow::Result<Forwarder> {
         for key in ["all", "default"] {
             ns.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")?;
         }
-        let vtep = side.vtep();
-        ns.ip([
-            "link",
-            "add",
-            "vx0",
-            "type",
-            "vxlan",
-            "id",
-            &VNI.to_string(),
-            "local",
-            &vtep,
-            "dstport",
-            "4789",
-            "nolearning",
-        ])?;
-        ns.ip(["link", "set", "vx0", "address", &side.router_mac(), "up"])?;
+        ns.add_vxlan("vx0", VNI, &side.vtep(), &side.router_mac(), None)?;
         ns.sysctl("net.ipv4.conf.vx0.rp_filter", "0")?;
     }
     gwa.route(DST_PREFIX, &format!("dev {}", wa.ifname))?;
-    gwb.ip([
-        "neigh",
-        "add",
-        SINK_VTEP,
-        "lladdr",
-        SINK_MAC,
-        "dev",
-        "vx0",
-        "nud",
-        "permanent",
-    ])?;
-    gwb.exec(
-        "bridge",
-        ["fdb", "append", SINK_MAC, "dev", "vx0", "dst", SINK_VTEP],
-    )?;
+    gwb.vxlan_remote("vx0", SINK_VTEP, SINK_MAC)?;
     gwb.route(DST_PREFIX, &format!("via {SINK_VTEP} dev vx0 onlink"))?;
     // The first ping makes the handshake.
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -124,49 +124,18 @@ impl Lab {
             for key in ["all", "default"] {
                 leaf.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")?;
             }
-            leaf.ip([
-                "link",
-                "add",
+            leaf.add_vxlan(
                 "vx0",
-                "type",
-                "vxlan",
-                "id",
-                "100",
-                "local",
+                100,
                 &format!("10.0.{i}.2"),
-                "dstport",
-                "4789",
-                "nolearning",
-            ])?;
-            leaf.ip([
-                "link",
-                "set",
-                "vx0",
-                "address",
                 &leaf_mac,
-                "mtu",
-                &LEAF_MTU.to_string(),
-                "up",
-            ])?;
+                Some(LEAF_MTU),
+            )?;
             // Over veth nothing would ever complete an offloaded inner checksum (a leaf switch
             // sends complete ones), so the kernel must compute them before encapsulating.
             leaf.exec("ethtool", ["-K", "vx0", "tx", "off"])?;
             leaf.ip(["addr", "add", &format!("{}/32", plan.host), "dev", "lo"])?;
-            leaf.ip([
-                "neigh",
-                "add",
-                &vtep,
-                "lladdr",
-                &gw_mac,
-                "dev",
-                "vx0",
-                "nud",
-                "permanent",
-            ])?;
-            leaf.exec(
-                "bridge",
-                ["fdb", "append", &gw_mac, "dev", "vx0", "dst", &vtep],
-            )?;
+            leaf.vxlan_remote("vx0", &vtep, &gw_mac)?;
             leaf.ip([
                 "route",
                 "add",

@@ -399,6 +399,59 @@ impl Netns {
             .map(drop)
     }
 
+    /// A kernel VXLAN device as a leaf or a gateway in front of a tunnel has one: `name` with
+    /// `vni`, local VTEP `local`, UDP 4789, no learning (remote VTEPs come from
+    /// [`Netns::vxlan_remote`], as an EVPN RT5 route installs them), MAC `mac`, up.
+    pub fn add_vxlan(
+        &self,
+        name: &str,
+        vni: u32,
+        local: &str,
+        mac: &str,
+        mtu: Option<u32>,
+    ) -> Result<()> {
+        let vni = vni.to_string();
+        self.ip([
+            "link",
+            "add",
+            name,
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "local",
+            local,
+            "dstport",
+            "4789",
+            "nolearning",
+        ])?;
+        let mtu = mtu.map(|m| m.to_string());
+        let mut set = vec!["link", "set", name, "address", mac];
+        if let Some(mtu) = &mtu {
+            set.extend(["mtu", mtu.as_str()]);
+        }
+        set.push("up");
+        self.ip(set).map(drop)
+    }
+
+    /// A remote VTEP behind VXLAN device `dev`: the router MAC `mac` of the VTEP at `vtep` as a
+    /// permanent neighbour, and the forwarding entry sending that MAC to it.
+    pub fn vxlan_remote(&self, dev: &str, vtep: &str, mac: &str) -> Result<()> {
+        self.ip([
+            "neigh",
+            "add",
+            vtep,
+            "lladdr",
+            mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ])?;
+        self.exec("bridge", ["fdb", "append", mac, "dev", dev, "dst", vtep])
+            .map(drop)
+    }
+
     /// Adds a route, e.g. `route("10.2.0.0/16", "via 10.0.0.2")`.
     pub fn route(&self, prefix: &str, how: &str) -> Result<()> {
         let mut args = vec!["route", "add", prefix];
