@@ -1041,6 +1041,20 @@ fn device_and_peer(now: Instant) -> (Device, TunnelId, Tunnel, SocketAddr) {
     (dev, id, a, ep)
 }
 
+/// A worker opens the peer's first data message (which confirms the responder's session) and
+/// the device absorbs it: the session table workers then use.
+fn confirmed_by_first_data(
+    dev: &mut Device,
+    a: &mut Tunnel,
+    now: Instant,
+    seq: u32,
+) -> crate::wireguard::SessionTable {
+    let mut first = sealed_by(a, now, seq);
+    dev.session_table().open(now, &mut first).unwrap();
+    dev.absorb(now);
+    dev.session_table()
+}
+
 fn sealed_by(a: &mut Tunnel, now: Instant, seq: u32) -> Vec<u8> {
     let p = ip_packet(seq, 60);
     let mut buf = vec![0u8; 200];
@@ -1113,10 +1127,7 @@ fn worker_activity_drives_the_owners_timers() {
     let t0 = Instant::from_secs(T0);
     let (mut dev, id, mut a, _) = device_and_peer(t0);
     // A worker received data at t0 and nothing went back: a keepalive is owed 10 s later.
-    let mut first = sealed_by(&mut a, t0, 1);
-    dev.session_table().open(t0, &mut first).unwrap();
-    dev.absorb(t0);
-    let table = dev.session_table();
+    let table = confirmed_by_first_data(&mut dev, &mut a, t0, 1);
     let ka = dev.tunnel(id).unwrap().timers().send_keepalive;
     assert_eq!(ka, Some(t0 + KEEPALIVE_TIMEOUT));
     let mut out = [0u8; 256];
@@ -1149,10 +1160,7 @@ fn worker_activity_drives_the_owners_timers() {
 fn workers_sealing_at_once_never_reuse_a_counter() {
     let now = Instant::from_secs(T0);
     let (mut dev, id, mut a, ep) = device_and_peer(now);
-    let mut first = sealed_by(&mut a, now, 0);
-    dev.session_table().open(now, &mut first).unwrap();
-    dev.absorb(now);
-    let table = dev.session_table();
+    let table = confirmed_by_first_data(&mut dev, &mut a, now, 0);
     let sealed: Vec<Vec<u8>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..2u32)
             .map(|w| {
