@@ -54,9 +54,13 @@ enum Command {
     Controller(cli::controller::ControllerArgs),
     /// Show the mesh (gateways, status, metadata, prefix lists) through a local Serf agent.
     Members {
-        /// The Serf agent's RPC address.
-        #[arg(long, env = "GATEWAN_SERF_RPC_ADDR", default_value = "127.0.0.1:7373")]
-        rpc_addr: std::net::SocketAddr,
+        /// A gateway.yaml: talk to that gateway's own agent (its mesh.rpc_addr and
+        /// mesh.rpc_auth), unless --rpc-addr / --rpc-auth say otherwise.
+        #[arg(long, short)]
+        config: Option<std::path::PathBuf>,
+        /// The Serf agent's RPC address (default 127.0.0.1:7373).
+        #[arg(long, env = "GATEWAN_SERF_RPC_ADDR")]
+        rpc_addr: Option<std::net::SocketAddr>,
         /// The agent's RPC auth key (rpc_auth).
         #[arg(long, env = "GATEWAN_SERF_RPC_AUTH", hide_env_values = true)]
         rpc_auth: Option<String>,
@@ -141,18 +145,23 @@ fn main() -> ExitCode {
         } => cli::status::run(&socket, json, gateway),
         Command::Controller(args) => cli::controller::run(args),
         Command::Members {
+            config,
             rpc_addr,
             rpc_auth,
             json,
             no_prefixes,
             timeout,
-        } => cli::members::run(cli::members::Options {
-            rpc_addr,
-            rpc_auth,
-            json,
-            no_prefixes,
-            timeout: Duration::from_secs_f64(timeout),
-        }),
+        } => cli::members::agent_of(config.as_deref(), rpc_addr, rpc_auth.as_deref()).and_then(
+            |(rpc_addr, rpc_auth)| {
+                cli::members::run(cli::members::Options {
+                    rpc_addr,
+                    rpc_auth,
+                    json,
+                    no_prefixes,
+                    timeout: Duration::from_secs_f64(timeout),
+                })
+            },
+        ),
         Command::XdpWatch {
             interface,
             mode,

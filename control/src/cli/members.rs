@@ -42,6 +42,31 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The agent to ask: the flags, else the gateway.yaml's `mesh:` section, else the default.
+pub fn agent_of(
+    config: Option<&std::path::Path>,
+    rpc_addr: Option<SocketAddr>,
+    rpc_auth: Option<&str>,
+) -> anyhow::Result<(SocketAddr, Option<String>)> {
+    let mesh = match config {
+        Some(path) => {
+            let cfg = crate::gateway::config::GatewayConfig::load(path)?;
+            Some(cfg.mesh.with_context(|| {
+                format!(
+                    "{}: no mesh: section (the gateway is not a mesh member)",
+                    path.display()
+                )
+            })?)
+        }
+        None => None,
+    };
+    let addr = rpc_addr
+        .or(mesh.as_ref().map(|m| m.rpc_addr))
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7373)));
+    let auth = rpc_auth.map(str::to_owned).or(mesh.map(|m| m.rpc_auth));
+    Ok((addr, auth))
+}
+
 /// Reads the mesh through the agent at `opts.rpc_addr`.
 pub async fn collect(opts: &Options) -> anyhow::Result<MeshSnapshot> {
     let rpc = RpcClient::connect(
@@ -250,6 +275,7 @@ mod tests {
             }],
             echo_port: Some(7002),
             prefix_list: Some(enc.tag()),
+            id: None,
         };
         let member = |name: &str, tags| Member {
             name: name.into(),

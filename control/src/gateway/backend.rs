@@ -48,7 +48,6 @@ pub struct Start<'a> {
     pub engine: &'a Arc<Engine>,
     pub routes: &'a RouteHandle,
     pub clock: Clock,
-    pub tunnels: usize,
     pub stop: &'a Arc<AtomicBool>,
 }
 
@@ -117,7 +116,7 @@ fn socket_workers(s: &Start<'_>, workers: usize, pin: bool) -> Result<Forwarding
     let mut stats = Vec::with_capacity(workers);
     let mut threads = Vec::with_capacity(workers);
     for (index, sockets) in sets.into_iter().enumerate() {
-        let published = Arc::new(PublishedStats::new(s.tunnels));
+        let published = Arc::new(PublishedStats::new(s.engine.tunnel_capacity()));
         stats.push(Arc::clone(&published));
         let worker = SocketWorker::new(
             engine::Worker::new(Arc::clone(s.engine), s.routes.reader()),
@@ -277,7 +276,7 @@ pub fn start_afxdp(s: &Start<'_>) -> Result<Forwarding, String> {
                 )
             })?;
         }
-        let published = Arc::new(PublishedStats::new(s.tunnels));
+        let published = Arc::new(PublishedStats::new(s.engine.tunnel_capacity()));
         stats.push(Arc::clone(&published));
         let index = queue as usize;
         let doorbell = Arc::new(Doorbell::new().map_err(|e| format!("eventfd: {e}"))?);

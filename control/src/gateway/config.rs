@@ -15,6 +15,7 @@ use thiserror::Error;
 use gatewan_dataplane::route::LocalRoute;
 use gatewan_dataplane::wire::ethernet::MacAddr;
 
+use super::mesh_config::{Mesh, MeshFile};
 use crate::probe::ProbeConfig;
 
 /// A WireGuard key (private, public or pre-shared): 32 bytes, written in base64 as `wg` does.
@@ -70,6 +71,9 @@ pub struct GatewayFile {
     pub fabric: Option<FabricFile>,
     #[serde(default)]
     pub dataplane: Dataplane,
+    /// The Serf mesh: tunnels to every remote gateway are built from it.
+    #[serde(default)]
+    pub mesh: Option<MeshFile>,
 }
 
 /// Which I/O backend the forwarding workers use.
@@ -248,6 +252,7 @@ pub struct GatewayConfig {
     pub tunnels: Vec<Tunnel>,
     pub fabric: Option<Fabric>,
     pub dataplane: Dataplane,
+    pub mesh: Option<Mesh>,
 }
 
 /// The checked fabric side.
@@ -311,7 +316,7 @@ pub enum ConfigError {
     Field { field: String, message: String },
 }
 
-fn field(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(super) fn field(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Field {
         field: field.into(),
         message: message.into(),
@@ -616,7 +621,27 @@ impl GatewayFile {
             None => None,
             Some(f) => Some(check_fabric(f)?),
         };
+        let mesh = match &self.mesh {
+            None => None,
+            Some(m) => Some(m.check(&transits, base)?),
+        };
+        if mesh.is_some() {
+            // Mesh tunnels are named sdwan<number>: a static one must not take such a name.
+            for (i, t) in tunnels.iter().enumerate() {
+                let numbered = t
+                    .name
+                    .strip_prefix("sdwan")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if numbered {
+                    return Err(field(
+                        format!("tunnels[{i}].name"),
+                        "sdwan<number> names belong to mesh tunnels; pick another",
+                    ));
+                }
+            }
+        }
         Ok(GatewayConfig {
+            mesh,
             fabric,
             dataplane: self.dataplane.check()?,
             name: self.name,

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use gatewan_dataplane::engine::{
     Clock, Egress, Engine, EngineTunnel, Handoff, Parcel, ParcelKind, PublishedStats,
-    TunnelCounter, WorkerCounter, WorkerStats,
+    TunnelCounter, TunnelMap, WorkerCounter, WorkerStats,
 };
 use gatewan_dataplane::pipeline;
 use gatewan_dataplane::route::{self, FlowHasher, RouteHandle, RouteTables, TunnelGroup};
@@ -60,7 +60,9 @@ pub enum GatewayError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("static routes: {0}")]
+    #[error("mesh: {0}")]
+    Mesh(String),
+    #[error("route tables: {0}")]
     Routes(String),
     #[error("tunnel {tunnel}: {source}")]
     Tunnel { tunnel: String, source: wg::Error },
@@ -77,6 +79,33 @@ pub enum GatewayError {
     },
 }
 
+/// Where a tunnel comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// `tunnels:` in gateway.yaml.
+    Static,
+    /// Planned from the mesh view (`gateway::planner`).
+    Mesh,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Static => "static",
+            Origin::Mesh => "mesh",
+        }
+    }
+}
+
+/// A tunnel the owner is told to keep: its identity (the same from both ends), where it
+/// comes from, and its settings.
+#[derive(Clone, Debug)]
+pub struct TunnelOrder {
+    pub id: String,
+    pub origin: Origin,
+    pub tunnel: Tunnel,
+}
+
 /// One tunnel's companions in the owner.
 struct TunnelCtx {
     /// Which of the worker's transits carries it, and its id in that transit's device.
@@ -87,7 +116,11 @@ struct TunnelCtx {
     prober: Prober,
     reflector: Reflector<IpAddr>,
     started_at: SystemTime,
+    /// The tunnel's identity, the same from both ends.
     uuid: String,
+    origin: Origin,
+    /// The workers' counters of this route-table slot when the tunnel took it.
+    base: Vec<u64>,
     /// Inner packets dropped or ignored on this tunnel, by counter name.
     drops: BTreeMap<&'static str, u64>,
     probes_sent: u64,
@@ -120,11 +153,14 @@ struct Owner {
     /// whose next hop an AF_XDP worker has not learned); the workers receive.
     transit_sockets: Vec<UdpSocket>,
     fabric_socket: Option<UdpSocket>,
-    /// Indexed by the route tables' tunnel ids.
-    tunnels: Vec<TunnelCtx>,
+    /// Indexed by the route tables' tunnel ids (slots; `None` where free).
+    tunnels: Vec<Option<TunnelCtx>>,
     engine: Arc<Engine>,
-    /// The route tables' writing end (the workers hold readers); kept for route updates.
-    _routes: RouteHandle,
+    /// The route tables' writing end (the workers hold readers).
+    routes: RouteHandle,
+    /// The fabric's local routes (the tunnel -> fabric direction).
+    local_routes: Vec<(ipnet::IpNet, route::LocalRoute)>,
+    probe: crate::probe::ProbeConfig,
     workers: Vec<Arc<PublishedStats>>,
     clock: Clock,
     status: Arc<Mutex<Snapshot>>,
@@ -136,10 +172,13 @@ struct Owner {
     doorbells: Vec<Arc<gatewan_dataplane::engine::Doorbell>>,
 }
 
-/// What the control endpoint asks of the owner.
+/// What the control endpoint and the mesh ask of the owner.
 #[derive(Debug)]
-enum Command {
-    Rekey(usize),
+pub enum Command {
+    /// Rekey the tunnel of this name.
+    Rekey(String),
+    /// Keep exactly these mesh tunnels (static ones are not touched).
+    MeshTunnels(Vec<TunnelOrder>),
 }
 
 /// What the owner last published.
@@ -168,16 +207,22 @@ pub async fn run(config: GatewayConfig) -> Result<(), GatewayError> {
     run_until(config, stop_rx, stop).await
 }
 
-/// The static route tables: each tunnel's `networks` as remote prefixes (one group per set of
-/// tunnels sharing a prefix, equal weights), and the fabric's local routes.
-fn static_tables(config: &GatewayConfig) -> Result<RouteTables, GatewayError> {
+/// The route tables from the tunnels' `networks` (remote prefixes: one group per set of
+/// tunnels sharing a prefix, equal weights) and the fabric's local routes.
+fn build_tables(
+    tunnels: &[Option<TunnelCtx>],
+    local_routes: &[(ipnet::IpNet, route::LocalRoute)],
+) -> Result<RouteTables, GatewayError> {
     let mut members: BTreeMap<ipnet::IpNet, Vec<(route::TunnelId, u32)>> = BTreeMap::new();
-    for (i, t) in config.tunnels.iter().enumerate() {
-        for net in &t.networks {
+    for (i, ctx) in tunnels.iter().enumerate() {
+        let (Some(ctx), Ok(i)) = (ctx, u32::try_from(i)) else {
+            continue;
+        };
+        for net in &ctx.config.networks {
             members
                 .entry(*net)
                 .or_default()
-                .push((route::TunnelId(i as u32), 1));
+                .push((route::TunnelId(i), 1));
         }
     }
     let mut builder = RouteTables::builder();
@@ -197,14 +242,22 @@ fn static_tables(config: &GatewayConfig) -> Result<RouteTables, GatewayError> {
             .add_remote(net, group)
             .map_err(|e| GatewayError::Routes(e.to_string()))?;
     }
-    if let Some(fabric) = &config.fabric {
-        for (net, local) in &fabric.local_routes {
-            builder
-                .add_local(*net, *local)
-                .map_err(|e| GatewayError::Routes(e.to_string()))?;
-        }
+    for (net, local) in local_routes {
+        builder
+            .add_local(*net, *local)
+            .map_err(|e| GatewayError::Routes(e.to_string()))?;
     }
     Ok(builder.build())
+}
+
+/// The tunnel map the workers get: each slot's transit, WireGuard id and inner addresses.
+fn tunnel_map(tunnels: &[Option<TunnelCtx>]) -> TunnelMap {
+    TunnelMap::new(
+        tunnels
+            .iter()
+            .map(|c| c.as_ref().map(TunnelCtx::engine_tunnel))
+            .collect(),
+    )
 }
 
 /// Runs the gateway until `stop` completes (it must also flip `stopped` to true).
@@ -223,30 +276,16 @@ pub async fn run_until(
             published: None,
         });
     }
-    // Tunnels in configuration order: their index is their id in the route tables.
-    let mut tunnels: Vec<TunnelCtx> = Vec::new();
-    let mut engine_tunnels = Vec::new();
+    // Static tunnels in configuration order take the first route-table slots.
+    let mut tunnels: Vec<Option<TunnelCtx>> = Vec::new();
     for t in &config.tunnels {
-        let Some(io) = transits.get_mut(t.transit) else {
-            continue;
+        let order = TunnelOrder {
+            id: static_id(&public_key, t, &config.transits),
+            origin: Origin::Static,
+            tunnel: t.clone(),
         };
-        let mut peer = PeerConfig::new(t.peer_public_key.0);
-        peer.preshared_key = t.preshared_key.map(|k| k.0);
-        peer.persistent_keepalive = t.persistent_keepalive;
-        let id = io
-            .device
-            .add_tunnel(peer, t.peer_endpoint, Box::new(OsRng))
-            .map_err(|source| GatewayError::Tunnel {
-                tunnel: t.name.clone(),
-                source,
-            })?;
-        let ctx = new_ctx(t.transit, id, t, &config, &public_key, &io.transit);
-        engine_tunnels.push(EngineTunnel {
-            transit: t.transit,
-            wg: id,
-            local: [ctx.addrs.v4.map(IpAddr::V4), ctx.addrs.v6.map(IpAddr::V6)],
-        });
-        tunnels.push(ctx);
+        let ctx = open_tunnel(&mut transits, order, config.probe, Vec::new())?;
+        tunnels.push(Some(ctx));
     }
     let fabric = config.fabric.as_ref().map(|f| {
         tracing::info!(vtep = %f.vtep, vni = f.vni, local_routes = f.local_routes.len(), "fabric up");
@@ -259,14 +298,22 @@ pub async fn run_until(
             f.vtep,
         )
     });
-    let routes = RouteHandle::new(static_tables(&config)?);
-    let engine = Arc::new(Engine::new(
+    let local_routes = config
+        .fabric
+        .as_ref()
+        .map(|f| f.local_routes.clone())
+        .unwrap_or_default();
+    let routes = RouteHandle::new(build_tables(&tunnels, &local_routes)?);
+    let capacity = tunnels.len() + config.mesh.as_ref().map_or(0, |m| m.max_tunnels);
+    let engine = Arc::new(Engine::with_capacity(
         fabric,
-        engine_tunnels,
+        Vec::new(),
+        capacity,
         transits.len(),
         FlowHasher::new(0x6761_7465_7761_6e21),
         Arc::new(Handoff::new(HANDOFF_CAPACITY)),
     ));
+    engine.publish_tunnels(tunnel_map(&tunnels));
 
     // The forwarding workers, one per core (or queue), on the chosen backend.
     let stop_workers = Arc::new(AtomicBool::new(false));
@@ -275,7 +322,6 @@ pub async fn run_until(
         engine: &engine,
         routes: &routes,
         clock,
-        tunnels: tunnels.len(),
         stop: &stop_workers,
     };
     let mut afxdp_unavailable = None;
@@ -296,6 +342,7 @@ pub async fn run_until(
         workers: forwarding.threads.len(),
         afxdp_unavailable,
         worker_rx_packets: Vec::new(),
+        mesh: None,
     };
     tracing::info!(
         backend = forwarding.backend,
@@ -316,11 +363,6 @@ pub async fn run_until(
         ..
     } = forwarding;
 
-    let by_name: BTreeMap<String, usize> = tunnels
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.config.name.clone(), i))
-        .collect();
     let (command_tx, commands) = mpsc::unbounded_channel();
     let status = Arc::new(Mutex::new(Snapshot::default()));
     let owner = Owner {
@@ -330,7 +372,9 @@ pub async fn run_until(
         fabric_socket,
         tunnels,
         engine,
-        _routes: routes,
+        routes,
+        local_routes,
+        probe: config.probe,
         workers: published,
         clock,
         status: Arc::clone(&status),
@@ -338,28 +382,38 @@ pub async fn run_until(
         next_hops: NextHopBook::default(),
         doorbells,
     };
-    let task = tokio::spawn(owner.run(stopped));
+    let task = tokio::spawn(owner.run(stopped.clone()));
+    let mesh = match &config.mesh {
+        Some(_) => Some(
+            super::mesh::start(&config, command_tx.clone(), stopped)
+                .map_err(|e| GatewayError::Mesh(format!("{e:#}")))?,
+        ),
+        None => None,
+    };
+    let mesh_status = mesh.as_ref().map(super::mesh::MeshHandle::status);
 
     let (name, datacenter) = (config.name.clone(), config.datacenter.clone());
     let socket_path = config.control_socket.clone();
     let control = tokio::spawn(async move {
         control::serve(&socket_path, move |request| {
-            if let Request::Rekey { tunnel } = request {
-                return match by_name.get(&tunnel) {
-                    Some(i) if command_tx.send(Command::Rekey(*i)).is_ok() => Response::Done,
-                    Some(_) => Response::Error {
-                        message: format!("tunnel {tunnel} is stopping"),
-                    },
-                    None => Response::Error {
-                        message: format!("no tunnel named {tunnel:?}"),
-                    },
-                };
-            }
             // A poisoned lock only means the owner panicked mid-copy; its last snapshot is
             // still the best answer.
             let guard = status
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Request::Rekey { tunnel } = request {
+                if !guard.tunnels.iter().any(|t| t.interface == tunnel) {
+                    return Response::Error {
+                        message: format!("no tunnel named {tunnel:?}"),
+                    };
+                }
+                return match command_tx.send(Command::Rekey(tunnel.clone())) {
+                    Ok(()) => Response::Done,
+                    Err(_) => Response::Error {
+                        message: format!("tunnel {tunnel} is stopping"),
+                    },
+                };
+            }
             Response::Status {
                 gateway: name.clone(),
                 datacenter: datacenter.clone(),
@@ -367,6 +421,7 @@ pub async fn run_until(
                 drops: guard.drops.clone(),
                 dataplane: DataplaneStatus {
                     worker_rx_packets: guard.worker_rx_packets.clone(),
+                    mesh: mesh_status.as_ref().map(|m| m.borrow().clone()),
                     ..dataplane.clone()
                 },
             }
@@ -375,6 +430,9 @@ pub async fn run_until(
     });
     tracing::info!(gateway = %config.name, socket = %config.control_socket.display(), "gateway running");
     stop.await;
+    if let Some(mesh) = mesh {
+        mesh.leave().await;
+    }
     let _ = task.await;
     stop_workers.store(true, std::sync::atomic::Ordering::Relaxed);
     for thread in threads {
@@ -387,14 +445,43 @@ pub async fn run_until(
     Ok(())
 }
 
-fn new_ctx(
-    transit_index: usize,
-    id: TunnelId,
-    t: &Tunnel,
-    config: &GatewayConfig,
-    public_key: &Key32,
-    transit: &Transit,
-) -> TunnelCtx {
+/// A static tunnel's identity: stable across restarts, from the two keys and transits.
+fn static_id(public_key: &Key32, t: &Tunnel, transits: &[Transit]) -> String {
+    let seed = format!(
+        "{}/{}/{}/{}",
+        public_key.to_hex(),
+        t.peer_public_key.to_hex(),
+        transits.get(t.transit).map_or("", |x| x.name.as_str()),
+        t.peer_transit.as_deref().unwrap_or("")
+    );
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, seed.as_bytes()).to_string()
+}
+
+/// Adds the tunnel to its transit's WireGuard device and makes its companions; `base` is its
+/// route-table slot's counters so far (a reused slot starts from zero).
+fn open_tunnel(
+    transits: &mut [TransitIo],
+    order: TunnelOrder,
+    probe: crate::probe::ProbeConfig,
+    base: Vec<u64>,
+) -> Result<TunnelCtx, GatewayError> {
+    let t = &order.tunnel;
+    let Some(io) = transits.get_mut(t.transit) else {
+        return Err(GatewayError::Tunnel {
+            tunnel: t.name.clone(),
+            source: wg::Error::UnknownTunnel,
+        });
+    };
+    let mut peer = PeerConfig::new(t.peer_public_key.0);
+    peer.preshared_key = t.preshared_key.map(|k| k.0);
+    peer.persistent_keepalive = t.persistent_keepalive;
+    let id = io
+        .device
+        .add_tunnel(peer, t.peer_endpoint, Box::new(OsRng))
+        .map_err(|source| GatewayError::Tunnel {
+            tunnel: t.name.clone(),
+            source,
+        })?;
     let now = Instant::now();
     let addrs = InnerAddrs {
         v4: t.address_v4.map(|n| n.addr()),
@@ -405,24 +492,18 @@ fn new_ctx(
         peer_echo_port: t.peer_echo_port,
         icmp_ident: 0x4757 ^ id.0,
     };
-    // Stable across restarts: the same two keys and transits name the same tunnel.
-    let seed = format!(
-        "{}/{}/{}/{}",
-        public_key.to_hex(),
-        t.peer_public_key.to_hex(),
-        transit.name,
-        t.peer_transit.as_deref().unwrap_or("")
-    );
-    TunnelCtx {
-        transit: transit_index,
+    Ok(TunnelCtx {
+        transit: t.transit,
         id,
-        config: t.clone(),
         addrs,
         // The configuration was validated, so this cannot fail; fall back to defaults anyway.
-        prober: Prober::new(config.probe, now).unwrap_or_else(|_| default_prober(now)),
+        prober: Prober::new(probe, now).unwrap_or_else(|_| default_prober(now)),
         reflector: Reflector::new(64),
         started_at: SystemTime::now(),
-        uuid: uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, seed.as_bytes()).to_string(),
+        uuid: order.id,
+        origin: order.origin,
+        base,
+        config: order.tunnel,
         drops: BTreeMap::new(),
         probes_sent: 0,
         last: (now, 0, 0),
@@ -430,6 +511,30 @@ fn new_ctx(
         tx_bps: 0,
         state: TunnelState::Connecting,
         rekey_at: None,
+    })
+}
+
+/// Whether `b` can keep `a`'s WireGuard session: same transit, peer key, pre-shared key and
+/// inner addresses.
+fn same_session(a: &Tunnel, b: &Tunnel) -> bool {
+    a.transit == b.transit
+        && a.peer_public_key == b.peer_public_key
+        && a.preshared_key == b.preshared_key
+        && a.address_v4 == b.address_v4
+        && a.address_v6 == b.address_v6
+        && a.peer_address_v4 == b.peer_address_v4
+        && a.peer_address_v6 == b.peer_address_v6
+        && a.echo_port == b.echo_port
+        && a.persistent_keepalive == b.persistent_keepalive
+}
+
+impl TunnelCtx {
+    fn engine_tunnel(&self) -> EngineTunnel {
+        EngineTunnel {
+            transit: self.transit,
+            wg: self.id,
+            local: [self.addrs.v4.map(IpAddr::V4), self.addrs.v6.map(IpAddr::V6)],
+        }
     }
 }
 
@@ -473,7 +578,7 @@ impl Owner {
                     wake = wake.min(self.clock.mono(deadline));
                 }
             }
-            for ctx in &self.tunnels {
+            for ctx in self.tunnels.iter().flatten() {
                 wake = wake.min(ctx.prober.next_wakeup());
                 if let Some(at) = ctx.rekey_at {
                     wake = wake.min(at);
@@ -586,9 +691,17 @@ impl Owner {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Rekey(i) => {
+            Command::MeshTunnels(orders) => self.set_mesh_tunnels(orders),
+            Command::Rekey(name) => {
                 let now = Instant::now();
-                let Some(ctx) = self.tunnels.get(i) else {
+                let Some(i) = self
+                    .tunnels
+                    .iter()
+                    .position(|c| c.as_ref().is_some_and(|c| c.config.name == name))
+                else {
+                    return;
+                };
+                let Some(ctx) = self.ctx(i) else {
                     return;
                 };
                 // WireGuard sends at most one initiation per REKEY_TIMEOUT; one asked for
@@ -603,18 +716,146 @@ impl Owner {
                     })
                     .map_or(now, |earliest| earliest.max(now));
                 tracing::info!(tunnel = %ctx.config.name, in_ms = at.saturating_duration_since(now).as_millis() as u64, "forced rekey");
-                if let Some(ctx) = self.tunnels.get_mut(i) {
+                if let Some(ctx) = self.ctx_mut(i) {
                     ctx.rekey_at = Some(at);
                 }
             }
         }
     }
 
+    fn ctx(&self, index: usize) -> Option<&TunnelCtx> {
+        self.tunnels.get(index).and_then(Option::as_ref)
+    }
+
+    fn ctx_mut(&mut self, index: usize) -> Option<&mut TunnelCtx> {
+        self.tunnels.get_mut(index).and_then(Option::as_mut)
+    }
+
+    /// Makes the mesh tunnels exactly `orders`: new ones are added, gone ones removed, a
+    /// changed key, transit or inner address replaces the tunnel, and a changed endpoint,
+    /// echo port or prefix list is applied in place (the session goes on). Then the workers
+    /// get the new tunnel map and route tables.
+    fn set_mesh_tunnels(&mut self, orders: Vec<TunnelOrder>) {
+        let mut wanted: BTreeMap<String, TunnelOrder> = orders
+            .into_iter()
+            .filter(|o| o.origin == Origin::Mesh)
+            .map(|o| (o.tunnel.name.clone(), o))
+            .collect();
+        let mut changed = false;
+        for i in 0..self.tunnels.len() {
+            let Some(ctx) = self.tunnels.get_mut(i).and_then(Option::as_mut) else {
+                continue;
+            };
+            if ctx.origin != Origin::Mesh {
+                continue;
+            }
+            let keep = match wanted.get(&ctx.config.name) {
+                Some(order) if same_session(&ctx.config, &order.tunnel) && ctx.uuid == order.id => {
+                    let t = &order.tunnel;
+                    if ctx.config.networks != t.networks {
+                        changed = true;
+                    }
+                    ctx.addrs.peer_echo_port = t.peer_echo_port;
+                    let endpoint_moved = ctx.config.peer_endpoint != t.peer_endpoint;
+                    ctx.config = t.clone();
+                    let (transit, id) = (ctx.transit, ctx.id);
+                    if endpoint_moved {
+                        if let Some(io) = self.transits.get_mut(transit) {
+                            io.device.set_endpoint(id, t.peer_endpoint);
+                        }
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if keep {
+                wanted.remove(
+                    &self
+                        .ctx(i)
+                        .map(|c| c.config.name.clone())
+                        .unwrap_or_default(),
+                );
+            } else {
+                self.close_tunnel(i);
+                changed = true;
+            }
+        }
+        for (_, order) in wanted {
+            changed = true;
+            let name = order.tunnel.name.clone();
+            if let Err(e) = self.add_tunnel(order) {
+                tracing::warn!(tunnel = %name, error = %e, "mesh tunnel not added");
+            }
+        }
+        if changed {
+            self.publish_tables();
+        }
+    }
+
+    /// Adds a tunnel in the first free route-table slot.
+    fn add_tunnel(&mut self, order: TunnelOrder) -> Result<usize, GatewayError> {
+        let slot = self
+            .tunnels
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.tunnels.len());
+        if slot >= self.engine.tunnel_capacity() {
+            return Err(GatewayError::Routes(format!(
+                "no room for more than {} tunnels (mesh.max_tunnels)",
+                self.engine.tunnel_capacity()
+            )));
+        }
+        let base = self.worker_slot(slot);
+        let (name, peer) = (order.tunnel.name.clone(), order.tunnel.peer.clone());
+        let ctx = open_tunnel(&mut self.transits, order, self.probe, base)?;
+        tracing::info!(tunnel = %name, %peer, slot, "tunnel added");
+        match self.tunnels.get_mut(slot) {
+            Some(s) => *s = Some(ctx),
+            None => self.tunnels.push(Some(ctx)),
+        }
+        Ok(slot)
+    }
+
+    /// Removes a tunnel: its WireGuard keys go, its slot is free for another.
+    fn close_tunnel(&mut self, slot: usize) {
+        let Some(ctx) = self.tunnels.get_mut(slot).and_then(Option::take) else {
+            return;
+        };
+        if let Some(io) = self.transits.get_mut(ctx.transit) {
+            io.device.remove_tunnel(ctx.id);
+        }
+        tracing::info!(tunnel = %ctx.config.name, peer = %ctx.config.peer, "tunnel removed");
+    }
+
+    /// The workers' counters of one route-table slot so far.
+    fn worker_slot(&self, slot: usize) -> Vec<u64> {
+        let mut total = WorkerStats::new(self.engine.tunnel_capacity());
+        for w in &self.workers {
+            total.merge(&w.snapshot());
+        }
+        total.tunnel_values(slot)
+    }
+
+    /// Publishes the tunnel map, the sessions and the route tables built from the tunnels.
+    fn publish_tables(&mut self) {
+        self.engine.publish_tunnels(tunnel_map(&self.tunnels));
+        self.publish_sessions();
+        match build_tables(&self.tunnels, &self.local_routes) {
+            Ok(tables) => {
+                let generation = self.routes.install(tables);
+                self.routes.reclaim();
+                tracing::debug!(generation, "route tables published");
+            }
+            Err(e) => tracing::warn!(error = %e, "route tables not rebuilt"),
+        }
+    }
+
     /// The tunnel index of (transit, device id).
     fn tunnel_index(&self, transit: usize, id: TunnelId) -> Option<usize> {
-        self.tunnels
-            .iter()
-            .position(|c| c.transit == transit && c.id == id)
+        self.engine
+            .tunnels()
+            .route_tunnel(transit, id)
+            .map(|i| i as usize)
     }
 
     /// Sends a datagram the owner made: through the AF_XDP workers, the way data goes, when
@@ -676,7 +917,7 @@ impl Owner {
     /// A decrypted inner packet for the gateway itself, from tunnel `index`.
     fn on_local(&mut self, index: usize, packet: &[u8], tx: &mut [u8]) {
         let now = Instant::now();
-        let Some(ctx) = self.tunnels.get_mut(index) else {
+        let Some(ctx) = self.ctx_mut(index) else {
             return;
         };
         let Some(body) = tx.get_mut(DATA_HEADER_LEN..) else {
@@ -704,7 +945,7 @@ impl Owner {
 
     fn encapsulate_and_send(&mut self, index: usize, buf: &mut [u8], len: usize) {
         let now = self.clock.now();
-        let Some(ctx) = self.tunnels.get(index) else {
+        let Some(ctx) = self.ctx(index) else {
             return;
         };
         let (t, id) = (ctx.transit, ctx.id);
@@ -728,7 +969,7 @@ impl Owner {
         // handshake, as any packet would.
         for i in 0..self.tunnels.len() {
             // One due probe at a time: nothing is collected, nothing allocated.
-            while let Some((seq, addrs)) = self.tunnels.get_mut(i).and_then(|ctx| {
+            while let Some((seq, addrs)) = self.ctx_mut(i).and_then(|ctx| {
                 let seq = ctx.prober.poll_probe(now)?;
                 ctx.probes_sent += 1;
                 Some((seq, ctx.addrs))
@@ -740,7 +981,7 @@ impl Owner {
                     Ok(Some(len)) => self.encapsulate_and_send(i, tx, len),
                     Ok(None) => {}
                     Err(drop) => {
-                        if let Some(ctx) = self.tunnels.get_mut(i) {
+                        if let Some(ctx) = self.ctx_mut(i) {
                             ctx.count(drop.name());
                         }
                     }
@@ -749,7 +990,7 @@ impl Owner {
         }
         let wg_now = self.clock.wg(now);
         for i in 0..self.tunnels.len() {
-            let Some(ctx) = self.tunnels.get_mut(i) else {
+            let Some(ctx) = self.ctx_mut(i) else {
                 continue;
             };
             if ctx.rekey_at.is_some_and(|at| at <= now) {
@@ -773,7 +1014,7 @@ impl Owner {
                         // A tunnel that only answers has nowhere to send its own handshakes.
                         _ => {
                             if let Some(index) = self.tunnel_index(t, id) {
-                                if let Some(ctx) = self.tunnels.get_mut(index) {
+                                if let Some(ctx) = self.ctx_mut(index) {
                                     ctx.count("no_endpoint");
                                 }
                             }
@@ -791,9 +1032,14 @@ impl Owner {
 
     /// The workers' counters, summed.
     fn worker_totals(&self) -> WorkerStats {
-        let mut total = WorkerStats::new(self.tunnels.len());
+        let mut total = WorkerStats::new(self.engine.tunnel_capacity());
         for w in &self.workers {
             total.merge(&w.snapshot());
+        }
+        for (i, ctx) in self.tunnels.iter().enumerate() {
+            if let Some(ctx) = ctx {
+                total.subtract_tunnel(i, &ctx.base);
+            }
         }
         total
     }
@@ -808,6 +1054,9 @@ impl Owner {
             .collect();
         let mut snapshot = Vec::with_capacity(self.tunnels.len());
         for (index, ctx) in self.tunnels.iter_mut().enumerate() {
+            let Some(ctx) = ctx else {
+                continue;
+            };
             let Some(io) = self.transits.get(ctx.transit) else {
                 continue;
             };
@@ -861,6 +1110,7 @@ impl Owner {
             let opt = |a: Option<String>| a.unwrap_or_else(|| "-".into());
             snapshot.push(TunnelStatus {
                 id: ctx.uuid.clone(),
+                origin: ctx.origin.as_str().to_owned(),
                 networks: c
                     .networks
                     .iter()

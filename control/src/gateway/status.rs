@@ -21,6 +21,9 @@ pub enum TunnelState {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TunnelStatus {
     pub id: String,
+    /// `static` (gateway.yaml) or `mesh` (built from the mesh view).
+    #[serde(default)]
+    pub origin: String,
     pub networks: String,
     pub meta: Meta,
     pub usage: String,

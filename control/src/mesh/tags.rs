@@ -7,6 +7,7 @@
 //! | `role`      | `gateway`, `controller`, `bgpctl`                 | `gateway` |
 //! | `dc`        | datacenter name                                   | `sg1` |
 //! | `echo`      | STAMP echo port                                   | `7054` |
+//! | `id`        | the gateway's mesh id (tunnel numbering, `gateway::planner`) | `12` |
 //! | `pl`        | prefix list `version.chunks.digest` (digest: first 8 bytes of its SHA-256, hex) | `1716282000123.31.9f2c...` |
 //! | `t.<name>`  | per transit: WireGuard public key (base64), then its public endpoints | `kT3...=,203.0.113.5:6152,[2001:db8::5]:6152` |
 //!
@@ -31,6 +32,7 @@ pub const TAGS_LIMIT: usize = 512;
 pub const TAG_ROLE: &str = "role";
 pub const TAG_DC: &str = "dc";
 pub const TAG_ECHO: &str = "echo";
+pub const TAG_ID: &str = "id";
 pub const TAG_PREFIX_LIST: &str = "pl";
 pub const TAG_TRANSIT_PREFIX: &str = "t.";
 
@@ -159,6 +161,8 @@ pub struct GatewayMeta {
     pub transits: Vec<TransitMeta>,
     pub echo_port: Option<u16>,
     pub prefix_list: Option<ListTag>,
+    /// The gateway's mesh id (1..=65535): it numbers the tunnels and their inner addresses.
+    pub id: Option<u32>,
 }
 
 /// Names used inside tag keys and values: short and free of the separators.
@@ -187,6 +191,9 @@ impl GatewayMeta {
         tags.insert(TAG_DC.to_owned(), self.datacenter.clone());
         if let Some(port) = self.echo_port {
             tags.insert(TAG_ECHO.to_owned(), port.to_string());
+        }
+        if let Some(id) = self.id {
+            tags.insert(TAG_ID.to_owned(), id.to_string());
         }
         if let Some(pl) = &self.prefix_list {
             tags.insert(TAG_PREFIX_LIST.to_owned(), pl.to_string());
@@ -218,6 +225,13 @@ impl GatewayMeta {
             .map(|p| {
                 p.parse::<u16>()
                     .map_err(|_| invalid(TAG_ECHO, "not a port"))
+            })
+            .transpose()?;
+        let id = tags
+            .get(TAG_ID)
+            .map(|v| match v.parse::<u32>() {
+                Ok(id) if (1..=65535).contains(&id) => Ok(id),
+                _ => Err(invalid(TAG_ID, "not a mesh id (1 to 65535)")),
             })
             .transpose()?;
         let prefix_list = tags
@@ -257,6 +271,7 @@ impl GatewayMeta {
             transits,
             echo_port,
             prefix_list,
+            id,
         })
     }
 }
@@ -326,6 +341,7 @@ mod tests {
                 chunks: 31,
                 digest: [0x9f, 0x2c, 1, 2, 3, 4, 5, 6],
             }),
+            id: Some(12),
         }
     }
 

@@ -376,6 +376,7 @@ mod tests {
             }],
             echo_port: Some(7054),
             prefix_list: pl,
+            id: None,
         };
         Member {
             name: name.into(),

@@ -293,7 +293,8 @@ impl XdpForwarder {
             }
         }
         self.worker.stats.set(WorkerCounter::XskRxDropped, dropped);
-        self.published.publish(&self.worker.stats);
+        let slots = self.worker.tunnel_slots();
+        self.published.publish(&self.worker.stats, slots);
     }
 }
 

@@ -58,7 +58,8 @@ pub fn usable_cores() -> Vec<usize> {
         .unwrap_or_else(|| vec![0])
 }
 
-/// A tunnel as the workers know it; its index is its id in the route tables.
+/// A tunnel as the workers know it; its slot in the [`TunnelMap`] is its id in the route
+/// tables (and in the workers' per-tunnel counters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineTunnel {
     /// Index of the transit (and of its session table) that carries it.
@@ -67,6 +68,71 @@ pub struct EngineTunnel {
     pub wg: wg::TunnelId,
     /// The gateway's own inner addresses on this tunnel: packets to them go to the owner.
     pub local: [Option<IpAddr>; 2],
+}
+
+/// Every tunnel the workers know, by route-table id (a slot; `None` where free), and the
+/// reverse map from (transit, WireGuard tunnel) to that id. The owner builds a new map when
+/// tunnels come and go and publishes it whole; workers load it per packet from their cache
+/// (one atomic read, no lock).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TunnelMap {
+    slots: Vec<Option<EngineTunnel>>,
+    /// [transit][WireGuard tunnel id] -> slot.
+    by_wg: Vec<Vec<Option<u32>>>,
+}
+
+impl TunnelMap {
+    /// A map of `slots` (index = route-table id).
+    pub fn new(slots: Vec<Option<EngineTunnel>>) -> Self {
+        let mut by_wg: Vec<Vec<Option<u32>>> = Vec::new();
+        for (i, t) in slots.iter().enumerate() {
+            let (Some(t), Ok(i)) = (t, u32::try_from(i)) else {
+                continue;
+            };
+            if by_wg.len() <= t.transit {
+                by_wg.resize(t.transit + 1, Vec::new());
+            }
+            if let Some(map) = by_wg.get_mut(t.transit) {
+                let slot = usize::from(t.wg.0);
+                if map.len() <= slot {
+                    map.resize(slot + 1, None);
+                }
+                if let Some(s) = map.get_mut(slot) {
+                    *s = Some(i);
+                }
+            }
+        }
+        Self { slots, by_wg }
+    }
+
+    /// The tunnel in route-table slot `index`.
+    #[inline]
+    pub fn get(&self, index: usize) -> Option<EngineTunnel> {
+        self.slots.get(index).copied().flatten()
+    }
+
+    /// The route tunnel carried by (transit, WireGuard tunnel).
+    #[inline]
+    pub fn route_tunnel(&self, transit: usize, wg: wg::TunnelId) -> Option<u32> {
+        self.by_wg
+            .get(transit)
+            .and_then(|m| m.get(usize::from(wg.0)))
+            .copied()
+            .flatten()
+    }
+
+    /// One past the highest slot (used or free): the per-tunnel counters workers publish.
+    pub fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The tunnels in use, with their slots.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, EngineTunnel)> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.map(|t| (i, t)))
+    }
 }
 
 /// What to do with a packet after a step.
@@ -91,9 +157,9 @@ pub struct Engine {
     fabric: Option<Fabric>,
     /// Our VTEP address: the source of ICMP errors sent into the fabric.
     vtep: Option<IpAddr>,
-    tunnels: Vec<EngineTunnel>,
-    /// [transit][WireGuard tunnel id] -> route tunnel index.
-    by_wg: Vec<Vec<Option<u32>>>,
+    tunnels: Arc<ArcSwap<TunnelMap>>,
+    /// Route-table slots the workers count for: a map may use no more.
+    tunnel_capacity: usize,
     sessions: Vec<Arc<ArcSwap<SessionTable>>>,
     hasher: FlowHasher,
     handoff: Arc<Handoff>,
@@ -114,7 +180,8 @@ pub enum Egress {
 pub type NextHops = Vec<(Egress, IpAddr, MacAddr)>;
 
 impl Engine {
-    /// `transits` session tables in transit order; `tunnels` in route-table order.
+    /// `transits` session tables in transit order; `tunnels` in route-table order, and room
+    /// for that many tunnels.
     pub fn new(
         fabric: Option<(Fabric, IpAddr)>,
         tunnels: Vec<EngineTunnel>,
@@ -122,23 +189,26 @@ impl Engine {
         hasher: FlowHasher,
         handoff: Arc<Handoff>,
     ) -> Self {
-        let mut by_wg: Vec<Vec<Option<u32>>> = vec![Vec::new(); transits];
-        for (i, t) in tunnels.iter().enumerate() {
-            if let (Some(map), Ok(i)) = (by_wg.get_mut(t.transit), u32::try_from(i)) {
-                let slot = usize::from(t.wg.0);
-                if map.len() <= slot {
-                    map.resize(slot + 1, None);
-                }
-                if let Some(s) = map.get_mut(slot) {
-                    *s = Some(i);
-                }
-            }
-        }
+        let capacity = tunnels.len();
+        Self::with_capacity(fabric, tunnels, capacity, transits, hasher, handoff)
+    }
+
+    /// As [`Engine::new`], with room for `capacity` tunnels published later
+    /// ([`Engine::publish_tunnels`]).
+    pub fn with_capacity(
+        fabric: Option<(Fabric, IpAddr)>,
+        tunnels: Vec<EngineTunnel>,
+        capacity: usize,
+        transits: usize,
+        hasher: FlowHasher,
+        handoff: Arc<Handoff>,
+    ) -> Self {
+        let map = TunnelMap::new(tunnels.into_iter().map(Some).collect());
         Self {
             fabric: fabric.map(|(f, _)| f),
             vtep: fabric.map(|(_, v)| v),
-            tunnels,
-            by_wg,
+            tunnel_capacity: capacity.max(map.slots()),
+            tunnels: Arc::new(ArcSwap::from_pointee(map)),
             sessions: (0..transits)
                 .map(|_| Arc::new(ArcSwap::from_pointee(SessionTable::default())))
                 .collect(),
@@ -165,21 +235,33 @@ impl Engine {
         }
     }
 
-    pub fn tunnels(&self) -> &[EngineTunnel] {
-        &self.tunnels
+    /// Publishes a new tunnel map; refused (false) if it uses more slots than the engine
+    /// has room for.
+    pub fn publish_tunnels(&self, map: TunnelMap) -> bool {
+        if map.slots() > self.tunnel_capacity {
+            return false;
+        }
+        self.tunnels.store(Arc::new(map));
+        true
+    }
+
+    /// The published tunnel map.
+    pub fn tunnels(&self) -> Arc<TunnelMap> {
+        self.tunnels.load_full()
+    }
+
+    /// How many route-table slots tunnels may use.
+    pub fn tunnel_capacity(&self) -> usize {
+        self.tunnel_capacity
     }
 
     pub fn handoff(&self) -> &Handoff {
         &self.handoff
     }
 
-    /// The route tunnel carried by (transit, WireGuard tunnel).
+    /// The route tunnel carried by (transit, WireGuard tunnel), in the published map.
     pub fn route_tunnel(&self, transit: usize, wg: wg::TunnelId) -> Option<u32> {
-        self.by_wg
-            .get(transit)
-            .and_then(|m| m.get(usize::from(wg.0)))
-            .copied()
-            .flatten()
+        self.tunnels.load().route_tunnel(transit, wg)
     }
 }
 
@@ -187,6 +269,7 @@ impl Engine {
 pub struct Worker {
     engine: Arc<Engine>,
     routes: RouteReader,
+    tunnels: Cache<Arc<ArcSwap<TunnelMap>>, Arc<TunnelMap>>,
     sessions: Vec<Cache<Arc<ArcSwap<SessionTable>>, Arc<SessionTable>>>,
     neighbours: Cache<Arc<ArcSwap<NextHops>>, Arc<NextHops>>,
     /// Where an oversize packet waits while the ICMP error is written over it.
@@ -201,11 +284,13 @@ impl Worker {
             .iter()
             .map(|s| Cache::new(Arc::clone(s)))
             .collect();
-        let stats = WorkerStats::new(engine.tunnels.len());
+        let stats = WorkerStats::new(engine.tunnel_capacity);
         let neighbours = Cache::new(Arc::clone(&engine.neighbours));
+        let tunnels = Cache::new(Arc::clone(&engine.tunnels));
         Self {
             engine,
             routes,
+            tunnels,
             sessions,
             neighbours,
             scratch: Box::new([0; PARCEL_LEN]),
@@ -215,6 +300,12 @@ impl Worker {
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// The per-tunnel counter slots of the current map: what [`PublishedStats::publish`]
+    /// needs to copy.
+    pub fn tunnel_slots(&mut self) -> usize {
+        self.tunnels.load().slots()
     }
 
     /// The MAC the owner resolved for `dst` out of `egress` through the kernel, if any (a
@@ -253,7 +344,7 @@ impl Worker {
             Err(reason) => return self.drop(reason),
         };
         let index = hit.tunnel.0 as usize;
-        let Some(tunnel) = engine.tunnels.get(index).copied() else {
+        let Some(tunnel) = self.tunnels.load().get(index) else {
             return self.drop(DropReason::NoTunnel);
         };
         let len = hit.inner.len();
@@ -331,7 +422,7 @@ impl Worker {
                 // Failures after the index lookup belong to a tunnel.
                 let index = messages::receiver_index(bytes)
                     .map(wg::TunnelId::of_index)
-                    .and_then(|id| self.engine.route_tunnel(transit, id));
+                    .and_then(|id| self.tunnels.load().route_tunnel(transit, id));
                 match (index, e) {
                     (_, wg::Error::UnknownIndex(_)) | (None, _) => self.stats.drop(reason),
                     (Some(i), _) => self.stats.tunnel_drop(i as usize, reason),
@@ -339,10 +430,13 @@ impl Worker {
                 return Verdict::Dropped(reason);
             }
         };
-        let Some(index) = self.engine.route_tunnel(transit, wg_tunnel) else {
+        let map = self.tunnels.load();
+        let Some((index, local)) = map
+            .route_tunnel(transit, wg_tunnel)
+            .and_then(|i| Some((i as usize, map.get(i as usize)?.local)))
+        else {
             return self.drop(DropReason::NoTunnel);
         };
-        let index = index as usize;
         if len == 0 {
             self.stats
                 .tunnel(index, TunnelCounter::KeepalivesReceived, 1);
@@ -351,9 +445,8 @@ impl Worker {
         self.stats.tunnel(index, TunnelCounter::RxPackets, 1);
         self.stats.tunnel(index, TunnelCounter::RxBytes, len as u64);
         let inner = start + DATA_HEADER_LEN;
-        let local = self.engine.tunnels.get(index).map(|t| t.local);
         let packet = buf.get(inner..inner + len).unwrap_or_default();
-        if let (Some(local), Some(dst)) = (local, destination(packet)) {
+        if let Some(dst) = destination(packet) {
             if local.contains(&Some(dst)) {
                 return self.hand_over(ParcelKind::Local, transit, index, src, packet);
             }

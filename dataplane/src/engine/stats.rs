@@ -145,6 +145,25 @@ impl WorkerStats {
         out
     }
 
+    /// Tunnel slot `tunnel`'s counters, for [`WorkerStats::subtract_tunnel`] later.
+    pub fn tunnel_values(&self, tunnel: usize) -> Vec<u64> {
+        let start = tunnel_slot(tunnel, 0);
+        self.values
+            .get(start..start + TUNNEL_FIELDS)
+            .map_or_else(|| vec![0; TUNNEL_FIELDS], <[u64]>::to_vec)
+    }
+
+    /// Takes `base` (an earlier [`WorkerStats::tunnel_values`]) off tunnel slot `tunnel`:
+    /// a slot reused by a new tunnel starts from zero.
+    pub fn subtract_tunnel(&mut self, tunnel: usize, base: &[u64]) {
+        let start = tunnel_slot(tunnel, 0);
+        if let Some(values) = self.values.get_mut(start..start + TUNNEL_FIELDS) {
+            for (v, b) in values.iter_mut().zip(base) {
+                *v = v.wrapping_sub(*b);
+            }
+        }
+    }
+
     /// Adds another worker's counters (same number of tunnels) to these.
     pub fn merge(&mut self, other: &WorkerStats) {
         for (a, b) in self.values.iter_mut().zip(&other.values) {
@@ -167,9 +186,12 @@ impl PublishedStats {
         }
     }
 
-    /// Stores the worker's running totals. Only the owning worker calls this.
-    pub fn publish(&self, local: &WorkerStats) {
-        for (slot, v) in self.values.iter().zip(&local.values) {
+    /// Stores the worker's running totals, the gateway-wide ones and those of the first
+    /// `tunnels` tunnel slots (the ones the current map uses: the rest stay as they were).
+    /// Only the owning worker calls this.
+    pub fn publish(&self, local: &WorkerStats, tunnels: usize) {
+        let n = len(tunnels);
+        for (slot, v) in self.values.iter().zip(&local.values).take(n) {
             slot.store(*v, Ordering::Relaxed);
         }
     }
@@ -200,7 +222,7 @@ mod tests {
         // Out of range is ignored, never a panic.
         s.tunnel(9, TunnelCounter::TxBytes, 1);
         let p = PublishedStats::new(3);
-        p.publish(&s);
+        p.publish(&s, 3);
         let mut total = p.snapshot();
         total.merge(&s);
         assert_eq!(total.get(WorkerCounter::HandedToOwner), 4);
@@ -210,5 +232,24 @@ mod tests {
         assert_eq!(total.get_tunnel(1, TunnelCounter::TxBytes), 0);
         assert_eq!(total.tunnel_drops(1).get(DropReason::Replay), 4);
         assert_eq!(total.tunnel_drops(0).total(), 0);
+    }
+
+    #[test]
+    fn publishing_fewer_slots_leaves_the_rest_and_a_reused_slot_starts_from_its_base() {
+        let mut s = WorkerStats::new(4);
+        s.tunnel(1, TunnelCounter::RxPackets, 5);
+        s.tunnel(3, TunnelCounter::RxPackets, 7);
+        let p = PublishedStats::new(4);
+        p.publish(&s, 2);
+        let seen = p.snapshot();
+        assert_eq!(seen.get_tunnel(1, TunnelCounter::RxPackets), 5);
+        assert_eq!(seen.get_tunnel(3, TunnelCounter::RxPackets), 0);
+        let base = seen.tunnel_values(1);
+        s.tunnel(1, TunnelCounter::RxPackets, 2);
+        p.publish(&s, 4);
+        let mut now = p.snapshot();
+        now.subtract_tunnel(1, &base);
+        assert_eq!(now.get_tunnel(1, TunnelCounter::RxPackets), 2);
+        assert_eq!(now.get_tunnel(3, TunnelCounter::RxPackets), 7);
     }
 }

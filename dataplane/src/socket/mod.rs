@@ -177,7 +177,8 @@ impl SocketWorker {
     }
 
     fn publish(&mut self) {
-        self.published.publish(&self.worker.stats);
+        let slots = self.worker.tunnel_slots();
+        self.published.publish(&self.worker.stats, slots);
     }
 
     /// Takes what one socket has, a few batches at most.
