@@ -43,7 +43,7 @@ pub struct DataplaneStatus {
     pub worker_rx_packets: Vec<u64>,
     /// The mesh, when the gateway is a member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mesh: Option<super::mesh_tunnels::MeshStatus>,
+    pub mesh: Option<Box<super::mesh_tunnels::MeshStatus>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

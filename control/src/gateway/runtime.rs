@@ -421,7 +421,7 @@ pub async fn run_until(
                 drops: guard.drops.clone(),
                 dataplane: DataplaneStatus {
                     worker_rx_packets: guard.worker_rx_packets.clone(),
-                    mesh: mesh_status.as_ref().map(|m| m.borrow().clone()),
+                    mesh: mesh_status.as_ref().map(|m| Box::new(m.borrow().clone())),
                     ..dataplane.clone()
                 },
             }
