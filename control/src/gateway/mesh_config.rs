@@ -292,3 +292,112 @@ impl MeshFile {
         })
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::super::config::GatewayConfig;
+
+    const BASE: &str = r#"
+name: a1
+datacenter: dc-a
+private_key: YNqHwpcAmVj0lVzPOkkAAP1hmgYPEtTy0aLaGJD8PW4=
+transits:
+  - name: lumen
+    listen: "192.0.2.1:51820"
+  - name: telstra
+    listen: "[2001:db8::1]:51820"
+"#;
+
+    const MESH: &str = r#"mesh:
+  id: 7
+  bind: [{transit: lumen, address: "192.0.2.1:7946"}, {transit: telstra, address: "[2001:db8::1]:7946"}]
+  seeds: ["192.0.2.9:7946"]
+  keys: ["AAAAAAAAAAAAAAAAAAAAAA=="]
+  rpc_auth: secret
+  state_dir: /nonexistent-gatewan-state
+  pools: {v4: 100.64.0.0/16, v6: "fd00:5d::/64"}
+"#;
+
+    fn parse(extra: &str) -> Result<GatewayConfig, String> {
+        GatewayConfig::parse(&format!("{BASE}{extra}"), std::path::Path::new("gw.yaml"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_mesh_section_parses_with_its_defaults() {
+        let c = parse(MESH).unwrap();
+        let m = c.mesh.unwrap();
+        assert_eq!(m.id, 7);
+        // Two transits: the agent listens on all and advertises the first.
+        assert_eq!(m.bind, "0.0.0.0:7946".parse().unwrap());
+        assert_eq!(m.advertise, Some("192.0.2.1:7946".parse().unwrap()));
+        assert_eq!(m.failed_grace, std::time::Duration::from_secs(60));
+        assert_eq!(
+            (m.max_prefixes, m.max_tunnels, m.echo_port),
+            (4096, 2048, 7054)
+        );
+        assert_eq!(m.rpc_addr, "127.0.0.1:7373".parse().unwrap());
+    }
+
+    #[test]
+    fn mesh_errors_name_their_field() {
+        let cases = [
+            (MESH.replace("id: 7", "id: 0"), "mesh.id"),
+            (
+                MESH.replace("transit: lumen", "transit: cogent"),
+                "mesh.bind[0].transit",
+            ),
+            (
+                MESH.replace("keys: [\"AAAAAAAAAAAAAAAAAAAAAA==\"]", "keys: []"),
+                "mesh.keys: the mesh is always encrypted",
+            ),
+            (
+                MESH.replace("AAAAAAAAAAAAAAAAAAAAAA==", "short"),
+                "mesh.keys[0]",
+            ),
+            (MESH.replace("  rpc_auth: secret\n", ""), "mesh.rpc_auth"),
+            (
+                MESH.replace(
+                    "rpc_auth: secret",
+                    "rpc_auth: secret\n  rpc_addr: \"192.0.2.1:7373\"",
+                ),
+                "mesh.rpc_addr",
+            ),
+            (
+                MESH.replace(
+                    "pools: {v4: 100.64.0.0/16, v6: \"fd00:5d::/64\"}",
+                    "pools: {}",
+                ),
+                "mesh.pools",
+            ),
+            (
+                MESH.replace("100.64.0.0/16", "100.64.0.1/16"),
+                "mesh.pools.v4",
+            ),
+            (
+                MESH.replace("seeds: [\"192.0.2.9:7946\"]", "seeds: [\"nohost\"]"),
+                "mesh.seeds[0]",
+            ),
+        ];
+        for (yaml, field) in cases {
+            let err = parse(&yaml).unwrap_err();
+            assert!(err.starts_with(field), "{field}: got {err}");
+        }
+    }
+
+    #[test]
+    fn static_tunnels_may_not_take_mesh_names() {
+        let tunnel = r#"tunnels:
+  - name: sdwan64
+    transit: lumen
+    peer: b1
+    peer_datacenter: dc-b
+    peer_public_key: kBbdsOAbrgSWJPf5HHXRS+w4IRtsTEL3lFZK7tVUgX8=
+    address_v4: 10.255.0.0/31
+"#;
+        assert!(parse(tunnel).is_ok(), "allowed without a mesh");
+        let err = parse(&format!("{tunnel}{MESH}")).unwrap_err();
+        assert!(err.starts_with("tunnels[0].name"), "{err}");
+    }
+}

@@ -100,7 +100,9 @@ pub struct MeshTunnels {
     echo_port: u16,
     pools: Pools,
     statics: Vec<StaticTunnelKey>,
-    /// Our datacenter's prefixes (ours, and those of our datacenter's other gateways).
+    /// Our own prefixes (the fabric's local routes).
+    local_prefixes: Vec<IpNet>,
+    /// Our datacenter's prefixes: ours, and those of our datacenter's other gateways.
     own_prefixes: Vec<IpNet>,
     grace: Duration,
     max_prefixes: usize,
@@ -144,6 +146,11 @@ impl MeshTunnels {
             })
             .collect();
         let mesh = config.mesh.as_ref();
+        let local_prefixes: Vec<IpNet> = config
+            .fabric
+            .as_ref()
+            .map(|f| f.local_routes.iter().map(|(p, _)| *p).collect())
+            .unwrap_or_default();
         MeshTunnels {
             transit_index: config
                 .transits
@@ -158,11 +165,8 @@ impl MeshTunnels {
                 v6: mesh.and_then(|m| m.pool_v6),
             },
             statics,
-            own_prefixes: config
-                .fabric
-                .as_ref()
-                .map(|f| f.local_routes.iter().map(|(p, _)| *p).collect())
-                .unwrap_or_default(),
+            local_prefixes: local_prefixes.clone(),
+            own_prefixes: local_prefixes,
             grace,
             max_prefixes,
             known: BTreeMap::new(),
@@ -212,7 +216,7 @@ impl MeshTunnels {
         self.bad_tags = snap.counters.bad_tags;
         self.members.clear();
         let mut refused = Vec::new();
-        let mut own = self.own_prefixes.clone();
+        let mut own = self.local_prefixes.clone();
         let mut seen = std::collections::BTreeSet::new();
         for (name, entry) in &snap.members {
             *self
@@ -285,7 +289,7 @@ impl MeshTunnels {
         own.sort_unstable();
         own.dedup();
         self.own_prefixes = own;
-        self.refusals_total += refused.len() as u64;
+        // Counted by `plan`, once per new refusal.
         self.refused_members = refused;
     }
 
@@ -557,6 +561,230 @@ mod tests {
 
     fn nets(s: &[&str]) -> Vec<IpNet> {
         s.iter().map(|p| p.parse().unwrap()).collect()
+    }
+
+    use std::sync::Arc;
+
+    use crate::mesh::prefixes::{AppliedList, PrefixList};
+    use crate::mesh::tags::GatewayMeta;
+    use crate::mesh::view::GatewayEntry;
+
+    const GRACE: Duration = Duration::from_secs(10);
+
+    fn config() -> GatewayConfig {
+        let yaml = r#"
+name: a1
+datacenter: dc-a
+private_key: YNqHwpcAmVj0lVzPOkkAAP1hmgYPEtTy0aLaGJD8PW4=
+transits:
+  - name: lumen
+    listen: "192.0.2.1:51820"
+fabric:
+  vtep: 10.1.0.1
+  router_mac: "02:00:00:00:00:01"
+  vni: 100
+  local_routes:
+    - prefix: 10.10.0.0/16
+      vtep: 10.1.0.2
+      router_mac: "02:00:00:00:00:02"
+mesh:
+  id: 1
+  bind: [{transit: lumen, address: "192.0.2.1:7946"}]
+  keys: ["AAAAAAAAAAAAAAAAAAAAAA=="]
+  rpc_auth: x
+  state_dir: /nonexistent-gatewan-state
+  pools: {v4: 100.64.0.0/16}
+  failed_grace: 10s
+"#;
+        GatewayConfig::parse(yaml, std::path::Path::new("gateway.yaml")).unwrap()
+    }
+
+    fn entry(
+        name: &str,
+        id: Option<u32>,
+        status: GatewayStatus,
+        prefixes: &[&str],
+    ) -> GatewayEntry {
+        let meta = GatewayMeta {
+            role: Role::Gateway,
+            datacenter: "dc-b".into(),
+            transits: vec![TransitMeta {
+                name: "ntt".into(),
+                public_key: [9; 32],
+                endpoints: vec!["192.0.2.9:51820".parse().unwrap()],
+            }],
+            echo_port: Some(7054),
+            prefix_list: None,
+            id,
+        };
+        GatewayEntry {
+            name: name.into(),
+            addr: "192.0.2.9:7946".parse().unwrap(),
+            status,
+            meta: Some(meta),
+            meta_error: None,
+            prefixes: Some(AppliedList {
+                origin: name.into(),
+                version: 1,
+                digest: [0; 32],
+                prefixes: Arc::new(PrefixList::new(nets(prefixes))),
+            }),
+            tags: BTreeMap::new(),
+        }
+    }
+
+    fn snapshot(entries: Vec<GatewayEntry>) -> MeshSnapshot {
+        MeshSnapshot {
+            local: "a1".into(),
+            agent_connected: true,
+            members: entries.into_iter().map(|e| (e.name.clone(), e)).collect(),
+            counters: Default::default(),
+        }
+    }
+
+    fn machine() -> MeshTunnels {
+        MeshTunnels::new(&config(), 1, GRACE, 100)
+    }
+
+    #[test]
+    fn a_failed_member_keeps_its_tunnels_for_the_grace_period_a_leaving_one_not_at_all() {
+        let mut m = machine();
+        let t0 = Instant::now();
+        m.handle_view(
+            &snapshot(vec![entry(
+                "b1",
+                Some(3),
+                GatewayStatus::Alive,
+                &["10.20.0.0/16"],
+            )]),
+            t0,
+        );
+        let (orders, _) = m.plan(t0);
+        assert_eq!(orders.len(), 1);
+        assert_eq!(orders[0].tunnel.networks, nets(&["10.20.0.0/16"]));
+        assert_eq!(orders[0].tunnel.peer, "b1");
+
+        let t1 = t0 + Duration::from_secs(1);
+        m.handle_view(
+            &snapshot(vec![entry(
+                "b1",
+                Some(3),
+                GatewayStatus::Failed,
+                &["10.20.0.0/16"],
+            )]),
+            t1,
+        );
+        assert_eq!(m.poll_timeout(), Some(t1 + GRACE));
+        // Seen failed again later: the grace still counts from the first time.
+        m.handle_view(
+            &snapshot(vec![entry(
+                "b1",
+                Some(3),
+                GatewayStatus::Failed,
+                &["10.20.0.0/16"],
+            )]),
+            t1 + Duration::from_secs(5),
+        );
+        assert_eq!(m.plan(t1 + GRACE - Duration::from_millis(1)).0.len(), 1);
+        assert_eq!(m.plan(t1 + GRACE).0.len(), 0);
+        // Alive again: back, and the failure clock is reset.
+        let t2 = t1 + GRACE + Duration::from_secs(1);
+        m.handle_view(
+            &snapshot(vec![entry(
+                "b1",
+                Some(3),
+                GatewayStatus::Alive,
+                &["10.20.0.0/16"],
+            )]),
+            t2,
+        );
+        assert_eq!(m.plan(t2).0.len(), 1);
+        assert_eq!(m.poll_timeout(), None);
+        for gone in [GatewayStatus::Leaving, GatewayStatus::Left] {
+            m.handle_view(
+                &snapshot(vec![entry("b1", Some(3), gone, &["10.20.0.0/16"])]),
+                t2,
+            );
+            assert_eq!(m.plan(t2).0.len(), 0, "{gone:?}");
+        }
+    }
+
+    #[test]
+    fn the_cached_view_gives_tunnels_before_the_agent_answers_and_expires_if_never_confirmed() {
+        let mut first = machine();
+        let t0 = Instant::now();
+        first.handle_view(
+            &snapshot(vec![entry(
+                "b1",
+                Some(3),
+                GatewayStatus::Alive,
+                &["10.20.0.0/16"],
+            )]),
+            t0,
+        );
+        let cache: Cache =
+            serde_json::from_str(&serde_json::to_string(&first.cache()).unwrap()).unwrap();
+
+        let mut m = machine();
+        m.restore(cache);
+        assert_eq!(m.cached_addresses(), vec!["192.0.2.9:7946".to_owned()]);
+        let (orders, status) = m.plan(t0);
+        assert_eq!(orders.len(), 1, "tunnels from the cache alone");
+        assert_eq!(orders[0].tunnel.networks, nets(&["10.20.0.0/16"]));
+        assert_eq!(status.from_cache, 1);
+        // The agent answers but knows no one (every seed down): kept for the grace period.
+        m.handle_view(&snapshot(Vec::new()), t0);
+        assert_eq!(m.poll_timeout(), Some(t0 + GRACE));
+        m.handle_timeout(t0 + GRACE - Duration::from_millis(1));
+        assert_eq!(m.plan(t0).0.len(), 1);
+        m.handle_timeout(t0 + GRACE);
+        assert_eq!(m.plan(t0 + GRACE).0.len(), 0);
+    }
+
+    #[test]
+    fn what_a_member_says_is_checked_and_refusals_are_shown() {
+        let mut m = machine();
+        let t0 = Instant::now();
+        let mut too_many: Vec<String> = (0..101).map(|i| format!("10.30.{i}.0/24")).collect();
+        too_many.sort();
+        let too_many: Vec<&str> = too_many.iter().map(String::as_str).collect();
+        let mut noisy = entry("b3", Some(5), GatewayStatus::Alive, &too_many);
+        noisy.addr = "192.0.2.10:7946".parse().unwrap();
+        m.handle_view(
+            &snapshot(vec![
+                // Overlaps our 10.10.0.0/16: that prefix is refused, the other routed.
+                entry(
+                    "b1",
+                    Some(3),
+                    GatewayStatus::Alive,
+                    &["10.20.0.0/16", "10.10.5.0/24"],
+                ),
+                entry("b2", None, GatewayStatus::Alive, &["10.21.0.0/16"]),
+                noisy,
+            ]),
+            t0,
+        );
+        let (orders, status) = m.plan(t0);
+        let b1: Vec<_> = orders.iter().filter(|o| o.tunnel.peer == "b1").collect();
+        assert_eq!(b1.len(), 1);
+        assert_eq!(b1[0].tunnel.networks, nets(&["10.20.0.0/16"]));
+        assert!(
+            orders.iter().all(|o| o.tunnel.peer != "b2"),
+            "no id, no tunnel"
+        );
+        assert!(status
+            .refused_prefixes
+            .iter()
+            .any(|r| r.member == "b1" && r.prefix == Some("10.10.5.0/24".parse().unwrap())));
+        assert!(status.refused_members.iter().any(|r| r.member == "b2"));
+        assert!(status
+            .refused_members
+            .iter()
+            .any(|r| r.member == "b3" && r.reason.contains("max_prefixes")));
+        let total = status.refusals_total;
+        assert!(total >= 3);
+        // The same view again counts nothing new.
+        assert_eq!(m.plan(t0).1.refusals_total, total);
     }
 
     #[test]
