@@ -253,6 +253,9 @@ impl MeshTunnels {
                 (None, Some(p)) => p.member.prefixes.clone(),
                 _ => prefixes,
             };
+            if previous.map(|p| p.status) != Some(entry.status) {
+                tracing::info!(member = %name, status = entry.status.as_str(), "mesh member");
+            }
             let failed_since = match entry.status {
                 GatewayStatus::Failed => previous.and_then(|p| p.failed_since).or(Some(now)),
                 _ => None,

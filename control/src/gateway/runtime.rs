@@ -49,6 +49,8 @@ const STATUS_PERIOD: Duration = Duration::from_secs(1);
 const ABSORB_PERIOD: Duration = Duration::from_millis(50);
 /// The owner's transmit buffer: the largest datagram it builds.
 const BUF_LEN: usize = 4096;
+/// How long a stopping gateway waits for its graceful leave of the mesh.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(8);
 /// Parcels in flight from the workers to the owner.
 const HANDOFF_CAPACITY: usize = 1024;
 
@@ -382,7 +384,10 @@ pub async fn run_until(
         next_hops: NextHopBook::default(),
         doorbells,
     };
-    let task = tokio::spawn(owner.run(stopped.clone()));
+    // The owner stops after the mesh is left: peers move their traffic away while this
+    // gateway still forwards.
+    let (owner_stop, owner_stopped) = watch::channel(false);
+    let task = tokio::spawn(owner.run(owner_stopped));
     let mesh = match &config.mesh {
         Some(_) => Some(
             super::mesh::start(&config, command_tx.clone(), stopped)
@@ -431,8 +436,14 @@ pub async fn run_until(
     tracing::info!(gateway = %config.name, socket = %config.control_socket.display(), "gateway running");
     stop.await;
     if let Some(mesh) = mesh {
-        mesh.leave().await;
+        if tokio::time::timeout(LEAVE_TIMEOUT, mesh.leave())
+            .await
+            .is_err()
+        {
+            tracing::warn!("leaving the mesh took over {LEAVE_TIMEOUT:?}; stopping anyway");
+        }
     }
+    let _ = owner_stop.send(true);
     let _ = task.await;
     stop_workers.store(true, std::sync::atomic::Ordering::Relaxed);
     for thread in threads {
