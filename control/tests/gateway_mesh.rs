@@ -114,6 +114,11 @@ impl Mesh {
     }
 
     fn write_config(&self, g: &Gw, seeds: &[String]) {
+        self.write_config_with(g, seeds, &self.serf_key, &[]);
+    }
+
+    /// `serf_key` for the agent, and `extra_prefixes` published beside the datacenter's own.
+    fn write_config_with(&self, g: &Gw, seeds: &[String], serf_key: &str, extra_prefixes: &[&str]) {
         let i = g.id;
         let dc_index = match g.dc {
             "dc-a" => 1,
@@ -140,7 +145,7 @@ impl Mesh {
                 .map(|s| format!("\"{s}\""))
                 .collect::<Vec<_>>()
                 .join(", "),
-            serf_key = self.serf_key,
+            serf_key = serf_key,
             state = state.display(),
             grace = GRACE.as_secs(),
         );
@@ -150,6 +155,11 @@ impl Mesh {
                  \x20 local_routes:\n    - prefix: 10.{dc_index}0.0.0/16\n      vtep: 10.{dc_index}.0.2\n\
                  \x20     router_mac: \"02:00:0a:00:{dc_index:02x}:02\"\n"
             ));
+            for p in extra_prefixes {
+                y.push_str(&format!(
+                    "    - prefix: {p}\n      vtep: 10.{dc_index}.0.2\n      router_mac: \"02:00:0a:00:{dc_index:02x}:02\"\n"
+                ));
+            }
         }
         std::fs::write(&g.config, y).expect("write the gateway configuration");
     }
@@ -212,6 +222,15 @@ impl Mesh {
 
 /// The router, the gateways (one address each on a /24 of the router: both transits use it,
 /// on two ports), and one leaf per datacenter behind both of its gateways.
+fn random_serf_key() -> String {
+    let mut key = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read as _;
+        let _ = f.read_exact(&mut key);
+    }
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
 fn build() -> Mesh {
     let mut tb = Testbed::new().expect("test bed");
     let router = tb.add_netns("router").expect("router namespace");
@@ -225,13 +244,7 @@ fn build() -> Mesh {
     router
         .ip(["addr", "add", "172.16.0.254/24", "dev", "br0"])
         .expect("bridge address");
-    let mut key = [0u8; 16];
-    for (i, b) in key.iter_mut().enumerate() {
-        *b = (std::process::id() as u8)
-            .wrapping_mul(31)
-            .wrapping_add(i as u8 * 7);
-    }
-    let serf_key = base64::engine::general_purpose::STANDARD.encode(key);
+    let serf_key = random_serf_key();
     let plan: [(&'static str, &'static str, u8); 5] = [
         ("a1", "dc-a", 1),
         ("a2", "dc-a", 2),
@@ -514,6 +527,182 @@ fn netns_serf_gateways_build_tunnels_from_the_mesh() {
     let (_, dataplane) = statuses(&mesh.gw("a2").socket).expect("a2 status");
     assert!(dataplane["mesh"]["node"] == "a2", "{dataplane}");
     for name in ["a2", "b1", "b2"] {
+        mesh.stop(name, false);
+    }
+}
+
+/// `gatewan status --gateway`'s mesh section of a gateway.
+fn mesh_status(socket: &Path) -> serde_json::Value {
+    statuses(socket)
+        .map(|s| s.1["mesh"].clone())
+        .unwrap_or_default()
+}
+
+/// A bare agent that joins the mesh with the right key but tags no gateway can use.
+fn start_garbage_agent(mesh: &mut Mesh, netns: &Netns, bind: &str) -> ProcessId {
+    let dir = mesh.tb.dir().join("garbage-agent");
+    std::fs::create_dir_all(&dir).expect("agent dir");
+    let keyring = dir.join("keyring.json");
+    std::fs::write(&keyring, format!("[\"{}\"]", mesh.serf_key)).expect("keyring");
+    let config = serde_json::json!({
+        "node_name": "x1",
+        "bind": bind,
+        "rpc_addr": "127.0.0.1:7373",
+        "profile": "local",
+        "keyring_file": keyring.display().to_string(),
+        "start_join": [mesh.seed],
+        "tags": {"role": "gateway", "dc": "dc-x", "id": "9", "t.lumen": "not-a-key,nowhere"},
+    });
+    let path = dir.join("agent.json");
+    std::fs::write(&path, config.to_string()).expect("agent config");
+    mesh.tb
+        .spawn(
+            netns,
+            "serf",
+            ["agent", &format!("-config-file={}", path.display())],
+        )
+        .expect("serf agent")
+}
+
+#[test]
+fn netns_serf_wrong_keys_garbage_tags_captured_prefixes_and_a_short_serf_outage() {
+    require(&[
+        Need::Root,
+        Need::Tool("serf"),
+        Need::Tool("wg"),
+        Need::Tool("ethtool"),
+        Need::Tool("nft"),
+    ]);
+    let mut mesh = build();
+    // b2 also claims a prefix inside dc-a's 10.10.0.0/16.
+    let seeds = vec![mesh.seed.clone()];
+    mesh.write_config_with(mesh.gw("b2"), &seeds, &mesh.serf_key, &["10.10.5.0/24"]);
+    for name in ["a1", "b1", "b2"] {
+        mesh.start(name);
+    }
+    let a1 = mesh.gw("a1").socket.clone();
+    within(Duration::from_secs(60), "a1's tunnels to dc-b", || {
+        let by_peer = established_by_peer(&a1);
+        by_peer.get("b1") == Some(&4) && by_peer.get("b2") == Some(&4) && routed(&a1)
+    });
+    // The captured prefix is refused and shown; dc-b's own prefix is routed.
+    let st = mesh_status(&a1);
+    let refused = st["refused_prefixes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["member"] == "b2" && r["prefix"] == "10.10.5.0/24"),
+        "{st:#}"
+    );
+    let (tunnels, _) = statuses(&a1).expect("a1 status");
+    assert!(tunnels
+        .iter()
+        .filter(|t| t["origin"] == "mesh")
+        .all(|t| t["networks"] == "10.20.0.0/16"));
+    let ids_before: Vec<String> = tunnels
+        .iter()
+        .filter_map(|t| t["id"].as_str().map(str::to_owned))
+        .collect();
+    println!("b2's prefix inside dc-a's: refused at a1 and shown");
+
+    // A gateway whose agent has another key never gets a tunnel, either way.
+    mesh.write_config_with(mesh.gw("c1"), &seeds, &random_serf_key(), &[]);
+    mesh.start("c1");
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(mesh_tunnels_to(&a1, "c1"), 0);
+    assert_eq!(mesh_tunnels_to(&mesh.gw("b1").socket, "c1"), 0);
+    assert_eq!(
+        statuses(&mesh.gw("c1").socket)
+            .map(|s| s.0.len())
+            .unwrap_or(usize::MAX),
+        0,
+        "the outsider built no tunnel"
+    );
+    println!("a gateway with another Serf key: no tunnel after 8 s");
+    mesh.stop("c1", false);
+
+    // A member with garbage tags: counted and shown, nothing else changes.
+    let netns = mesh.gw("c1").netns.clone();
+    let garbage = start_garbage_agent(&mut mesh, &netns, "172.16.0.5:7946");
+    within(Duration::from_secs(30), "the garbage member seen", || {
+        mesh_status(&a1)["members"]["alive"].as_u64() == Some(4)
+    });
+    within(Duration::from_secs(10), "its tags refused", || {
+        mesh_status(&a1)["bad_tags"].as_u64().unwrap_or(0) >= 1
+    });
+    let (tunnels, _) = statuses(&a1).expect("a1 status");
+    let ids_after: Vec<String> = tunnels
+        .iter()
+        .filter_map(|t| t["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(ids_before, ids_after, "the garbage member changed nothing");
+    assert_eq!(mesh_tunnels_to(&a1, "x1"), 0);
+    println!(
+        "a member with garbage tags: counted as bad tags, {} tunnels unchanged",
+        ids_after.len()
+    );
+    mesh.tb.stop(garbage, Duration::from_secs(5));
+
+    // b1's Serf traffic alone is blocked for less than the grace period: it is seen failed,
+    // its tunnels stay, and traffic through them loses nothing.
+    let b1_ns = mesh.gw("b1").netns.clone();
+    b1_ns
+        .exec(
+            "nft",
+            ["add table inet serfblock; \
+                 add chain inet serfblock in { type filter hook input priority 0; }; \
+                 add chain inet serfblock out { type filter hook output priority 0; }; \
+                 add rule inet serfblock in udp dport 7946 drop; \
+                 add rule inet serfblock in tcp dport 7946 drop; \
+                 add rule inet serfblock out udp sport 7946 drop; \
+                 add rule inet serfblock out tcp sport 7946 drop"],
+        )
+        .expect("block b1's Serf traffic");
+    let blocked = Instant::now();
+    // -W bounds each reply; a lost packet shows in the summary, asserted below.
+    let ping = mesh.leaves[0]
+        .output(
+            "ping",
+            [
+                "-c",
+                "160",
+                "-i",
+                "0.05",
+                "-W",
+                "2",
+                "-q",
+                "-I",
+                "10.10.0.1",
+                "10.20.0.1",
+            ],
+        )
+        .expect("ping through the outage");
+    let ping = String::from_utf8_lossy(&ping.stdout).into_owned();
+    let failed_seen = mesh_status(&a1)["members"]["failed"].as_u64().unwrap_or(0);
+    let kept = mesh_tunnels_to(&a1, "b1");
+    let outage = blocked.elapsed();
+    b1_ns
+        .exec("nft", ["delete table inet serfblock"])
+        .expect("unblock");
+    println!(
+        "b1's Serf blocked {:.1} s: failed at a1: {}, its tunnels kept: {kept}; {}",
+        outage.as_secs_f64(),
+        failed_seen >= 1,
+        ping.lines()
+            .find(|l| l.contains("packet loss"))
+            .unwrap_or("")
+    );
+    assert!(outage < GRACE, "the outage outlasted the grace period");
+    assert!(failed_seen >= 1, "a1 saw b1 failed during the outage");
+    assert_eq!(kept, 4, "b1's tunnels stay through a short Serf outage");
+    assert!(
+        ping.contains(" 0% packet loss"),
+        "packets lost through the outage: {ping}"
+    );
+    for name in ["a1", "b1", "b2"] {
         mesh.stop(name, false);
     }
 }

@@ -24,6 +24,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "gobgpd",
     "frr",
     "serf",
+    "nftables",
 ];
 
 /// What setup found and did.

@@ -100,9 +100,9 @@ pub struct MeshTunnels {
     echo_port: u16,
     pools: Pools,
     statics: Vec<StaticTunnelKey>,
-    /// Our own prefixes (the fabric's local routes).
-    local_prefixes: Vec<IpNet>,
-    /// Our datacenter's prefixes: ours, and those of our datacenter's other gateways.
+    /// Our datacenter's prefixes as we know them ourselves (the fabric's local routes), not
+    /// as our datacenter's other gateways publish them: one of them claiming a remote
+    /// datacenter's prefix must not cut our routes to it.
     own_prefixes: Vec<IpNet>,
     grace: Duration,
     max_prefixes: usize,
@@ -165,7 +165,6 @@ impl MeshTunnels {
                 v6: mesh.and_then(|m| m.pool_v6),
             },
             statics,
-            local_prefixes: local_prefixes.clone(),
             own_prefixes: local_prefixes,
             grace,
             max_prefixes,
@@ -216,7 +215,6 @@ impl MeshTunnels {
         self.bad_tags = snap.counters.bad_tags;
         self.members.clear();
         let mut refused = Vec::new();
-        let mut own = self.local_prefixes.clone();
         let mut seen = std::collections::BTreeSet::new();
         for (name, entry) in &snap.members {
             *self
@@ -232,16 +230,14 @@ impl MeshTunnels {
             if meta.role != Role::Gateway {
                 continue;
             }
+            if meta.datacenter == self.local.datacenter {
+                continue;
+            }
             let prefixes: Vec<IpNet> = entry
                 .prefixes
                 .as_ref()
                 .map(|l| l.prefixes.as_slice().to_vec())
                 .unwrap_or_default();
-            if meta.datacenter == self.local.datacenter {
-                // Our datacenter's other gateways: their prefixes are ours too.
-                own.extend(prefixes);
-                continue;
-            }
             let Some(id) = meta.id else {
                 refused.push(refusal(name, None, "no mesh id in its tags"));
                 continue;
@@ -289,9 +285,6 @@ impl MeshTunnels {
         }
         // Members the agent no longer lists (reaped), unless only cached so far.
         self.known.retain(|name, k| k.cached || seen.contains(name));
-        own.sort_unstable();
-        own.dedup();
-        self.own_prefixes = own;
         // Counted by `plan`, once per new refusal.
         self.refused_members = refused;
     }
