@@ -647,7 +647,28 @@ fn netns_serf_wrong_keys_garbage_tags_captured_prefixes_and_a_short_serf_outage(
     mesh.tb.stop(garbage, Duration::from_secs(5));
 
     // b1's Serf traffic alone is blocked for less than the grace period: it is seen failed,
-    // its tunnels stay, and traffic through them loses nothing.
+    // its tunnels stay, and traffic through them loses nothing. First, traffic flows both
+    // ways (b1, which the reply takes, has a1's list).
+    let b1 = mesh.gw("b1").socket.clone();
+    within(Duration::from_secs(30), "b1 routes to dc-a", || {
+        established_by_peer(&b1).get("a1") == Some(&4) && routed(&b1)
+    });
+    mesh.leaves[0]
+        .exec(
+            "ping",
+            [
+                "-c",
+                "5",
+                "-i",
+                "0.1",
+                "-W",
+                "2",
+                "-I",
+                "10.10.0.1",
+                "10.20.0.1",
+            ],
+        )
+        .expect("ping dc-a -> dc-b before the outage");
     let b1_ns = mesh.gw("b1").netns.clone();
     b1_ns
         .exec(

@@ -6,10 +6,12 @@
 //! - `cargo xtask lab`: the README's main job, in network namespaces on this machine.
 //! - `cargo xtask bench`: gatewan (AF_XDP and socket backends) against wireguard-go, end to end
 //!   through two gateways in network namespaces (docs/benchmarks.md).
+//! - `cargo xtask mesh-scale`: a gateway holding 1,800 mesh tunnels: time to apply, memory.
 //! - `cargo xtask simulate SCENARIO`: a controller simulator scenario (`list` lists them).
 
 mod bench;
 mod lab;
+mod mesh_scale;
 mod setup;
 mod simulate;
 mod test;
@@ -41,6 +43,12 @@ enum Command {
     },
     /// Measure forwarding through two gateways: gatewan AF_XDP, gatewan sockets, wireguard-go.
     Bench(bench::BenchArgs),
+    /// What a gateway holding many mesh tunnels costs: time to apply them, resident memory.
+    MeshScale {
+        /// Remote gateways (three transits each, as the gateway: 9 tunnels each).
+        #[arg(long, default_value_t = 200)]
+        remotes: usize,
+    },
     /// Run a controller simulator scenario (`list` lists them; see docs/controller.md).
     Simulate {
         /// Scenario name, then `--seed N`, `--json` or `--snapshot-at SECONDS`.
@@ -59,6 +67,7 @@ fn main() -> std::process::ExitCode {
             Command::Lab { backend } => lab::run(&backend),
             Command::Bench(args) => bench::run(args),
             Command::Simulate { args } => simulate::run(&args),
+            Command::MeshScale { remotes } => mesh_scale::run(remotes),
         });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -25,7 +25,7 @@ use gatewan_dataplane::wire::vxlan;
 use gatewan_dataplane::xdp::{AttachMode, AttachedXdp, SteerKind};
 
 use super::config::GatewayConfig;
-use super::runtime::GatewayError;
+use super::error::GatewayError;
 
 /// Running workers and what the owner needs of them.
 pub struct Forwarding {

@@ -329,7 +329,7 @@ impl MeshTunnels {
     pub fn plan(&mut self, now: Instant) -> (Vec<TunnelOrder>, MeshStatus) {
         let mut refused_members = self.refused_members.clone();
         let mut remotes = Vec::new();
-        let mut lists: Vec<(String, String, Vec<IpNet>)> = Vec::new();
+        let mut lists: Vec<(&str, &str, &[IpNet])> = Vec::new();
         for k in self.known.values() {
             if !self.keeps_tunnels(k, now) {
                 continue;
@@ -362,7 +362,7 @@ impl MeshTunnels {
                     ),
                 ));
             } else {
-                lists.push((m.name.clone(), m.datacenter.clone(), m.prefixes.clone()));
+                lists.push((&m.name, &m.datacenter, &m.prefixes));
             }
             remotes.push(RemoteGateway {
                 name: m.name.clone(),
@@ -460,36 +460,32 @@ fn refusal(member: &str, prefix: Option<IpNet>, reason: &str) -> Refused {
 /// (either way), one that two remote datacenters both claim (both refused), and one inside
 /// another remote datacenter's prefix (the more specific is refused). `lists`: (member,
 /// datacenter, prefixes).
-pub fn datacenter_prefixes(
-    local_dc: &str,
+pub fn datacenter_prefixes<'a>(
+    local_dc: &'a str,
     own: &[IpNet],
-    lists: &[(String, String, Vec<IpNet>)],
+    lists: &[(&'a str, &'a str, &'a [IpNet])],
 ) -> (BTreeMap<String, Vec<IpNet>>, Vec<Refused>) {
-    let mut why: BTreeMap<(IpNet, String), (String, String)> = BTreeMap::new();
-    let mut remote: Vec<Claim<'_>> = Vec::new();
-    for (member, dc, prefixes) in lists {
-        remote.extend(
-            prefixes
-                .iter()
-                .map(|p| (p.trunc(), dc.as_str(), member.as_str())),
-        );
+    // One claim per (prefix, datacenter): a datacenter's gateways publish the same list.
+    let mut claims: BTreeMap<(IpNet, &'a str), &'a str> = BTreeMap::new();
+    for &(member, dc, prefixes) in lists {
+        for p in prefixes {
+            claims.entry((p.trunc(), dc)).or_insert(member);
+        }
     }
+    let mut remote: Vec<Claim<'a>> = claims.iter().map(|(&(p, dc), &m)| (p, dc, m)).collect();
+    let mut why: BTreeMap<(IpNet, &'a str), (&'a str, String)> = BTreeMap::new();
     // First against ours: a remote prefix overlapping it in either direction goes.
-    let mut with_ours: Vec<Claim<'_>> = own.iter().map(|p| (p.trunc(), local_dc, "")).collect();
+    let mut with_ours: Vec<Claim<'a>> = own.iter().map(|p| (p.trunc(), local_dc, "")).collect();
     with_ours.extend(remote.iter().copied());
     for_each_overlap(&mut with_ours, |outer, inner| {
         for (x, other) in [(inner, outer), (outer, inner)] {
             if x.1 != local_dc && other.1 == local_dc {
-                why.entry((x.0, x.1.to_owned())).or_insert_with(|| {
-                    (
-                        x.2.to_owned(),
-                        format!("overlaps our datacenter {local_dc}"),
-                    )
-                });
+                why.entry((x.0, x.1))
+                    .or_insert_with(|| (x.2, format!("overlaps our datacenter {local_dc}")));
             }
         }
     });
-    remote.retain(|c| !why.contains_key(&(c.0, c.1.to_owned())));
+    remote.retain(|c| !why.contains_key(&(c.0, c.1)));
     // Then between remote datacenters.
     let mut between = Vec::new();
     for_each_overlap(&mut remote, |outer, inner| {
@@ -502,26 +498,24 @@ pub fn datacenter_prefixes(
         }
     });
     for (c, reason) in between {
-        why.entry((c.0, c.1.to_owned()))
-            .or_insert_with(|| (c.2.to_owned(), reason));
+        why.entry((c.0, c.1)).or_insert_with(|| (c.2, reason));
     }
     let mut out: BTreeMap<String, Vec<IpNet>> = BTreeMap::new();
-    for (_, dc, prefixes) in lists {
-        out.entry(dc.clone()).or_default().extend(
-            prefixes
-                .iter()
-                .map(IpNet::trunc)
-                .filter(|p| !why.contains_key(&(*p, dc.clone()))),
-        );
+    for (_, dc, _) in lists {
+        out.entry((*dc).to_owned()).or_default();
     }
-    for v in out.values_mut() {
-        v.sort_unstable();
-        v.dedup();
+    // `claims` is sorted by prefix: each datacenter's list comes out sorted and unique.
+    for &(p, dc) in claims.keys() {
+        if !why.contains_key(&(p, dc)) {
+            if let Some(v) = out.get_mut(dc) {
+                v.push(p);
+            }
+        }
     }
     let refused = why
         .into_iter()
         .map(|((prefix, _), (member, reason))| Refused {
-            member,
+            member: member.to_owned(),
             prefix: Some(prefix),
             reason,
         })
@@ -785,29 +779,17 @@ mesh:
 
     #[test]
     fn overlaps_with_our_datacenter_or_between_remote_ones_are_refused() {
-        let lists = vec![
-            (
-                "b1".into(),
-                "dcb".into(),
-                nets(&["10.2.0.0/16", "10.1.5.0/24"]),
-            ),
-            (
-                "b2".into(),
-                "dcb".into(),
-                nets(&["10.2.0.0/16", "fd02::/48"]),
-            ),
-            (
-                "c1".into(),
-                "dcc".into(),
-                nets(&["10.3.0.0/16", "0.0.0.0/0"]),
-            ),
-            (
-                "d1".into(),
-                "dcd".into(),
-                nets(&["10.4.0.0/16", "10.4.1.0/24"]),
-            ),
-            ("e1".into(), "dce".into(), nets(&["10.4.1.0/24"])),
+        let owned = [
+            ("b1", "dcb", nets(&["10.2.0.0/16", "10.1.5.0/24"])),
+            ("b2", "dcb", nets(&["10.2.0.0/16", "fd02::/48"])),
+            ("c1", "dcc", nets(&["10.3.0.0/16", "0.0.0.0/0"])),
+            ("d1", "dcd", nets(&["10.4.0.0/16", "10.4.1.0/24"])),
+            ("e1", "dce", nets(&["10.4.1.0/24"])),
         ];
+        let lists: Vec<(&str, &str, &[IpNet])> = owned
+            .iter()
+            .map(|(m, d, p)| (*m, *d, p.as_slice()))
+            .collect();
         let (routed, refused) = datacenter_prefixes("dca", &nets(&["10.1.0.0/16"]), &lists);
         assert_eq!(routed["dcb"], nets(&["10.2.0.0/16", "fd02::/48"]));
         // 0.0.0.0/0 overlaps everything: refused; its other prefix stays.

@@ -3,11 +3,13 @@
 pub mod backend;
 pub mod config;
 pub mod control;
+pub mod error;
 pub mod inner;
 pub mod mesh;
 pub mod mesh_config;
 pub mod mesh_tunnels;
 pub mod next_hops;
+pub mod owner;
 pub mod planner;
 pub mod runtime;
 pub mod status;

@@ -1,196 +1,40 @@
-//! The gateway: forwarding workers on every core, and one owner task for everything else.
+//! The gateway: forwarding workers on every core, the owner's task, the mesh, and the
+//! control endpoint, started and stopped together.
 //!
-//! The workers ([`gatewan_dataplane::socket::SocketWorker`], one per core, pinned) forward
-//! packets between the fabric's VXLAN and the transits' WireGuard through the forwarding
-//! engine, on their own `SO_REUSEPORT` sockets, sharing only published tables.
-//!
-//! The owner (a tokio task) holds what must have a single writer: per transit the WireGuard
-//! [`Device`] (handshakes, cookies, timers), each tunnel's prober and STAMP reflector, the
-//! route tables' handle. It receives from the workers, through the engine's lock-free handoff
-//! queue, the few packets they do not finish (handshake messages, inner packets addressed to
-//! the gateway, packets that found no session yet), sends handshakes, keepalives and probes
-//! itself, republishes a transit's session table whenever its sessions change, feeds the
-//! WireGuard timers with the workers' activity, and publishes a status snapshot per second
-//! (workers' counters summed) for the control endpoint.
+//! The workers ([`gatewan_dataplane::socket::SocketWorker`] or the AF_XDP ones, one per core
+//! or queue, pinned) forward packets between the fabric's VXLAN and the transits' WireGuard
+//! through the forwarding engine, sharing only published tables. The owner
+//! ([`super::owner::Owner`], sans-IO) keeps everything with a single writer; this module is
+//! its thin tokio adapter: it feeds it the workers' parcels, the commands of the control
+//! endpoint and the mesh, the kernel's next-hop answers and the time, sends the datagrams it
+//! queues, and stores the status snapshot it makes each second for the control endpoint.
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, UdpSocket};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use gatewan_dataplane::engine::{
-    Clock, Egress, Engine, EngineTunnel, Handoff, Parcel, ParcelKind, PublishedStats,
-    TunnelCounter, TunnelMap, WorkerCounter, WorkerStats,
-};
+use gatewan_dataplane::engine::{Clock, Doorbell, Egress, Engine, Handoff};
 use gatewan_dataplane::pipeline;
-use gatewan_dataplane::route::{self, FlowHasher, RouteHandle, RouteTables, TunnelGroup};
+use gatewan_dataplane::route::{FlowHasher, RouteHandle, RouteTables};
 use gatewan_dataplane::wire::ethernet::MacAddr;
-use gatewan_dataplane::wireguard::{
-    self as wg, Action, Device, Encapsulated, PeerConfig, TunnelId, DATA_HEADER_LEN,
-};
+use gatewan_dataplane::wireguard as wg;
 use gatewan_dataplane::{ifname, neigh};
-use rand_core::OsRng;
-use thiserror::Error;
 use tokio::sync::{mpsc, watch};
 
 use super::backend;
-use super::config::{Backend, GatewayConfig, Key32, Transit, Tunnel};
-use super::control::{self, ControlError, DataplaneStatus, Request, Response};
-use super::inner::{self, Inner, InnerAddrs, ProbeMethod};
-use super::next_hops::NextHopBook;
-use super::status::{self, Counters, EndpointInfo, Meta, ProbeStatus, TunnelState, TunnelStatus};
-use crate::probe::ntp::NtpTimestamp;
-use crate::probe::{Prober, Reflector};
+use super::config::{Backend, GatewayConfig};
+use super::control::{self, DataplaneStatus, Request, Response};
+pub use super::error::GatewayError;
+pub use super::owner::{Command, Origin, TunnelOrder};
+use super::owner::{Owner, OwnerParts, Snapshot};
 
 /// How often the owner refreshes its tunnels' status (and their rates).
 const STATUS_PERIOD: Duration = Duration::from_secs(1);
-/// How often the owner feeds the WireGuard timers with the workers' activity at the latest.
-const ABSORB_PERIOD: Duration = Duration::from_millis(50);
-/// The owner's transmit buffer: the largest datagram it builds.
-const BUF_LEN: usize = 4096;
 /// How long a stopping gateway waits for its graceful leave of the mesh.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(8);
 /// Parcels in flight from the workers to the owner.
 const HANDOFF_CAPACITY: usize = 1024;
-
-#[derive(Debug, Error)]
-pub enum GatewayError {
-    #[error("{what}: binding UDP {addr}")]
-    Bind {
-        what: String,
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("mesh: {0}")]
-    Mesh(String),
-    #[error("route tables: {0}")]
-    Routes(String),
-    #[error("tunnel {tunnel}: {source}")]
-    Tunnel { tunnel: String, source: wg::Error },
-    #[error("control endpoint")]
-    Control(#[from] ControlError),
-    #[error("installing signal handlers")]
-    Signals(#[source] std::io::Error),
-    #[error("AF_XDP backend: {0}")]
-    Afxdp(String),
-    #[error("starting forwarding worker {index}")]
-    Spawn {
-        index: usize,
-        source: std::io::Error,
-    },
-}
-
-/// Where a tunnel comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// `tunnels:` in gateway.yaml.
-    Static,
-    /// Planned from the mesh view (`gateway::planner`).
-    Mesh,
-}
-
-impl Origin {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::Static => "static",
-            Origin::Mesh => "mesh",
-        }
-    }
-}
-
-/// A tunnel the owner is told to keep: its identity (the same from both ends), where it
-/// comes from, and its settings.
-#[derive(Clone, Debug)]
-pub struct TunnelOrder {
-    pub id: String,
-    pub origin: Origin,
-    pub tunnel: Tunnel,
-}
-
-/// One tunnel's companions in the owner.
-struct TunnelCtx {
-    /// Which of the worker's transits carries it, and its id in that transit's device.
-    transit: usize,
-    id: TunnelId,
-    config: Tunnel,
-    addrs: InnerAddrs,
-    prober: Prober,
-    reflector: Reflector<IpAddr>,
-    started_at: SystemTime,
-    /// The tunnel's identity, the same from both ends.
-    uuid: String,
-    origin: Origin,
-    /// The workers' counters of this route-table slot when the tunnel took it.
-    base: Vec<u64>,
-    /// Inner packets dropped or ignored on this tunnel, by counter name.
-    drops: BTreeMap<&'static str, u64>,
-    probes_sent: u64,
-    last: (Instant, u64, u64),
-    rx_bps: u64,
-    tx_bps: u64,
-    state: TunnelState,
-    /// A forced rekey waiting for WireGuard's rate limit (one initiation per REKEY_TIMEOUT).
-    rekey_at: Option<Instant>,
-}
-
-impl TunnelCtx {
-    fn count(&mut self, name: &'static str) {
-        *self.drops.entry(name).or_default() += 1;
-    }
-}
-
-/// A transit and the WireGuard device of its tunnels.
-struct TransitIo {
-    transit: Transit,
-    device: Device,
-    /// What the published session table was built from.
-    published: Option<u64>,
-}
-
-struct Owner {
-    public_key: Key32,
-    transits: Vec<TransitIo>,
-    /// Kernel sockets the owner sends on (handshakes, keepalives, probes, and datagrams
-    /// whose next hop an AF_XDP worker has not learned); the workers receive.
-    transit_sockets: Vec<UdpSocket>,
-    fabric_socket: Option<UdpSocket>,
-    /// Indexed by the route tables' tunnel ids (slots; `None` where free).
-    tunnels: Vec<Option<TunnelCtx>>,
-    engine: Arc<Engine>,
-    /// The route tables' writing end (the workers hold readers).
-    routes: RouteHandle,
-    /// The fabric's local routes (the tunnel -> fabric direction).
-    local_routes: Vec<(ipnet::IpNet, route::LocalRoute)>,
-    probe: crate::probe::ProbeConfig,
-    workers: Vec<Arc<PublishedStats>>,
-    clock: Clock,
-    status: Arc<Mutex<Snapshot>>,
-    commands: mpsc::UnboundedReceiver<Command>,
-    /// Destinations AF_XDP workers had no next hop for, what the kernel resolved them to,
-    /// and when to look again.
-    next_hops: NextHopBook,
-    /// The AF_XDP workers' doorbells (none on the socket backend).
-    doorbells: Vec<Arc<gatewan_dataplane::engine::Doorbell>>,
-}
-
-/// What the control endpoint and the mesh ask of the owner.
-#[derive(Debug)]
-pub enum Command {
-    /// Rekey the tunnel of this name.
-    Rekey(String),
-    /// Keep exactly these mesh tunnels (static ones are not touched).
-    MeshTunnels(Vec<TunnelOrder>),
-}
-
-/// What the owner last published.
-#[derive(Default)]
-struct Snapshot {
-    tunnels: Vec<TunnelStatus>,
-    drops: BTreeMap<String, u64>,
-    /// Datagrams each worker received.
-    worker_rx_packets: Vec<u64>,
-}
 
 /// Runs the gateway until SIGINT or SIGTERM.
 pub async fn run(config: GatewayConfig) -> Result<(), GatewayError> {
@@ -209,59 +53,6 @@ pub async fn run(config: GatewayConfig) -> Result<(), GatewayError> {
     run_until(config, stop_rx, stop).await
 }
 
-/// The route tables from the tunnels' `networks` (remote prefixes: one group per set of
-/// tunnels sharing a prefix, equal weights) and the fabric's local routes.
-fn build_tables(
-    tunnels: &[Option<TunnelCtx>],
-    local_routes: &[(ipnet::IpNet, route::LocalRoute)],
-) -> Result<RouteTables, GatewayError> {
-    let mut members: BTreeMap<ipnet::IpNet, Vec<(route::TunnelId, u32)>> = BTreeMap::new();
-    for (i, ctx) in tunnels.iter().enumerate() {
-        let (Some(ctx), Ok(i)) = (ctx, u32::try_from(i)) else {
-            continue;
-        };
-        for net in &ctx.config.networks {
-            members
-                .entry(*net)
-                .or_default()
-                .push((route::TunnelId(i), 1));
-        }
-    }
-    let mut builder = RouteTables::builder();
-    let mut groups = BTreeMap::new();
-    for (net, tunnels) in members {
-        let group = match groups.get(&tunnels) {
-            Some(g) => *g,
-            None => {
-                let g = builder.add_group(
-                    TunnelGroup::new(&tunnels).map_err(|e| GatewayError::Routes(e.to_string()))?,
-                );
-                groups.insert(tunnels, g);
-                g
-            }
-        };
-        builder
-            .add_remote(net, group)
-            .map_err(|e| GatewayError::Routes(e.to_string()))?;
-    }
-    for (net, local) in local_routes {
-        builder
-            .add_local(*net, *local)
-            .map_err(|e| GatewayError::Routes(e.to_string()))?;
-    }
-    Ok(builder.build())
-}
-
-/// The tunnel map the workers get: each slot's transit, WireGuard id and inner addresses.
-fn tunnel_map(tunnels: &[Option<TunnelCtx>]) -> TunnelMap {
-    TunnelMap::new(
-        tunnels
-            .iter()
-            .map(|c| c.as_ref().map(TunnelCtx::engine_tunnel))
-            .collect(),
-    )
-}
-
 /// Runs the gateway until `stop` completes (it must also flip `stopped` to true).
 pub async fn run_until(
     config: GatewayConfig,
@@ -269,26 +60,6 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let clock = Clock::new();
-    let public_key = super::config::public_key_of(&config.private_key);
-    let mut transits = Vec::new();
-    for transit in &config.transits {
-        transits.push(TransitIo {
-            transit: transit.clone(),
-            device: Device::new(config.private_key.0, Box::new(OsRng)),
-            published: None,
-        });
-    }
-    // Static tunnels in configuration order take the first route-table slots.
-    let mut tunnels: Vec<Option<TunnelCtx>> = Vec::new();
-    for t in &config.tunnels {
-        let order = TunnelOrder {
-            id: static_id(&public_key, t, &config.transits),
-            origin: Origin::Static,
-            tunnel: t.clone(),
-        };
-        let ctx = open_tunnel(&mut transits, order, config.probe, Vec::new())?;
-        tunnels.push(Some(ctx));
-    }
     let fabric = config.fabric.as_ref().map(|f| {
         tracing::info!(vtep = %f.vtep, vni = f.vni, local_routes = f.local_routes.len(), "fabric up");
         (
@@ -300,22 +71,18 @@ pub async fn run_until(
             f.vtep,
         )
     });
-    let local_routes = config
-        .fabric
-        .as_ref()
-        .map(|f| f.local_routes.clone())
-        .unwrap_or_default();
-    let routes = RouteHandle::new(build_tables(&tunnels, &local_routes)?);
-    let capacity = tunnels.len() + config.mesh.as_ref().map_or(0, |m| m.max_tunnels);
+    // The owner builds the tables with the static tunnels before anything is forwarded;
+    // until then the workers know no tunnel.
+    let routes = RouteHandle::new(RouteTables::empty());
+    let capacity = config.tunnels.len() + config.mesh.as_ref().map_or(0, |m| m.max_tunnels);
     let engine = Arc::new(Engine::with_capacity(
         fabric,
         Vec::new(),
         capacity,
-        transits.len(),
+        config.transits.len(),
         FlowHasher::new(0x6761_7465_7761_6e21),
         Arc::new(Handoff::new(HANDOFF_CAPACITY)),
     ));
-    engine.publish_tunnels(tunnel_map(&tunnels));
 
     // The forwarding workers, one per core (or queue), on the chosen backend.
     let stop_workers = Arc::new(AtomicBool::new(false));
@@ -352,8 +119,8 @@ pub async fn run_until(
         batch = config.dataplane.batch(),
         "forwarding workers started"
     );
-    for (io, t) in transits.iter().zip(&config.transits) {
-        tracing::info!(transit = %io.transit.name, listen = %t.listen, "transit up");
+    for t in &config.transits {
+        tracing::info!(transit = %t.name, listen = %t.listen, "transit up");
     }
     let backend::Forwarding {
         threads,
@@ -367,27 +134,28 @@ pub async fn run_until(
 
     let (command_tx, commands) = mpsc::unbounded_channel();
     let status = Arc::new(Mutex::new(Snapshot::default()));
-    let owner = Owner {
-        public_key,
-        transits,
-        transit_sockets,
-        fabric_socket,
-        tunnels,
-        engine,
+    let owner = Owner::new(OwnerParts {
+        config: &config,
+        engine: Arc::clone(&engine),
         routes,
-        local_routes,
-        probe: config.probe,
         workers: published,
         clock,
+        via_workers: !doorbells.is_empty(),
+        now: Instant::now(),
+        wall: SystemTime::now(),
+    })?;
+    let io = OwnerIo {
+        engine,
+        transit_sockets,
+        fabric_socket,
+        doorbells,
         status: Arc::clone(&status),
         commands,
-        next_hops: NextHopBook::default(),
-        doorbells,
     };
     // The owner stops after the mesh is left: peers move their traffic away while this
     // gateway still forwards.
     let (owner_stop, owner_stopped) = watch::channel(false);
-    let task = tokio::spawn(owner.run(owner_stopped));
+    let task = tokio::spawn(drive(owner, io, owner_stopped));
     let mesh = match &config.mesh {
         Some(_) => Some(
             super::mesh::start(&config, command_tx.clone(), stopped)
@@ -456,223 +224,54 @@ pub async fn run_until(
     Ok(())
 }
 
-/// A static tunnel's identity: stable across restarts, from the two keys and transits.
-fn static_id(public_key: &Key32, t: &Tunnel, transits: &[Transit]) -> String {
-    let seed = format!(
-        "{}/{}/{}/{}",
-        public_key.to_hex(),
-        t.peer_public_key.to_hex(),
-        transits.get(t.transit).map_or("", |x| x.name.as_str()),
-        t.peer_transit.as_deref().unwrap_or("")
-    );
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, seed.as_bytes()).to_string()
+/// The owner's I/O: the handoff queue, the kernel sockets, the workers' doorbells, the
+/// control endpoint's status slot and commands.
+struct OwnerIo {
+    engine: Arc<Engine>,
+    /// Kernel sockets the owner sends on (handshakes, keepalives, probes, and datagrams
+    /// whose next hop an AF_XDP worker has not learned); the workers receive.
+    transit_sockets: Vec<UdpSocket>,
+    fabric_socket: Option<UdpSocket>,
+    /// The AF_XDP workers' doorbells (none on the socket backend).
+    doorbells: Vec<Arc<Doorbell>>,
+    status: Arc<Mutex<Snapshot>>,
+    commands: mpsc::UnboundedReceiver<Command>,
 }
 
-/// Adds the tunnel to its transit's WireGuard device and makes its companions; `base` is its
-/// route-table slot's counters so far (a reused slot starts from zero).
-fn open_tunnel(
-    transits: &mut [TransitIo],
-    order: TunnelOrder,
-    probe: crate::probe::ProbeConfig,
-    base: Vec<u64>,
-) -> Result<TunnelCtx, GatewayError> {
-    let t = &order.tunnel;
-    let Some(io) = transits.get_mut(t.transit) else {
-        return Err(GatewayError::Tunnel {
-            tunnel: t.name.clone(),
-            source: wg::Error::UnknownTunnel,
-        });
-    };
-    let mut peer = PeerConfig::new(t.peer_public_key.0);
-    peer.preshared_key = t.preshared_key.map(|k| k.0);
-    peer.persistent_keepalive = t.persistent_keepalive;
-    let id = io
-        .device
-        .add_tunnel(peer, t.peer_endpoint, Box::new(OsRng))
-        .map_err(|source| GatewayError::Tunnel {
-            tunnel: t.name.clone(),
-            source,
-        })?;
-    let now = Instant::now();
-    let addrs = InnerAddrs {
-        v4: t.address_v4.map(|n| n.addr()),
-        v6: t.address_v6.map(|n| n.addr()),
-        peer_v4: t.peer_address_v4,
-        peer_v6: t.peer_address_v6,
-        echo_port: t.echo_port,
-        peer_echo_port: t.peer_echo_port,
-        icmp_ident: 0x4757 ^ id.0,
-    };
-    Ok(TunnelCtx {
-        transit: t.transit,
-        id,
-        addrs,
-        // The configuration was validated, so this cannot fail; fall back to defaults anyway.
-        prober: Prober::new(probe, now).unwrap_or_else(|_| default_prober(now)),
-        reflector: Reflector::new(64),
-        started_at: SystemTime::now(),
-        uuid: order.id,
-        origin: order.origin,
-        base,
-        config: order.tunnel,
-        drops: BTreeMap::new(),
-        probes_sent: 0,
-        last: (now, 0, 0),
-        rx_bps: 0,
-        tx_bps: 0,
-        state: TunnelState::Connecting,
-        rekey_at: None,
-    })
-}
-
-/// Whether `b` can keep `a`'s WireGuard session: same transit, peer key, pre-shared key and
-/// inner addresses.
-fn same_session(a: &Tunnel, b: &Tunnel) -> bool {
-    a.transit == b.transit
-        && a.peer_public_key == b.peer_public_key
-        && a.preshared_key == b.preshared_key
-        && a.address_v4 == b.address_v4
-        && a.address_v6 == b.address_v6
-        && a.peer_address_v4 == b.peer_address_v4
-        && a.peer_address_v6 == b.peer_address_v6
-        && a.echo_port == b.echo_port
-        && a.persistent_keepalive == b.persistent_keepalive
-}
-
-impl TunnelCtx {
-    fn engine_tunnel(&self) -> EngineTunnel {
-        EngineTunnel {
-            transit: self.transit,
-            wg: self.id,
-            local: [self.addrs.v4.map(IpAddr::V4), self.addrs.v6.map(IpAddr::V6)],
-        }
-    }
-}
-
-#[allow(clippy::expect_used)]
-fn default_prober(now: Instant) -> Prober {
-    Prober::new(crate::probe::ProbeConfig::default(), now)
-        .expect("the default probe configuration is valid")
-}
-
-impl Owner {
-    async fn run(mut self, mut stopped: watch::Receiver<bool>) {
-        let mut tx = vec![0u8; BUF_LEN];
-        let mut next_status = Instant::now();
-        let engine = Arc::clone(&self.engine);
-        loop {
-            let now = Instant::now();
-            // At most a queue's worth per round: workers that keep the queue full must not
-            // starve the timers (probes, rekeys, next-hop resolution that ends the parcels).
-            for _ in 0..HANDOFF_CAPACITY {
-                let Some(mut parcel) = engine.handoff().recv() else {
-                    break;
-                };
-                self.on_parcel(&mut parcel, &mut tx);
-                engine.handoff().recycle(parcel);
-            }
-            self.on_timers(now, &mut tx);
-            self.publish_sessions();
-            if self.next_hops.resolve_at().is_some_and(|at| at <= now) {
-                self.resolve_next_hops(now);
-            }
-            if now >= next_status {
-                self.publish(now);
-                next_status = now + STATUS_PERIOD;
-            }
-            let mut wake = next_status.min(now + ABSORB_PERIOD);
-            if let Some(at) = self.next_hops.resolve_at() {
-                wake = wake.min(at);
-            }
-            for io in &self.transits {
-                if let Some(deadline) = io.device.next_deadline() {
-                    wake = wake.min(self.clock.mono(deadline));
-                }
-            }
-            for ctx in self.tunnels.iter().flatten() {
-                wake = wake.min(ctx.prober.next_wakeup());
-                if let Some(at) = ctx.rekey_at {
-                    wake = wake.min(at);
-                }
-            }
-            let handoff = engine.handoff();
-            tokio::select! {
-                _ = stopped.changed() => break,
-                _ = std::future::poll_fn(|cx| handoff.poll_ready(cx)) => {}
-                Some(command) = self.commands.recv() => self.on_command(command),
-                _ = tokio::time::sleep_until(wake.max(now).into()) => {}
-            }
-        }
-        tracing::info!("owner stopped");
-    }
-
-    /// Republishes each transit's session table if its sessions changed.
-    fn publish_sessions(&mut self) {
-        for (t, io) in self.transits.iter_mut().enumerate() {
-            let fingerprint = io.device.sessions_fingerprint();
-            if io.published != Some(fingerprint) {
-                self.engine.publish_sessions(t, io.device.session_table());
-                io.published = Some(fingerprint);
-            }
+impl OwnerIo {
+    fn socket(&self, egress: Egress) -> Option<&UdpSocket> {
+        match egress {
+            Egress::Transit(t) => self.transit_sockets.get(t),
+            Egress::Fabric => self.fabric_socket.as_ref(),
         }
     }
 
-    fn on_parcel(&mut self, parcel: &mut Parcel, tx: &mut [u8]) {
-        let tunnel = parcel.tunnel as usize;
-        match parcel.kind {
-            ParcelKind::Handshake => {
-                let (t, src) = (parcel.transit, parcel.src);
-                self.on_handshake(t, parcel.bytes_mut(), src, tx);
-            }
-            ParcelKind::Local => self.on_local(tunnel, parcel.bytes(), tx),
-            ParcelKind::Neighbour(egress) => {
-                if let Ok(mac) = <[u8; 6]>::try_from(parcel.bytes()) {
-                    self.next_hops.learn(egress, parcel.src.ip(), MacAddr(mac));
-                    self.publish_next_hops();
+    /// Sends what the owner queued: through the workers when it says so and they have room,
+    /// else through the kernel.
+    fn flush(&self, owner: &mut Owner) {
+        while let Some(t) = owner.poll_transmit() {
+            let handoff = self.engine.handoff();
+            if t.via_workers && handoff.send_back(t.egress, t.to, &t.bytes) {
+                for bell in &self.doorbells {
+                    bell.ring();
+                }
+            } else if let Some(socket) = self.socket(t.egress) {
+                if let Err(e) = socket.send_to(&t.bytes, t.to) {
+                    tracing::debug!(egress = ?t.egress, to = %t.to, error = %e, "send");
                 }
             }
-            ParcelKind::Send(egress) => {
-                self.next_hops.want(Instant::now(), egress, parcel.src.ip());
-                let socket = match egress {
-                    Egress::Transit(t) => self.transit_sockets.get(t),
-                    Egress::Fabric => self.fabric_socket.as_ref(),
-                };
-                if let Some(socket) = socket {
-                    if let Err(e) = socket.send_to(parcel.bytes(), parcel.src) {
-                        tracing::debug!(?egress, to = %parcel.src, error = %e, "send");
-                    }
-                }
-            }
-            ParcelKind::Stage => {
-                let packet = parcel.bytes();
-                let Some(room) = tx.get_mut(DATA_HEADER_LEN..DATA_HEADER_LEN + packet.len()) else {
-                    return;
-                };
-                room.copy_from_slice(packet);
-                self.encapsulate_and_send(tunnel, tx, packet.len());
-            }
+            owner.recycle(t);
         }
-        // A handshake may have made a session: publish it before the next parcel.
-        self.publish_sessions();
     }
 
-    /// Reads the kernel's tables for the next hops workers asked about.
-    fn resolve_next_hops(&mut self, now: Instant) {
-        // Each side sends from its socket's address, out of the interface that holds it.
-        let from = |egress: Egress| -> Option<(String, IpAddr)> {
-            let socket = match egress {
-                Egress::Transit(t) => self.transit_sockets.get(t),
-                Egress::Fabric => self.fabric_socket.as_ref(),
-            }?;
-            let src = socket.local_addr().ok()?.ip();
-            Some((ifname::by_address(src)?, src))
-        };
-        let asked: Vec<(Egress, IpAddr, String, IpAddr)> = self
-            .next_hops
-            .wanted()
-            .filter_map(|(egress, dst)| {
-                let (interface, src) = from(egress)?;
-                Some((egress, dst, interface, src))
+    /// Asks the kernel's tables: each side sends from its socket's address, out of the
+    /// interface that holds it.
+    fn resolve(&self, wanted: &[(Egress, IpAddr)]) -> Vec<(Egress, IpAddr, MacAddr)> {
+        let asked: Vec<(Egress, IpAddr, String, IpAddr)> = wanted
+            .iter()
+            .filter_map(|&(egress, dst)| {
+                let src = self.socket(egress)?.local_addr().ok()?.ip();
+                Some((egress, dst, ifname::by_address(src)?, src))
             })
             .collect();
         let questions: Vec<neigh::Question<'_>> = asked
@@ -683,554 +282,55 @@ impl Owner {
                 dst: *dst,
             })
             .collect();
-        let answers = neigh::resolve(&questions)
+        neigh::resolve(&questions)
             .into_iter()
             .filter_map(|(i, mac)| {
                 let (egress, dst, ..) = asked.get(i)?;
                 Some((*egress, *dst, mac))
-            });
-        self.next_hops.resolved(now, answers);
-        self.publish_next_hops();
+            })
+            .collect()
     }
+}
 
-    fn publish_next_hops(&mut self) {
-        if let Some(list) = self.next_hops.to_publish() {
-            tracing::debug!(next_hops = list.len(), "next hops published to the workers");
-            self.engine.publish_neighbours(list);
-        }
-    }
-
-    fn on_command(&mut self, command: Command) {
-        match command {
-            Command::MeshTunnels(orders) => self.set_mesh_tunnels(orders),
-            Command::Rekey(name) => {
-                let now = Instant::now();
-                let Some(i) = self
-                    .tunnels
-                    .iter()
-                    .position(|c| c.as_ref().is_some_and(|c| c.config.name == name))
-                else {
-                    return;
-                };
-                let Some(ctx) = self.ctx(i) else {
-                    return;
-                };
-                // WireGuard sends at most one initiation per REKEY_TIMEOUT; one asked for
-                // sooner would be dropped, so it waits until then.
-                let at = self
-                    .transits
-                    .get(ctx.transit)
-                    .and_then(|io| io.device.tunnel(ctx.id))
-                    .and_then(|t| t.last_handshake())
-                    .map(|t| {
-                        self.clock.mono(t) + wg::timers::REKEY_TIMEOUT + Duration::from_millis(100)
-                    })
-                    .map_or(now, |earliest| earliest.max(now));
-                tracing::info!(tunnel = %ctx.config.name, in_ms = at.saturating_duration_since(now).as_millis() as u64, "forced rekey");
-                if let Some(ctx) = self.ctx_mut(i) {
-                    ctx.rekey_at = Some(at);
-                }
-            }
-        }
-    }
-
-    fn ctx(&self, index: usize) -> Option<&TunnelCtx> {
-        self.tunnels.get(index).and_then(Option::as_ref)
-    }
-
-    fn ctx_mut(&mut self, index: usize) -> Option<&mut TunnelCtx> {
-        self.tunnels.get_mut(index).and_then(Option::as_mut)
-    }
-
-    /// Makes the mesh tunnels exactly `orders`: new ones are added, gone ones removed, a
-    /// changed key, transit or inner address replaces the tunnel, and a changed endpoint,
-    /// echo port or prefix list is applied in place (the session goes on). Then the workers
-    /// get the new tunnel map and route tables.
-    fn set_mesh_tunnels(&mut self, orders: Vec<TunnelOrder>) {
-        let mut wanted: BTreeMap<String, TunnelOrder> = orders
-            .into_iter()
-            .filter(|o| o.origin == Origin::Mesh)
-            .map(|o| (o.tunnel.name.clone(), o))
-            .collect();
-        let mut changed = false;
-        for i in 0..self.tunnels.len() {
-            let Some(ctx) = self.tunnels.get_mut(i).and_then(Option::as_mut) else {
-                continue;
+/// The owner's task: feeds it the workers' parcels, commands and the time, sends what it
+/// queues, and publishes its status each second.
+async fn drive(mut owner: Owner, mut io: OwnerIo, mut stopped: watch::Receiver<bool>) {
+    let mut next_status = Instant::now();
+    let engine = Arc::clone(&io.engine);
+    loop {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        // At most a queue's worth per round: workers that keep the queue full must not
+        // starve the timers (probes, rekeys, next-hop resolution that ends the parcels).
+        for _ in 0..HANDOFF_CAPACITY {
+            let Some(mut parcel) = engine.handoff().recv() else {
+                break;
             };
-            if ctx.origin != Origin::Mesh {
-                continue;
-            }
-            let keep = match wanted.get(&ctx.config.name) {
-                Some(order) if same_session(&ctx.config, &order.tunnel) && ctx.uuid == order.id => {
-                    let t = &order.tunnel;
-                    if ctx.config.networks != t.networks {
-                        changed = true;
-                    }
-                    ctx.addrs.peer_echo_port = t.peer_echo_port;
-                    let endpoint_moved = ctx.config.peer_endpoint != t.peer_endpoint;
-                    ctx.config = t.clone();
-                    let (transit, id) = (ctx.transit, ctx.id);
-                    if endpoint_moved {
-                        if let Some(io) = self.transits.get_mut(transit) {
-                            io.device.set_endpoint(id, t.peer_endpoint);
-                        }
-                    }
-                    true
-                }
-                _ => false,
-            };
-            if keep {
-                wanted.remove(
-                    &self
-                        .ctx(i)
-                        .map(|c| c.config.name.clone())
-                        .unwrap_or_default(),
-                );
-            } else {
-                self.close_tunnel(i);
-                changed = true;
-            }
+            owner.handle_parcel(now, wall, &mut parcel);
+            engine.handoff().recycle(parcel);
+            io.flush(&mut owner);
         }
-        for (_, order) in wanted {
-            changed = true;
-            let name = order.tunnel.name.clone();
-            if let Err(e) = self.add_tunnel(order) {
-                tracing::warn!(tunnel = %name, error = %e, "mesh tunnel not added");
-            }
+        owner.handle_timeout(now, wall);
+        if let Some(wanted) = owner.poll_next_hop_questions(now) {
+            let answers = io.resolve(&wanted);
+            owner.handle_next_hops(now, answers);
         }
-        if changed {
-            self.publish_tables();
+        io.flush(&mut owner);
+        if now >= next_status {
+            let snapshot = owner.status(now);
+            *io.status.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+            next_status = now + STATUS_PERIOD;
+        }
+        let wake = owner.poll_timeout(now).min(next_status);
+        let handoff = engine.handoff();
+        tokio::select! {
+            _ = stopped.changed() => break,
+            _ = std::future::poll_fn(|cx| handoff.poll_ready(cx)) => {}
+            Some(command) = io.commands.recv() => {
+                owner.handle_command(Instant::now(), SystemTime::now(), command);
+                io.flush(&mut owner);
+            }
+            _ = tokio::time::sleep_until(wake.max(now).into()) => {}
         }
     }
-
-    /// Adds a tunnel in the first free route-table slot.
-    fn add_tunnel(&mut self, order: TunnelOrder) -> Result<usize, GatewayError> {
-        let slot = self
-            .tunnels
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or(self.tunnels.len());
-        if slot >= self.engine.tunnel_capacity() {
-            return Err(GatewayError::Routes(format!(
-                "no room for more than {} tunnels (mesh.max_tunnels)",
-                self.engine.tunnel_capacity()
-            )));
-        }
-        let base = self.worker_slot(slot);
-        let (name, peer) = (order.tunnel.name.clone(), order.tunnel.peer.clone());
-        let ctx = open_tunnel(&mut self.transits, order, self.probe, base)?;
-        tracing::info!(tunnel = %name, %peer, slot, "tunnel added");
-        match self.tunnels.get_mut(slot) {
-            Some(s) => *s = Some(ctx),
-            None => self.tunnels.push(Some(ctx)),
-        }
-        Ok(slot)
-    }
-
-    /// Removes a tunnel: its WireGuard keys go, its slot is free for another.
-    fn close_tunnel(&mut self, slot: usize) {
-        let Some(ctx) = self.tunnels.get_mut(slot).and_then(Option::take) else {
-            return;
-        };
-        if let Some(io) = self.transits.get_mut(ctx.transit) {
-            io.device.remove_tunnel(ctx.id);
-        }
-        tracing::info!(tunnel = %ctx.config.name, peer = %ctx.config.peer, "tunnel removed");
-    }
-
-    /// The workers' counters of one route-table slot so far.
-    fn worker_slot(&self, slot: usize) -> Vec<u64> {
-        let mut total = WorkerStats::new(self.engine.tunnel_capacity());
-        for w in &self.workers {
-            total.merge(&w.snapshot());
-        }
-        total.tunnel_values(slot)
-    }
-
-    /// Publishes the tunnel map, the sessions and the route tables built from the tunnels.
-    fn publish_tables(&mut self) {
-        self.engine.publish_tunnels(tunnel_map(&self.tunnels));
-        self.publish_sessions();
-        match build_tables(&self.tunnels, &self.local_routes) {
-            Ok(tables) => {
-                let generation = self.routes.install(tables);
-                self.routes.reclaim();
-                tracing::debug!(generation, "route tables published");
-            }
-            Err(e) => tracing::warn!(error = %e, "route tables not rebuilt"),
-        }
-    }
-
-    /// The tunnel index of (transit, device id).
-    fn tunnel_index(&self, transit: usize, id: TunnelId) -> Option<usize> {
-        self.engine
-            .tunnels()
-            .route_tunnel(transit, id)
-            .map(|i| i as usize)
-    }
-
-    /// Sends a datagram the owner made: through the AF_XDP workers, the way data goes, when
-    /// they know the next hop (and have room); else through the transit's socket.
-    fn send_transit(&self, transit: usize, datagram: &[u8], to: SocketAddr) {
-        let egress = Egress::Transit(transit);
-        if !self.doorbells.is_empty()
-            && self.next_hops.published(egress, to.ip())
-            && self.engine.handoff().send_back(egress, to, datagram)
-        {
-            for bell in &self.doorbells {
-                bell.ring();
-            }
-            return;
-        }
-        if let Some(socket) = self.transit_sockets.get(transit) {
-            if let Err(e) = socket.send_to(datagram, to) {
-                tracing::debug!(transit, %to, error = %e, "send");
-            }
-        }
-    }
-
-    /// A WireGuard message other than data, handed over by a worker.
-    fn on_handshake(&mut self, t: usize, datagram: &mut [u8], src: SocketAddr, tx: &mut [u8]) {
-        let now = self.clock.now();
-        let Some(io) = self.transits.get_mut(t) else {
-            return;
-        };
-        let (id, result) = io.device.handle_datagram(now, src, datagram, tx);
-        let action = match result {
-            Ok(action) => action,
-            Err(e) => {
-                // Counted by the device or the tunnel; `gatewan status` shows the counters.
-                tracing::trace!(transit = %io.transit.name, %src, error = %e, "datagram dropped");
-                return;
-            }
-        };
-        if let Some(id) = id.filter(|_| action.peer_authenticated()) {
-            // The peer proved itself from `src`: follow it there (roaming, NAT rebinding).
-            if io.device.endpoint(id) != Some(src) {
-                tracing::info!(transit = %io.transit.name, tunnel = id.0, %src, "peer endpoint");
-                io.device.set_endpoint(id, Some(src));
-            }
-        }
-        match action {
-            Action::SendResponse(n) | Action::SendCookieReply(n) => {
-                // The peer sends data as soon as it has our response: the workers must know
-                // the new session before the response leaves, or they drop that data.
-                self.publish_sessions();
-                if let Some(reply) = tx.get(..n) {
-                    self.send_transit(t, reply, src);
-                }
-            }
-            // Data never comes this way (the workers open it).
-            Action::Deliver { .. } | Action::Accepted | Action::CookieStored => {}
-        }
-    }
-
-    /// A decrypted inner packet for the gateway itself, from tunnel `index`.
-    fn on_local(&mut self, index: usize, packet: &[u8], tx: &mut [u8]) {
-        let now = Instant::now();
-        let Some(ctx) = self.ctx_mut(index) else {
-            return;
-        };
-        let Some(body) = tx.get_mut(DATA_HEADER_LEN..) else {
-            return;
-        };
-        match inner::handle(
-            &ctx.addrs,
-            &mut ctx.reflector,
-            packet,
-            NtpTimestamp::now(),
-            body,
-        ) {
-            Ok(Inner::Reply(len)) => self.encapsulate_and_send(index, tx, len),
-            Ok(Inner::ProbeReply { seq, residence }) => {
-                ctx.prober.on_reply(now, seq, residence);
-            }
-            Ok(Inner::IcmpProbeReply { seq16 }) => {
-                ctx.prober.on_reply_seq16(now, seq16, None);
-            }
-            // The workers only hand over packets addressed to the gateway.
-            Ok(Inner::NotForUs) => ctx.count("not_for_us"),
-            Err(drop) => ctx.count(drop.name()),
-        }
-    }
-
-    fn encapsulate_and_send(&mut self, index: usize, buf: &mut [u8], len: usize) {
-        let now = self.clock.now();
-        let Some(ctx) = self.ctx(index) else {
-            return;
-        };
-        let (t, id) = (ctx.transit, ctx.id);
-        let Some(io) = self.transits.get_mut(t) else {
-            return;
-        };
-        match io.device.encapsulate(now, id, buf, len) {
-            Ok(Encapsulated::Ready(n)) => {
-                if let (Some(to), Some(datagram)) = (io.device.endpoint(id), buf.get(..n)) {
-                    self.send_transit(t, datagram, to);
-                }
-            }
-            // Sent by `tick` once the handshake completes.
-            Ok(Encapsulated::Staged) => {}
-            Err(e) => tracing::trace!(tunnel = id.0, error = %e, "encapsulate"),
-        }
-    }
-
-    fn on_timers(&mut self, now: Instant, tx: &mut [u8]) {
-        // Probes are ordinary traffic: before a session exists they are staged and start the
-        // handshake, as any packet would.
-        for i in 0..self.tunnels.len() {
-            // One due probe at a time: nothing is collected, nothing allocated.
-            while let Some((seq, addrs)) = self.ctx_mut(i).and_then(|ctx| {
-                let seq = ctx.prober.poll_probe(now)?;
-                ctx.probes_sent += 1;
-                Some((seq, ctx.addrs))
-            }) {
-                let Some(body) = tx.get_mut(DATA_HEADER_LEN..) else {
-                    break;
-                };
-                match inner::build_probe(&addrs, seq, NtpTimestamp::now(), body) {
-                    Ok(Some(len)) => self.encapsulate_and_send(i, tx, len),
-                    Ok(None) => {}
-                    Err(drop) => {
-                        if let Some(ctx) = self.ctx_mut(i) {
-                            ctx.count(drop.name());
-                        }
-                    }
-                }
-            }
-        }
-        let wg_now = self.clock.wg(now);
-        for i in 0..self.tunnels.len() {
-            let Some(ctx) = self.ctx_mut(i) else {
-                continue;
-            };
-            if ctx.rekey_at.is_some_and(|at| at <= now) {
-                ctx.rekey_at = None;
-                let (t, id) = (ctx.transit, ctx.id);
-                if let Some(tunnel) = self
-                    .transits
-                    .get_mut(t)
-                    .and_then(|io| io.device.tunnel_mut(id))
-                {
-                    tunnel.initiate_handshake(wg_now);
-                }
-            }
-        }
-        for t in 0..self.transits.len() {
-            // `tick` also feeds the timers with what the workers did since the last call.
-            while let Some(io) = self.transits.get_mut(t) {
-                match io.device.tick(wg_now, tx) {
-                    Ok(Some((id, n))) => match (io.device.endpoint(id), tx.get(..n)) {
-                        (Some(to), Some(datagram)) => self.send_transit(t, datagram, to),
-                        // A tunnel that only answers has nowhere to send its own handshakes.
-                        _ => {
-                            if let Some(index) = self.tunnel_index(t, id) {
-                                if let Some(ctx) = self.ctx_mut(index) {
-                                    ctx.count("no_endpoint");
-                                }
-                            }
-                        }
-                    },
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::trace!(error = %e, "tick");
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// The workers' counters, summed.
-    fn worker_totals(&self) -> WorkerStats {
-        let mut total = WorkerStats::new(self.engine.tunnel_capacity());
-        for w in &self.workers {
-            total.merge(&w.snapshot());
-        }
-        for (i, ctx) in self.tunnels.iter().enumerate() {
-            if let Some(ctx) = ctx {
-                total.subtract_tunnel(i, &ctx.base);
-            }
-        }
-        total
-    }
-
-    fn publish(&mut self, now: Instant) {
-        let wg_now = self.clock.wg(now);
-        let workers = self.worker_totals();
-        let worker_rx_packets = self
-            .workers
-            .iter()
-            .map(|w| w.snapshot().get(WorkerCounter::RxPackets))
-            .collect();
-        let mut snapshot = Vec::with_capacity(self.tunnels.len());
-        for (index, ctx) in self.tunnels.iter_mut().enumerate() {
-            let Some(ctx) = ctx else {
-                continue;
-            };
-            let Some(io) = self.transits.get(ctx.transit) else {
-                continue;
-            };
-            let Some(tunnel) = io.device.tunnel(ctx.id) else {
-                continue;
-            };
-            let stats = tunnel.stats();
-            // The owner's own traffic (handshake-time staging, probes, echo replies) and the
-            // workers' forwarding.
-            let w = |c| workers.get_tunnel(index, c);
-            let rx_packets = stats.rx_packets + w(TunnelCounter::RxPackets);
-            let rx_bytes = stats.rx_bytes + w(TunnelCounter::RxBytes);
-            let tx_packets = stats.tx_packets + w(TunnelCounter::TxPackets);
-            let tx_bytes = stats.tx_bytes + w(TunnelCounter::TxBytes);
-            let wg_state = tunnel.state(wg_now);
-            let endpoint = io.device.endpoint(ctx.id);
-            let last_handshake = tunnel.last_handshake();
-            let probe = ctx.prober.stats(now);
-            let elapsed = now.saturating_duration_since(ctx.last.0).as_secs_f64();
-            if elapsed > 0.0 {
-                ctx.rx_bps = ((rx_bytes.saturating_sub(ctx.last.1)) as f64 * 8.0 / elapsed) as u64;
-                ctx.tx_bps = ((tx_bytes.saturating_sub(ctx.last.2)) as f64 * 8.0 / elapsed) as u64;
-            }
-            ctx.last = (now, rx_bytes, tx_bytes);
-            let state = match wg_state {
-                wg::TunnelState::Idle | wg::TunnelState::Connecting => TunnelState::Connecting,
-                wg::TunnelState::Expired => TunnelState::Expired,
-                wg::TunnelState::Established
-                    if !probe.alive
-                        && probe.measurements >= ctx.prober.config().dead_after as usize =>
-                {
-                    TunnelState::Unreachable
-                }
-                wg::TunnelState::Established => TunnelState::Established,
-            };
-            if state != ctx.state {
-                tracing::info!(tunnel = %ctx.config.name, peer = %ctx.config.peer, from = ?ctx.state, to = ?state, "tunnel state");
-                ctx.state = state;
-            }
-            let mut drops: BTreeMap<String, u64> = stats
-                .all_drops()
-                .filter(|(_, n)| *n > 0)
-                .map(|(r, n)| (r.name().to_owned(), n))
-                .collect();
-            for (reason, n) in workers.tunnel_drops(index).nonzero() {
-                *drops.entry(reason.name().to_owned()).or_default() += n;
-            }
-            drops.extend(ctx.drops.iter().map(|(k, v)| ((*k).to_owned(), *v)));
-            let (source_addr, target_endpoint) = ctx.addrs.probe_endpoints();
-            let c = &ctx.config;
-            let opt = |a: Option<String>| a.unwrap_or_else(|| "-".into());
-            snapshot.push(TunnelStatus {
-                id: ctx.uuid.clone(),
-                origin: ctx.origin.as_str().to_owned(),
-                networks: c
-                    .networks
-                    .iter()
-                    .map(|n| n.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                meta: Meta {
-                    datacenter: c.peer_datacenter.clone(),
-                    sdwan_local_transit: io.transit.name.clone(),
-                    sdwan_peer_transit: opt(c.peer_transit.clone()),
-                },
-                usage: status::format_usage(io.transit.capacity_bps, ctx.rx_bps, ctx.tx_bps),
-                probe: ProbeStatus {
-                    source_addr,
-                    target_endpoint,
-                    method: match ctx.addrs.probe_method() {
-                        ProbeMethod::Stamp => "stamp".into(),
-                        ProbeMethod::Icmp => "icmp".into(),
-                    },
-                    measurements: probe.measurements,
-                    loss: status::format_ratio(probe.loss),
-                    latency: status::format_duration(probe.latency_median),
-                    latency_p95: status::format_duration(probe.latency_p95),
-                    jitter: status::format_duration(probe.jitter),
-                    reorder: status::format_ratio(probe.reorder),
-                },
-                peer: c.peer.clone(),
-                state,
-                target_datacenter: c.peer_datacenter.clone(),
-                interface: c.name.clone(),
-                started_at: status::format_time(ctx.started_at),
-                local_info: EndpointInfo {
-                    public_endpoint: io.transit.public_endpoint.to_string(),
-                    local_address_v4: opt(ctx.addrs.v4.map(|a| a.to_string())),
-                    local_address_v6: opt(ctx.addrs.v6.map(|a| a.to_string())),
-                    public_key: self.public_key.to_hex(),
-                    echo_port: ctx.addrs.echo_port.to_string(),
-                },
-                peer_info: EndpointInfo {
-                    public_endpoint: opt(endpoint.map(|e| e.to_string())),
-                    local_address_v4: opt(ctx.addrs.peer_v4.map(|a| a.to_string())),
-                    local_address_v6: opt(ctx.addrs.peer_v6.map(|a| a.to_string())),
-                    public_key: c.peer_public_key.to_hex(),
-                    echo_port: opt(ctx.addrs.peer_echo_port.map(|p| p.to_string())),
-                },
-                counters: Counters {
-                    rx_bytes,
-                    tx_bytes,
-                    rx_packets,
-                    tx_packets,
-                    rx_bps: ctx.rx_bps,
-                    tx_bps: ctx.tx_bps,
-                    handshakes_sent: stats.initiations_sent,
-                    handshakes_completed: stats.handshakes_completed,
-                    probes_sent: ctx.probes_sent,
-                    probes_lost: probe.lost_total,
-                    seconds_since_handshake: last_handshake
-                        .map(|t| self.clock.mono(t))
-                        .map(|t| now.saturating_duration_since(t).as_secs()),
-                    forwarded_to_fabric: w(TunnelCounter::ToFabric),
-                    drops,
-                },
-            });
-        }
-        let mut drops: BTreeMap<String, u64> = BTreeMap::new();
-        for io in &self.transits {
-            for &reason in wg::DropReason::ALL.iter() {
-                let n = io.device.drops(reason);
-                if n > 0 {
-                    *drops.entry(reason.name().to_owned()).or_default() += n;
-                }
-            }
-        }
-        for (reason, n) in workers.drops().nonzero() {
-            *drops.entry(reason.name().to_owned()).or_default() += n;
-        }
-        drops.insert(
-            "forwarded_from_fabric".into(),
-            workers.get(WorkerCounter::FromFabric),
-        );
-        drops.insert(
-            "icmp_too_big_sent".into(),
-            workers.get(WorkerCounter::TooBigSent),
-        );
-        for (name, c) in [
-            ("rx_batches", WorkerCounter::RxBatches),
-            ("rx_datagrams", WorkerCounter::RxPackets),
-            ("handed_to_owner", WorkerCounter::HandedToOwner),
-            ("owner_queue_full", WorkerCounter::OwnerQueueFull),
-            ("tx_failed", WorkerCounter::TxFailed),
-            ("xsk_rx_dropped", WorkerCounter::XskRxDropped),
-            ("owner_sent_by_workers", WorkerCounter::OwnerSent),
-        ] {
-            let n = workers.get(c);
-            if n > 0 {
-                drops.insert(name.into(), n);
-            }
-        }
-        if self.next_hops.refused > 0 {
-            drops.insert("next_hops_refused".into(), self.next_hops.refused);
-        }
-        let mut slot = self
-            .status
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        *slot = Snapshot {
-            tunnels: snapshot,
-            drops,
-            worker_rx_packets,
-        };
-    }
+    tracing::info!("owner stopped");
 }
