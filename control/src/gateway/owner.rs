@@ -1056,3 +1056,215 @@ impl Owner {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use gatewan_dataplane::engine::{self, Handoff, Verdict, HEADROOM, TAILROOM};
+    use gatewan_dataplane::route::FlowHasher;
+
+    const KEY_A: &str = "YNqHwpcAmVj0lVzPOkkAAP1hmgYPEtTy0aLaGJD8PW4=";
+    const KEY_B: &str = "kBbdsOAbrgSWJPf5HHXRS+w4IRtsTEL3lFZK7tVUgX8=";
+
+    fn public(private: &str) -> String {
+        super::super::config::public_key_of(&Key32::from_base64(private).unwrap()).to_base64()
+    }
+
+    /// One gateway: its owner and a worker on the same engine (the workers' side of the
+    /// handoff), in memory.
+    struct Side {
+        owner: Owner,
+        worker: engine::Worker,
+        engine: Arc<Engine>,
+        addr: SocketAddr,
+    }
+
+    fn side(name: &str, key: &str, peer_key: &str, me: u8, now: Instant) -> Side {
+        let peer = 3 - me;
+        let yaml = format!(
+            "name: {name}\ndatacenter: dc-{name}\nprivate_key: {key}\n\
+             probe: {{interval: 100ms, window: 20, timeout: 1s}}\n\
+             transits:\n  - {{name: lumen, listen: \"192.0.2.{me}:51820\"}}\n\
+             tunnels:\n  - name: t0\n    transit: lumen\n    peer: gw{peer}\n    peer_datacenter: dc\n\
+             \x20   peer_public_key: {}\n    peer_endpoint: \"192.0.2.{peer}:51820\"\n\
+             \x20   address_v4: 10.255.0.{}/31\n    peer_address_v4: 10.255.0.{}\n\
+             \x20   echo_port: 7054\n    peer_echo_port: 7054\n",
+            public(peer_key),
+            me - 1,
+            peer - 1,
+        );
+        let config = GatewayConfig::parse(&yaml, std::path::Path::new("gw.yaml")).unwrap();
+        let engine = Arc::new(Engine::with_capacity(
+            None,
+            Vec::new(),
+            8,
+            1,
+            FlowHasher::new(1),
+            Arc::new(Handoff::new(64)),
+        ));
+        let routes = RouteHandle::new(RouteTables::empty());
+        let worker = engine::Worker::new(Arc::clone(&engine), routes.reader());
+        let owner = Owner::new(OwnerParts {
+            config: &config,
+            engine: Arc::clone(&engine),
+            routes,
+            workers: Vec::new(),
+            clock: Clock::new(),
+            via_workers: false,
+            now,
+            wall: SystemTime::now(),
+        })
+        .unwrap();
+        Side {
+            owner,
+            worker,
+            engine,
+            addr: format!("192.0.2.{me}:51820").parse().unwrap(),
+        }
+    }
+
+    /// Delivers what `from` queued to `to` the way it arrives: through `to`'s worker (which
+    /// opens data and hands the rest to the owner), then `to`'s owner takes the parcels.
+    fn deliver(from: &mut Side, to: &mut Side, now: Instant) -> usize {
+        let mut n = 0;
+        let wall = SystemTime::now();
+        while let Some(t) = from.owner.poll_transmit() {
+            assert_eq!(t.to, to.addr);
+            let mut buf = vec![0u8; HEADROOM + t.bytes.len() + TAILROOM];
+            buf[HEADROOM..HEADROOM + t.bytes.len()].copy_from_slice(&t.bytes);
+            let clock_now = to.owner.clock.wg(now);
+            let verdict = to.worker.from_transit(
+                clock_now,
+                0,
+                from.addr,
+                &mut buf,
+                HEADROOM..HEADROOM + t.bytes.len(),
+            );
+            assert!(!matches!(verdict, Verdict::Dropped(_)), "{verdict:?}");
+            from.owner.recycle(t);
+            while let Some(mut parcel) = to.engine.handoff().recv() {
+                to.owner.handle_parcel(now, wall, &mut parcel);
+                to.engine.handoff().recycle(parcel);
+            }
+            n += 1;
+        }
+        n
+    }
+
+    fn run(a: &mut Side, b: &mut Side, start: Instant, for_: Duration) -> Instant {
+        let mut now = start;
+        while now < start + for_ {
+            a.owner.handle_timeout(now, SystemTime::now());
+            b.owner.handle_timeout(now, SystemTime::now());
+            deliver(a, b, now);
+            deliver(b, a, now);
+            now += Duration::from_millis(10);
+        }
+        now
+    }
+
+    #[test]
+    fn two_owners_handshake_and_probe_each_other_in_simulated_time() {
+        let t0 = Instant::now();
+        let mut a = side("a", KEY_A, KEY_B, 1, t0);
+        let mut b = side("b", KEY_B, KEY_A, 2, t0);
+        assert!(a.owner.poll_timeout(t0) <= t0 + ABSORB_PERIOD);
+        let now = run(&mut a, &mut b, t0, Duration::from_secs(3));
+        for side in [&mut a, &mut b] {
+            let status = side.owner.status(now);
+            let t = &status.tunnels[0];
+            assert_eq!(t.state, TunnelState::Established, "{t:?}");
+            assert_eq!(t.origin, "static");
+            assert!(t.probe.measurements >= 10, "{:?}", t.probe);
+            assert_eq!(t.counters.probes_lost, 0, "{:?}", t.counters);
+            assert_eq!(t.counters.handshakes_completed, 1);
+        }
+        assert_eq!(a.engine.tunnels().iter().count(), 1);
+    }
+
+    fn mesh_order(static_of: &Owner, name: &str, endpoint: &str, peer_key: &str) -> TunnelOrder {
+        let ctx = static_of.ctx(0).unwrap();
+        let mut tunnel = ctx.config.clone();
+        tunnel.name = name.into();
+        tunnel.peer_endpoint = Some(endpoint.parse().unwrap());
+        tunnel.peer_public_key = Key32::from_base64(&public(peer_key)).unwrap();
+        tunnel.address_v4 = Some("10.255.1.0/31".parse().unwrap());
+        tunnel.peer_address_v4 = Some("10.255.1.1".parse().unwrap());
+        tunnel.networks = vec!["10.20.0.0/16".parse().unwrap()];
+        TunnelOrder {
+            id: format!("id-{name}"),
+            origin: Origin::Mesh,
+            tunnel,
+        }
+    }
+
+    #[test]
+    fn mesh_tunnels_are_added_changed_in_place_replaced_and_removed_at_run_time() {
+        let t0 = Instant::now();
+        let wall = SystemTime::now();
+        let mut a = side("a", KEY_A, KEY_B, 1, t0);
+        let order = mesh_order(&a.owner, "sdwan64", "192.0.2.2:51821", KEY_B);
+        a.owner
+            .handle_command(t0, wall, Command::MeshTunnels(vec![order.clone()]));
+        let map = a.engine.tunnels();
+        assert_eq!(map.iter().count(), 2, "the static tunnel and the mesh one");
+        let slot = map.iter().find(|(i, _)| *i != 0).map(|(i, _)| i).unwrap();
+        let wg_id = map.get(slot).unwrap().wg;
+        let status = a.owner.status(t0);
+        let mesh = status
+            .tunnels
+            .iter()
+            .find(|t| t.interface == "sdwan64")
+            .unwrap();
+        assert_eq!(
+            (mesh.origin.as_str(), mesh.id.as_str()),
+            ("mesh", "id-sdwan64")
+        );
+        assert_eq!(mesh.networks, "10.20.0.0/16");
+
+        // A new endpoint and prefix list: the same tunnel, slot and WireGuard id.
+        let mut moved = order.clone();
+        moved.tunnel.peer_endpoint = Some("192.0.2.2:51999".parse().unwrap());
+        moved.tunnel.networks = vec!["10.21.0.0/16".parse().unwrap()];
+        a.owner
+            .handle_command(t0, wall, Command::MeshTunnels(vec![moved]));
+        let map = a.engine.tunnels();
+        assert_eq!(map.get(slot).map(|t| t.wg), Some(wg_id));
+        let io = &a.owner.transits[0];
+        assert_eq!(
+            io.device.endpoint(wg_id),
+            Some("192.0.2.2:51999".parse().unwrap())
+        );
+        let status = a.owner.status(t0);
+        let mesh = status
+            .tunnels
+            .iter()
+            .find(|t| t.interface == "sdwan64")
+            .unwrap();
+        assert_eq!(mesh.networks, "10.21.0.0/16");
+
+        // A new public key replaces the tunnel.
+        let replaced = mesh_order(&a.owner, "sdwan64", "192.0.2.2:51999", KEY_A);
+        a.owner
+            .handle_command(t0, wall, Command::MeshTunnels(vec![replaced]));
+        let io = &a.owner.transits[0];
+        let ids: Vec<_> = io.device.ids().collect();
+        assert_eq!(ids.len(), 2);
+        let map = a.engine.tunnels();
+        let (_, now_tunnel) = map.iter().find(|(i, _)| *i != 0).unwrap();
+        assert_eq!(
+            io.device
+                .tunnel(now_tunnel.wg)
+                .map(|t| t.config().public_key),
+            Some(Key32::from_base64(&public(KEY_A)).unwrap().0)
+        );
+
+        // Gone from the orders: removed; the static tunnel stays.
+        a.owner
+            .handle_command(t0, wall, Command::MeshTunnels(Vec::new()));
+        assert_eq!(a.engine.tunnels().iter().count(), 1);
+        assert_eq!(a.owner.transits[0].device.ids().count(), 1);
+        assert_eq!(a.owner.status(t0).tunnels.len(), 1);
+    }
+}
