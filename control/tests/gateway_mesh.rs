@@ -160,6 +160,17 @@ impl Mesh {
                     "    - prefix: {p}\n      vtep: 10.{dc_index}.0.2\n      router_mac: \"02:00:0a:00:{dc_index:02x}:02\"\n"
                 ));
             }
+        } else if !extra_prefixes.is_empty() {
+            // dc-c has no leaf: a fabric on the uplink address, only to publish prefixes.
+            y.push_str(&format!(
+                "fabric:\n  vtep: 172.16.0.{i}\n  router_mac: \"02:00:0a:00:00:{i:02x}\"\n  vni: 100\n\
+                 \x20 local_routes:\n"
+            ));
+            for p in ["10.30.0.0/16"].iter().chain(extra_prefixes) {
+                y.push_str(&format!(
+                    "    - prefix: {p}\n      vtep: 172.16.0.254\n      router_mac: \"02:00:0a:00:03:02\"\n"
+                ));
+            }
         }
         std::fs::write(&g.config, y).expect("write the gateway configuration");
     }
@@ -574,85 +585,23 @@ fn netns_serf_wrong_keys_garbage_tags_captured_prefixes_and_a_short_serf_outage(
         Need::Tool("nft"),
     ]);
     let mut mesh = build();
-    // b2 also claims a prefix inside dc-a's 10.10.0.0/16.
     let seeds = vec![mesh.seed.clone()];
-    mesh.write_config_with(mesh.gw("b2"), &seeds, &mesh.serf_key, &["10.10.5.0/24"]);
     for name in ["a1", "b1", "b2"] {
         mesh.start(name);
     }
-    let a1 = mesh.gw("a1").socket.clone();
-    within(Duration::from_secs(60), "a1's tunnels to dc-b", || {
-        let by_peer = established_by_peer(&a1);
-        by_peer.get("b1") == Some(&4) && by_peer.get("b2") == Some(&4) && routed(&a1)
-    });
-    // The captured prefix is refused and shown; dc-b's own prefix is routed.
-    let st = mesh_status(&a1);
-    let refused = st["refused_prefixes"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert!(
-        refused
-            .iter()
-            .any(|r| r["member"] == "b2" && r["prefix"] == "10.10.5.0/24"),
-        "{st:#}"
+    let (a1, b1) = (mesh.gw("a1").socket.clone(), mesh.gw("b1").socket.clone());
+    within(
+        Duration::from_secs(60),
+        "the tunnels between dc-a and dc-b",
+        || {
+            let by_peer = established_by_peer(&a1);
+            by_peer.get("b1") == Some(&4)
+                && by_peer.get("b2") == Some(&4)
+                && routed(&a1)
+                && established_by_peer(&b1).get("a1") == Some(&4)
+                && routed(&b1)
+        },
     );
-    let (tunnels, _) = statuses(&a1).expect("a1 status");
-    assert!(tunnels
-        .iter()
-        .filter(|t| t["origin"] == "mesh")
-        .all(|t| t["networks"] == "10.20.0.0/16"));
-    let ids_before: Vec<String> = tunnels
-        .iter()
-        .filter_map(|t| t["id"].as_str().map(str::to_owned))
-        .collect();
-    println!("b2's prefix inside dc-a's: refused at a1 and shown");
-
-    // A gateway whose agent has another key never gets a tunnel, either way.
-    mesh.write_config_with(mesh.gw("c1"), &seeds, &random_serf_key(), &[]);
-    mesh.start("c1");
-    std::thread::sleep(Duration::from_secs(8));
-    assert_eq!(mesh_tunnels_to(&a1, "c1"), 0);
-    assert_eq!(mesh_tunnels_to(&mesh.gw("b1").socket, "c1"), 0);
-    assert_eq!(
-        statuses(&mesh.gw("c1").socket)
-            .map(|s| s.0.len())
-            .unwrap_or(usize::MAX),
-        0,
-        "the outsider built no tunnel"
-    );
-    println!("a gateway with another Serf key: no tunnel after 8 s");
-    mesh.stop("c1", false);
-
-    // A member with garbage tags: counted and shown, nothing else changes.
-    let netns = mesh.gw("c1").netns.clone();
-    let garbage = start_garbage_agent(&mut mesh, &netns, "172.16.0.5:7946");
-    within(Duration::from_secs(30), "the garbage member seen", || {
-        mesh_status(&a1)["members"]["alive"].as_u64() == Some(4)
-    });
-    within(Duration::from_secs(10), "its tags refused", || {
-        mesh_status(&a1)["bad_tags"].as_u64().unwrap_or(0) >= 1
-    });
-    let (tunnels, _) = statuses(&a1).expect("a1 status");
-    let ids_after: Vec<String> = tunnels
-        .iter()
-        .filter_map(|t| t["id"].as_str().map(str::to_owned))
-        .collect();
-    assert_eq!(ids_before, ids_after, "the garbage member changed nothing");
-    assert_eq!(mesh_tunnels_to(&a1, "x1"), 0);
-    println!(
-        "a member with garbage tags: counted as bad tags, {} tunnels unchanged",
-        ids_after.len()
-    );
-    mesh.tb.stop(garbage, Duration::from_secs(5));
-
-    // b1's Serf traffic alone is blocked for less than the grace period: it is seen failed,
-    // its tunnels stay, and traffic through them loses nothing. First, traffic flows both
-    // ways (b1, which the reply takes, has a1's list).
-    let b1 = mesh.gw("b1").socket.clone();
-    within(Duration::from_secs(30), "b1 routes to dc-a", || {
-        established_by_peer(&b1).get("a1") == Some(&4) && routed(&b1)
-    });
     mesh.leaves[0]
         .exec(
             "ping",
@@ -668,7 +617,89 @@ fn netns_serf_wrong_keys_garbage_tags_captured_prefixes_and_a_short_serf_outage(
                 "10.20.0.1",
             ],
         )
-        .expect("ping dc-a -> dc-b before the outage");
+        .expect("ping dc-a -> dc-b");
+    let ids = |socket: &Path| -> Vec<String> {
+        statuses(socket)
+            .map(|s| s.0)
+            .unwrap_or_default()
+            .iter()
+            .filter(|t| t["peer"] != "c1")
+            .filter_map(|t| t["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let ids_before = ids(&a1);
+
+    // A gateway whose agent has another key never gets a tunnel, either way.
+    mesh.write_config_with(mesh.gw("c1"), &seeds, &random_serf_key(), &[]);
+    mesh.start("c1");
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(mesh_tunnels_to(&a1, "c1"), 0);
+    assert_eq!(mesh_tunnels_to(&b1, "c1"), 0);
+    assert_eq!(
+        statuses(&mesh.gw("c1").socket)
+            .map(|s| s.0.len())
+            .unwrap_or(usize::MAX),
+        0,
+        "the outsider built no tunnel"
+    );
+    println!("a gateway with another Serf key: no tunnel after 8 s");
+    mesh.stop("c1", false);
+
+    // With the right key, c1 also claims a prefix inside dc-a's 10.10.0.0/16: it gets its
+    // tunnels, that prefix is refused and shown, its own is routed, nothing else changes.
+    let _ = std::fs::remove_dir_all(mesh.tb.dir().join("c1-state"));
+    mesh.write_config_with(mesh.gw("c1"), &seeds, &mesh.serf_key, &["10.10.5.0/24"]);
+    mesh.start("c1");
+    within(Duration::from_secs(30), "c1's tunnels, routed", || {
+        established_by_peer(&a1).get("c1") == Some(&4) && routed(&a1)
+    });
+    let st = mesh_status(&a1);
+    let refused = st["refused_prefixes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["member"] == "c1" && r["prefix"] == "10.10.5.0/24"),
+        "{st:#}"
+    );
+    let (tunnels, _) = statuses(&a1).expect("a1 status");
+    for t in tunnels.iter().filter(|t| t["origin"] == "mesh") {
+        let want = if t["peer"] == "c1" {
+            "10.30.0.0/16"
+        } else {
+            "10.20.0.0/16"
+        };
+        assert_eq!(t["networks"], want, "{t:#}");
+    }
+    assert_eq!(ids(&a1), ids_before, "the other tunnels are untouched");
+    println!("c1's prefix inside dc-a's: refused at a1 and shown, its own routed");
+    mesh.stop("c1", false);
+    within(Duration::from_secs(10), "c1 gone", || {
+        mesh_tunnels_to(&a1, "c1") == 0
+    });
+
+    // A member with garbage tags: counted and shown, nothing else changes.
+    let netns = mesh.gw("c1").netns.clone();
+    let garbage = start_garbage_agent(&mut mesh, &netns, "172.16.0.5:7946");
+    within(Duration::from_secs(30), "the garbage member seen", || {
+        mesh_status(&a1)["members"]["alive"].as_u64() == Some(4)
+    });
+    within(Duration::from_secs(10), "its tags refused", || {
+        mesh_status(&a1)["bad_tags"].as_u64().unwrap_or(0) >= 1
+    });
+    let ids_after = ids(&a1);
+    assert_eq!(ids_before, ids_after, "the garbage member changed nothing");
+    assert_eq!(mesh_tunnels_to(&a1, "x1"), 0);
+    println!(
+        "a member with garbage tags: counted as bad tags, {} tunnels unchanged",
+        ids_after.len()
+    );
+    mesh.tb.stop(garbage, Duration::from_secs(5));
+
+    // b1's Serf traffic alone is blocked for less than the grace period: it is seen failed,
+    // its tunnels stay, and traffic through them loses nothing.
     let b1_ns = mesh.gw("b1").netns.clone();
     b1_ns
         .exec(

@@ -248,6 +248,7 @@ fn static_id(public_key: &Key32, t: &Tunnel, transits: &[Transit]) -> String {
 /// route-table slot's counters so far (a reused slot starts from zero).
 fn open_tunnel(
     transits: &mut [TransitIo],
+    slot: u16,
     order: TunnelOrder,
     probe: crate::probe::ProbeConfig,
     base: Vec<u64>,
@@ -265,7 +266,7 @@ fn open_tunnel(
     peer.persistent_keepalive = t.persistent_keepalive;
     let id = io
         .device
-        .add_tunnel(peer, t.peer_endpoint, Box::new(OsRng))
+        .add_tunnel_at(TunnelId(slot), peer, t.peer_endpoint, Box::new(OsRng))
         .map_err(|source| GatewayError::Tunnel {
             tunnel: t.name.clone(),
             source,
@@ -625,16 +626,22 @@ impl Owner {
             .iter()
             .position(Option::is_none)
             .unwrap_or(self.tunnels.len());
-        if slot >= self.engine.tunnel_capacity() {
+        // One number per tunnel: its route-table slot is also its id in its transit's
+        // WireGuard device (the low 16 bits of its receiver indices).
+        let Some(number) = u16::try_from(slot)
+            .ok()
+            .filter(|_| slot < self.engine.tunnel_capacity())
+        else {
             return Err(GatewayError::Routes(format!(
                 "no room for more than {} tunnels (mesh.max_tunnels)",
-                self.engine.tunnel_capacity()
+                self.engine.tunnel_capacity().min(usize::from(u16::MAX))
             )));
-        }
+        };
         let base = self.worker_slot(slot);
         let (name, peer) = (order.tunnel.name.clone(), order.tunnel.peer.clone());
         let ctx = open_tunnel(
             &mut self.transits,
+            number,
             order,
             self.probe,
             base,
@@ -1211,6 +1218,11 @@ mod tests {
         assert_eq!(map.iter().count(), 2, "the static tunnel and the mesh one");
         let slot = map.iter().find(|(i, _)| *i != 0).map(|(i, _)| i).unwrap();
         let wg_id = map.get(slot).unwrap().wg;
+        assert_eq!(
+            usize::from(wg_id.0),
+            slot,
+            "one number: route slot = WireGuard id"
+        );
         let status = a.owner.status(t0);
         let mesh = status
             .tunnels

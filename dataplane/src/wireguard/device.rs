@@ -64,7 +64,8 @@ impl<A: Aead> Device<A> {
         self.identity.public_key()
     }
 
-    /// Adds a tunnel; `endpoint` tells tunnels with the same peer key apart.
+    /// Adds a tunnel in the first free slot; `endpoint` tells tunnels with the same peer key
+    /// apart.
     pub fn add_tunnel(
         &mut self,
         config: PeerConfig,
@@ -77,13 +78,30 @@ impl<A: Aead> Device<A> {
             .position(Option::is_none)
             .unwrap_or(self.tunnels.len());
         let slot = u16::try_from(free).map_err(|_| Error::UnknownTunnel)?;
-        let tunnel = Tunnel::with_identity(self.identity.clone(), config, slot, rng)?;
-        let entry = Some(Entry { tunnel, endpoint });
-        match self.tunnels.get_mut(free) {
-            Some(e) => *e = entry,
-            None => self.tunnels.push(entry),
+        self.add_tunnel_at(TunnelId(slot), config, endpoint, rng)
+    }
+
+    /// Adds a tunnel with the id the caller chose (a gateway gives a tunnel the same number
+    /// in its device as in its route tables); `UnknownTunnel` if that id is taken.
+    pub fn add_tunnel_at(
+        &mut self,
+        id: TunnelId,
+        config: PeerConfig,
+        endpoint: Option<SocketAddr>,
+        rng: Box<dyn CryptoRngCore + Send>,
+    ) -> Result<TunnelId, Error> {
+        let slot = usize::from(id.0);
+        if self.tunnels.get(slot).is_some_and(Option::is_some) {
+            return Err(Error::UnknownTunnel);
         }
-        Ok(TunnelId(slot))
+        let tunnel = Tunnel::with_identity(self.identity.clone(), config, id.0, rng)?;
+        if self.tunnels.len() <= slot {
+            self.tunnels.resize_with(slot + 1, || None);
+        }
+        if let Some(e) = self.tunnels.get_mut(slot) {
+            *e = Some(Entry { tunnel, endpoint });
+        }
+        Ok(id)
     }
 
     /// Removes a tunnel (its keys are dropped and wiped).

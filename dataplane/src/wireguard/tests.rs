@@ -968,10 +968,21 @@ fn device_dispatches_by_index_and_by_endpoint() {
     let t1 = dev
         .add_tunnel(PeerConfig::new(public_key(&A_KEY)), Some(ep1), rng(11))
         .unwrap();
+    // The second at an id the caller chose (sparse: slots in between stay free).
     let t2 = dev
-        .add_tunnel(PeerConfig::new(public_key(&A_KEY)), Some(ep2), rng(12))
+        .add_tunnel_at(
+            TunnelId(40),
+            PeerConfig::new(public_key(&A_KEY)),
+            Some(ep2),
+            rng(12),
+        )
         .unwrap();
+    assert_eq!(t2, TunnelId(40));
     assert_ne!(t1, t2);
+    // A taken id is refused.
+    assert!(dev
+        .add_tunnel_at(t1, PeerConfig::new(public_key(&A_KEY)), None, rng(15))
+        .is_err());
     let mut a1 = Tunnel::new(A_KEY, PeerConfig::new(public_key(&B_KEY)), 5, rng(13)).unwrap();
     let mut a2 = Tunnel::new(A_KEY, PeerConfig::new(public_key(&B_KEY)), 6, rng(14)).unwrap();
     let now = Instant::from_secs(T0);
