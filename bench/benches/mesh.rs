@@ -20,7 +20,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use gatewan_bench::ratio::Ledger;
 use gatewan_control::gateway::config::GatewayConfig;
 use gatewan_control::gateway::mesh_tunnels::MeshTunnels;
-use gatewan_control::gateway::planner::{self, LocalGateway, LocalTransit, Pools, RemoteGateway};
+use gatewan_control::gateway::planner::{self, RemoteGateway};
 use gatewan_control::mesh::prefixes::{AppliedList, PrefixList};
 use gatewan_control::mesh::tags::{GatewayMeta, Role, TransitMeta};
 use gatewan_control::mesh::view::{GatewayEntry, GatewayStatus, MeshSnapshot};
@@ -121,26 +121,9 @@ fn bench(c: &mut Criterion) {
         members: entries.into_iter().map(|e| (e.name.clone(), e)).collect(),
         counters: Default::default(),
     };
-    let local = LocalGateway {
-        name: "gw0".into(),
-        id: 1,
-        datacenter: "dc-home".into(),
-        public_key: [255; 32],
-        transits: config
-            .transits
-            .iter()
-            .map(|t| LocalTransit {
-                name: t.name.clone(),
-                endpoints: vec![t.public_endpoint],
-            })
-            .collect(),
-    };
-    let pools = Pools {
-        v4: config.mesh.as_ref().and_then(|m| m.pool_v4),
-        v6: config.mesh.as_ref().and_then(|m| m.pool_v6),
-    };
     let now = Instant::now();
     let mut tunnels = MeshTunnels::new(&config, 1, std::time::Duration::from_secs(60), 4096);
+    let (local, pools) = (tunnels.local().clone(), *tunnels.pools());
     tunnels.handle_view(&snapshot, now);
     let (orders, status) = tunnels.plan(now);
     assert_eq!(orders.len(), 1800, "{status:?}");

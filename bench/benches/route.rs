@@ -223,11 +223,11 @@ fn lpm(c: &mut Criterion) {
     // The whole route decision as a worker makes it: table lookup + tunnel pick, with 64
     // tunnel groups of 4 tunnels each.
     let mut b = RouteTables::builder();
-    let groups: Vec<_> = (0..64u32)
+    let groups: Vec<_> = (0..64u16)
         .map(|g| {
             b.add_group_weights(
-                &(0..4)
-                    .map(|t| (TunnelId(g * 4 + t), 1 + t))
+                &(0..4u16)
+                    .map(|t| (TunnelId(g * 4 + t), 1 + u32::from(t)))
                     .collect::<Vec<_>>(),
             )
             .expect("valid group")
@@ -254,7 +254,7 @@ fn lpm(c: &mut Criterion) {
         ledger.iter(bch, "v4 lookup+hash+pick", || {
             a4.iter().fold(0u32, |s, a| {
                 let h = hasher.hash_v4(0x0a01_0005, a.to_bits(), 6, 40000, 443);
-                s.wrapping_add(tables.pick(IpAddr::V4(*a), h).map_or(0, |t| t.0))
+                s.wrapping_add(tables.pick(IpAddr::V4(*a), h).map_or(0, |t| u32::from(t.0)))
             })
         })
     });
@@ -262,7 +262,7 @@ fn lpm(c: &mut Criterion) {
         ledger.iter(bch, "v6 lookup+hash+pick", || {
             a6.iter().fold(0u32, |s, a| {
                 let h = hasher.hash_v6(1, a.to_bits(), 6, 40000, 443);
-                s.wrapping_add(tables.pick(IpAddr::V6(*a), h).map_or(0, |t| t.0))
+                s.wrapping_add(tables.pick(IpAddr::V6(*a), h).map_or(0, |t| u32::from(t.0)))
             })
         })
     });

@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod route;
 pub mod socket;
 pub mod support;
+pub mod tunnel_id;
 pub mod wire;
 pub mod wireguard;
 pub mod xdp;

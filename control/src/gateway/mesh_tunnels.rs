@@ -179,6 +179,15 @@ impl MeshTunnels {
         }
     }
 
+    /// This gateway as the planner sees it.
+    pub fn local(&self) -> &LocalGateway {
+        &self.local
+    }
+
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
     /// Starts from the last view kept on disk: its members get tunnels at once.
     pub fn restore(&mut self, cache: Cache) {
         for member in cache.members {

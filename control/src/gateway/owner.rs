@@ -185,16 +185,11 @@ fn build_tables(
     tunnels: &[Option<TunnelCtx>],
     local_routes: &[(ipnet::IpNet, route::LocalRoute)],
 ) -> Result<RouteTables, GatewayError> {
-    let mut members: BTreeMap<ipnet::IpNet, Vec<(route::TunnelId, u32)>> = BTreeMap::new();
-    for (i, ctx) in tunnels.iter().enumerate() {
-        let (Some(ctx), Ok(i)) = (ctx, u32::try_from(i)) else {
-            continue;
-        };
+    let mut members: BTreeMap<ipnet::IpNet, Vec<(TunnelId, u32)>> = BTreeMap::new();
+    for ctx in tunnels.iter().flatten() {
+        // The slot, which is also the tunnel's id in its WireGuard device.
         for net in &ctx.config.networks {
-            members
-                .entry(*net)
-                .or_default()
-                .push((route::TunnelId(i), 1));
+            members.entry(*net).or_default().push((ctx.id, 1));
         }
     }
     let mut builder = RouteTables::builder();

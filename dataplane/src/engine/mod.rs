@@ -463,7 +463,10 @@ impl Worker {
             return self.drop(DropReason::NoBuffer);
         };
         let room = buf.get_mut(frame..).unwrap_or_default();
-        match pipeline::to_fabric(fabric, tables, RouteTunnel(index as u32), room, len) {
+        let Ok(number) = u16::try_from(index) else {
+            return self.drop(DropReason::NoTunnel);
+        };
+        match pipeline::to_fabric(fabric, tables, RouteTunnel(number), room, len) {
             Ok((n, to)) => {
                 self.stats.tunnel(index, TunnelCounter::ToFabric, 1);
                 Verdict::Fabric {

@@ -10,16 +10,7 @@
 
 use std::collections::HashMap;
 
-/// A tunnel as the dataplane numbers it (an index the worker resolves to a WireGuard session
-/// and an outer path).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TunnelId(pub u32);
-
-impl std::fmt::Display for TunnelId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "tunnel#{}", self.0)
-    }
-}
+pub use crate::tunnel_id::TunnelId;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
@@ -314,9 +305,9 @@ mod tests {
             w2 in proptest::collection::vec(0u32..50, 1..8),
             hashes in proptest::collection::vec(any::<u32>(), 1..50),
         ) {
-            let m1: Vec<_> = w1.iter().enumerate().map(|(i, w)| (TunnelId(i as u32), *w)).collect();
+            let m1: Vec<_> = w1.iter().enumerate().map(|(i, w)| (TunnelId(i as u16), *w)).collect();
             // The second set shares some ids with the first.
-            let m2: Vec<_> = w2.iter().enumerate().map(|(i, w)| (TunnelId(i as u32 + 2), *w)).collect();
+            let m2: Vec<_> = w2.iter().enumerate().map(|(i, w)| (TunnelId(i as u16 + 2), *w)).collect();
             let g1 = TunnelGroup::new(&m1).unwrap();
             let g2 = g1.rebalanced(&m2).unwrap();
             for (g, m) in [(&g1, &m1), (&g2, &m2)] {

@@ -22,15 +22,7 @@ use super::tunnel::{Action, Encapsulated, PeerConfig, Tunnel, DEFAULT_UNDER_LOAD
 use super::Error;
 
 /// Identifies a tunnel of a [`Device`]; also the low 16 bits of its local indices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TunnelId(pub u16);
-
-impl TunnelId {
-    /// The tunnel a receiver index belongs to.
-    pub fn of_index(index: u32) -> Self {
-        TunnelId((index & 0xffff) as u16)
-    }
-}
+pub use crate::tunnel_id::TunnelId;
 
 struct Entry<A: Aead> {
     tunnel: Tunnel<A>,
