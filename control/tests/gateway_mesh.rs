@@ -392,6 +392,31 @@ fn netns_serf_gateways_build_tunnels_from_the_mesh() {
         "  from the first gateway's start: {:.1} s",
         start.elapsed().as_secs_f64()
     );
+    // `gatewan members --config` finds the gateway's own agent (address and RPC key).
+    let a1 = mesh.gw("a1");
+    let members = a1
+        .netns
+        .exec(
+            GATEWAN,
+            [
+                "members",
+                "--config",
+                a1.config.to_str().expect("utf-8 path"),
+                "--json",
+            ],
+        )
+        .expect("gatewan members --config");
+    let members: serde_json::Value = serde_json::from_str(&members).expect("members JSON");
+    for name in ["a1", "a2", "b1", "b2"] {
+        assert_eq!(
+            members["members"][name]["status"], "alive",
+            "{name} in {members:#}"
+        );
+    }
+    assert!(
+        members["members"]["b1"]["prefixes"].is_object(),
+        "{members:#}"
+    );
     // Both ends derived the same identity for each tunnel.
     let ids = |name: &str| -> std::collections::BTreeSet<String> {
         statuses(&mesh.gw(name).socket)
