@@ -1,8 +1,8 @@
 //! End to end, with the kernel as the fabric: two datacenters, each a leaf with a kernel VXLAN
 //! device and a gatewan gateway, joined through a transit namespace by four WireGuard tunnels
-//! (two transits on each side). Hosts on the leaves reach each other through
-//! VXLAN -> WireGuard -> VXLAN: ping both ways, an iperf3 TCP stream, and UDP flows spread
-//! over the tunnels by flow with none reordered.
+//! (two transits on each side) that the gateways build from the Serf mesh. Hosts on the
+//! leaves reach each other through VXLAN -> WireGuard -> VXLAN: ping both ways, an iperf3 TCP
+//! stream, and UDP flows spread over the tunnels by flow with none reordered.
 
 mod common;
 
@@ -44,9 +44,14 @@ fn all_established(lab: &mut Lab) {
             process,
             || {
                 let (t, _) = statuses(&socket);
-                t.len() == tunnels && t.iter().all(|t| t["state"] == "Established")
+                // Established, and routing the other side's prefixes (its list arrived).
+                t.len() == tunnels
+                    && t.iter().all(|t| {
+                        t["state"] == "Established"
+                            && t["networks"].as_str().is_some_and(|n| !n.is_empty())
+                    })
             },
-            "every tunnel to be established",
+            "every tunnel to be established and routed",
         );
     }
 }
@@ -79,6 +84,7 @@ fn two_datacenters(backend: &str) {
         Need::Tool("wg"),
         Need::Tool("iperf3"),
         Need::Tool("bridge"),
+        Need::Tool("serf"),
     ]);
     let mut lab = Lab::start_with(Path::new(GATEWAN), 2, "100ms", backend).expect("the lab");
     assert_eq!(lab.tunnels, 4);

@@ -127,13 +127,19 @@ fn status_with(gatewan: &Path, socket: &Path, args: &[&str]) -> anyhow::Result<S
 }
 
 fn wait_established(lab: &mut Lab, gatewan: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(60);
     for site in [&lab.a, &lab.b] {
         loop {
             let all: serde_json::Value =
                 serde_json::from_str(&status(gatewan, &site.socket, true)?)?;
             let tunnels = all.as_array().cloned().unwrap_or_default();
-            if tunnels.len() == lab.tunnels && tunnels.iter().all(|t| t["state"] == "Established") {
+            // Built from the mesh: established, and routing the other datacenter's prefixes
+            // once its list has arrived.
+            let routed = |t: &serde_json::Value| {
+                t["state"] == "Established" && t["networks"].as_str().is_some_and(|n| !n.is_empty())
+            };
+            if tunnels.len() == lab.tunnels && tunnels.iter().all(routed) {
                 break;
             }
             anyhow::ensure!(
@@ -146,8 +152,9 @@ fn wait_established(lab: &mut Lab, gatewan: &Path) -> anyhow::Result<()> {
         }
     }
     println!(
-        "lab: all {} tunnels established on both gateways",
-        lab.tunnels
+        "lab: all {} tunnels built from the mesh, established and routed on both gateways after {:.1} s",
+        lab.tunnels,
+        start.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -13,8 +13,10 @@
 //! installs it: a route via the gateway's VTEP address on the VXLAN device, a permanent
 //! neighbour entry with the gateway's router MAC, and an fdb entry sending that MAC to the
 //! gateway's VTEP.
+//!
+//! The gateways are configured with their own keys, transits and fabric and one seed (gw-b
+//! joins gw-a's Serf agent over the transit): every tunnel is built from the mesh.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -93,6 +95,9 @@ impl Lab {
         let transit = tb.add_netns("transit")?;
         transit.sysctl("net.ipv4.ip_forward", "1")?;
         let keys = [WgKeys::generate()?, WgKeys::generate()?];
+        let serf_key = crate::run_checked(std::process::Command::new("serf").arg("keygen"))?
+            .trim()
+            .to_owned();
 
         // Underlay: each gateway to the transit namespace, and to its leaf, with a queue per
         // core so an AF_XDP gateway runs a worker on each (as the socket backend does).
@@ -153,13 +158,11 @@ impl Lab {
         // The gateways' configurations and processes.
         let mut sites = Vec::new();
         for (n, (plan, (leaf, gateway))) in PLANS.iter().zip(built).enumerate() {
-            let other = &PLANS[1 - n];
             let config = gateway_yaml(
                 &tb,
                 plan,
-                other,
                 &keys[n].private,
-                &keys[1 - n].public,
+                &serf_key,
                 Knobs {
                     transits,
                     interval: probe_interval,
@@ -227,9 +230,8 @@ struct Knobs<'a> {
 fn gateway_yaml(
     tb: &Testbed,
     plan: &Plan,
-    other: &Plan,
     private: &str,
-    peer_public: &str,
+    serf_key: &str,
     knobs: Knobs<'_>,
 ) -> String {
     let Knobs {
@@ -252,33 +254,21 @@ fn gateway_yaml(
             51820 + t
         ));
     }
-    y.push_str("tunnels:\n");
-    for (t, transit) in plan.transits.iter().take(transits).enumerate() {
-        for (p, peer_transit) in other.transits.iter().take(transits).enumerate() {
-            // Tunnel k joins A's transit a and B's transit b, seen from either side.
-            let (a, b) = if i == 1 { (t, p) } else { (p, t) };
-            let k = a * transits + b;
-            let (mine, theirs) = if i == 1 { (0, 1) } else { (1, 0) };
-            let endpoint: SocketAddr = SocketAddr::new(
-                format!("172.16.{}.1", other.index)
-                    .parse()
-                    .unwrap_or([0, 0, 0, 0].into()),
-                51820 + p as u16,
-            );
-            y.push_str(&format!(
-                "  - name: sdwan{k}\n    transit: {transit}\n    peer: {peer}\n    peer_datacenter: {peer_dc}\n\
-                 \x20   peer_transit: {peer_transit}\n    peer_public_key: {peer_public}\n    peer_endpoint: \"{endpoint}\"\n\
-                 \x20   address_v4: \"10.255.{k}.{mine}/31\"\n    peer_address_v4: \"10.255.{k}.{theirs}\"\n\
-                 \x20   address_v6: \"fd00:255:{k}::{mine}/127\"\n    peer_address_v6: \"fd00:255:{k}::{theirs}\"\n\
-                 \x20   echo_port: {echo}\n    peer_echo_port: {peer_echo}\n    networks: [{net}]\n",
-                peer = other.name,
-                peer_dc = other.dc,
-                echo = 7054 + u16::from(i),
-                peer_echo = 7054 + u16::from(other.index),
-                net = other.prefix,
-            ));
-        }
-    }
+    // The mesh rides the first transit; gw-a's agent is the seed.
+    let seeds = if i == 1 {
+        String::new()
+    } else {
+        "\"172.16.1.1:7946\"".to_owned()
+    };
+    y.push_str(&format!(
+        "mesh:\n  id: {i}\n  bind: [{{transit: {first}, address: \"172.16.{i}.1:7946\"}}]\n\
+         \x20 seeds: [{seeds}]\n  keys: [\"{serf_key}\"]\n  rpc_auth: gatewan-lab\n\
+         \x20 state_dir: {state}\n  profile: local\n\
+         \x20 pools: {{v4: 100.64.0.0/16, v6: \"fd00:5d::/64\"}}\n  echo_port: {echo}\n",
+        first = plan.transits[0],
+        state = tb.dir().join(format!("{}-state", plan.name)).display(),
+        echo = 7054 + u16::from(i),
+    ));
     y.push_str(&format!(
         "fabric:\n  vtep: 10.0.{i}.1\n  router_mac: \"02:00:0a:00:0{i}:01\"\n  vni: 100\n  local_routes:\n\
          \x20   - prefix: {prefix}\n      vtep: 10.0.{i}.2\n      router_mac: \"02:00:0a:00:0{i}:02\"\n",

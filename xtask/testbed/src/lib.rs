@@ -547,7 +547,7 @@ impl Link {
     }
 }
 
-fn run_checked(cmd: &mut Command) -> Result<String> {
+pub(crate) fn run_checked(cmd: &mut Command) -> Result<String> {
     let command = format!("{cmd:?}").replace('"', "");
     let out = cmd.output().map_err(|source| TestbedError::Spawn {
         command: command.clone(),
