@@ -123,6 +123,25 @@ fn traffic(from: u8) -> TrafficSpec {
     }
 }
 
+/// Packets the warm-up sends each way, before the counted run.
+const WARM_UP: u64 = 200;
+
+/// (packets the gateway took from its leaf, packets it delivered to its leaf).
+fn counted(socket: &Path) -> (u64, u64) {
+    let (t, gw) = status(socket);
+    counted_in(&t, &gw)
+}
+
+/// [`counted`] from one status answer.
+fn counted_in(t: &[serde_json::Value], gw: &serde_json::Value) -> (u64, u64) {
+    let delivered: u64 = t
+        .iter()
+        .map(|t| t["counters"]["forwarded_to_fabric"].as_u64().unwrap_or(0))
+        .sum();
+    let taken = gw["drops"]["forwarded_from_fabric"].as_u64().unwrap_or(0);
+    (taken, delivered)
+}
+
 #[test]
 fn netns_xdp_afxdp_gateways_forward_pktgen_traffic_both_ways_and_count_it() {
     require(&[Need::Root, Need::Tool("ethtool")]);
@@ -197,6 +216,50 @@ fn netns_xdp_afxdp_gateways_forward_pktgen_traffic_both_ways_and_count_it() {
         );
     }
 
+    // A generator on each leaf towards the other datacenter, `count` packets each.
+    let generate = |count: u64| {
+        let mut generators = Vec::new();
+        for (n, (leaf, _)) in sites.iter().enumerate() {
+            let i = n as u8 + 1;
+            let config = GenConfig {
+                traffic: traffic(i),
+                dst: SocketAddr::new(format!("10.0.{i}.1").parse().expect("ip"), 4789),
+                sockets: 4,
+                threads: 1,
+                limits: Limits {
+                    // Paced: this test counts packets; cargo xtask bench measures speed.
+                    rate_pps: 10_000,
+                    count: Some(count),
+                    duration: None,
+                    batch: 32,
+                },
+                ..GenConfig::default()
+            };
+            generators.push(
+                leaf.run(move || {
+                    std::thread::spawn(move || Generator::new(&config).map(|g| g.run()))
+                })
+                .expect("enter"),
+            );
+        }
+        generators
+    };
+    // Warm-up, before anything is counted: the first datagrams towards a next hop the
+    // workers have not learned yet go out through the kernel while the owner resolves it, and
+    // later ones sent directly can overtake them (a known limitation, README "Not yet"). The
+    // counted run below starts with every next hop known.
+    for g in generate(WARM_UP) {
+        let _ = g.join().expect("warm-up generator thread");
+    }
+    for (process, socket) in &gateways {
+        wait_for(
+            &mut tb,
+            *process,
+            || counted(socket) == (WARM_UP, WARM_UP),
+            "the warm-up counted",
+        );
+    }
+
     // A sink on each leaf, then a generator on each leaf towards the other datacenter.
     let mut sinks = Vec::new();
     for (n, (leaf, _)) in sites.iter().enumerate() {
@@ -218,28 +281,7 @@ fn netns_xdp_afxdp_gateways_forward_pktgen_traffic_both_ways_and_count_it() {
                 .expect("sink"),
         );
     }
-    let mut generators = Vec::new();
-    for (n, (leaf, _)) in sites.iter().enumerate() {
-        let i = n as u8 + 1;
-        let config = GenConfig {
-            traffic: traffic(i),
-            dst: SocketAddr::new(format!("10.0.{i}.1").parse().expect("ip"), 4789),
-            sockets: 4,
-            threads: 1,
-            limits: Limits {
-                // Paced: this test counts packets; cargo xtask bench measures speed.
-                rate_pps: 10_000,
-                count: Some(PACKETS),
-                duration: None,
-                batch: 32,
-            },
-            ..GenConfig::default()
-        };
-        generators.push(
-            leaf.run(move || std::thread::spawn(move || Generator::new(&config).map(|g| g.run())))
-                .expect("enter"),
-        );
-    }
+    let generators = generate(PACKETS);
     let sent: Vec<_> = generators
         .into_iter()
         .map(|g| g.join().expect("generator thread").expect("generator"))
@@ -274,13 +316,9 @@ fn netns_xdp_afxdp_gateways_forward_pktgen_traffic_both_ways_and_count_it() {
             *process,
             || {
                 let (t, gw) = status(socket);
-                let delivered: u64 = t
-                    .iter()
-                    .map(|t| t["counters"]["forwarded_to_fabric"].as_u64().unwrap_or(0))
-                    .sum();
-                let taken = gw["drops"]["forwarded_from_fabric"].as_u64().unwrap_or(0);
+                let done = counted_in(&t, &gw) == (PACKETS + WARM_UP, PACKETS + WARM_UP);
                 last = serde_json::json!({ "tunnels": t, "gateway": gw });
-                taken == PACKETS && delivered == PACKETS
+                done
             },
             "the gateway's counters to match what pktgen sent",
         );
