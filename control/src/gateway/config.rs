@@ -344,30 +344,42 @@ impl GatewayConfig {
     }
 }
 
+/// A secret given inline or in a file (relative to the configuration file), trimmed.
+pub(super) fn read_secret(
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+    name: &str,
+    base: &Path,
+) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(field(
+            name,
+            format!("set either {name} or {name}_file, not both"),
+        )),
+        (Some(text), None) => Ok(Some(text.trim().to_owned())),
+        (None, Some(path)) => {
+            let path = base.join(path);
+            std::fs::read_to_string(&path)
+                .map(|t| Some(t.trim().to_owned()))
+                .map_err(|e| {
+                    field(
+                        format!("{name}_file"),
+                        format!("reading {}: {e}", path.display()),
+                    )
+                })
+        }
+        (None, None) => Ok(None),
+    }
+}
+
 fn read_key(
     inline: &Option<String>,
     file: &Option<PathBuf>,
     name: &str,
     base: &Path,
 ) -> Result<Option<Key32>, ConfigError> {
-    let text = match (inline, file) {
-        (Some(_), Some(_)) => {
-            return Err(field(
-                name,
-                format!("set either {name} or {name}_file, not both"),
-            ))
-        }
-        (Some(text), None) => text.clone(),
-        (None, Some(path)) => {
-            let path = base.join(path);
-            std::fs::read_to_string(&path).map_err(|e| {
-                field(
-                    format!("{name}_file"),
-                    format!("reading {}: {e}", path.display()),
-                )
-            })?
-        }
-        (None, None) => return Ok(None),
+    let Some(text) = read_secret(inline, file, name, base)? else {
+        return Ok(None);
     };
     Key32::from_base64(&text).map(Some).ok_or_else(|| {
         field(

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
-use super::config::{field, ConfigError, Transit};
+use super::config::{field, read_secret, ConfigError, Transit};
 use crate::mesh::agent::Profile;
 
 /// `mesh:` as written.
@@ -203,33 +203,13 @@ impl MeshFile {
                 "the mesh is always encrypted: give a key (serf keygen), or keep the agent's keyring in state_dir",
             ));
         }
-        let rpc_auth = match (&self.rpc_auth, &self.rpc_auth_file) {
-            (Some(_), Some(_)) => {
-                return Err(field(
-                    "mesh.rpc_auth",
-                    "set either rpc_auth or rpc_auth_file, not both",
-                ))
-            }
-            (Some(a), None) => a.clone(),
-            (None, Some(path)) => {
-                let path = base.join(path);
-                std::fs::read_to_string(&path)
-                    .map_err(|e| {
-                        field(
-                            "mesh.rpc_auth_file",
-                            format!("reading {}: {e}", path.display()),
-                        )
-                    })?
-                    .trim()
-                    .to_owned()
-            }
-            (None, None) => {
-                return Err(field(
+        let rpc_auth = read_secret(&self.rpc_auth, &self.rpc_auth_file, "mesh.rpc_auth", base)?
+            .ok_or_else(|| {
+                field(
                     "mesh.rpc_auth",
                     "missing: the agent's RPC must require a key (rpc_auth or rpc_auth_file)",
-                ))
-            }
-        };
+                )
+            })?;
         if rpc_auth.is_empty() {
             return Err(field("mesh.rpc_auth", "must not be empty"));
         }

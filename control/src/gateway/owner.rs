@@ -661,13 +661,20 @@ impl Owner {
         tracing::info!(tunnel = %ctx.config.name, peer = %ctx.config.peer, "tunnel removed");
     }
 
-    /// The workers' counters of one route-table slot so far.
+    /// The workers' counters of one route-table slot so far (only that slot is read).
     fn worker_slot(&self, slot: usize) -> Vec<u64> {
-        let mut total = WorkerStats::new(self.engine.tunnel_capacity());
+        let mut total: Vec<u64> = Vec::new();
         for w in &self.workers {
-            total.merge(&w.snapshot());
+            let values = w.tunnel_values(slot);
+            if total.is_empty() {
+                total = values;
+            } else {
+                for (t, v) in total.iter_mut().zip(values) {
+                    *t = t.wrapping_add(v);
+                }
+            }
         }
-        total.tunnel_values(slot)
+        total
     }
 
     /// Publishes the tunnel map, the sessions and the route tables built from the tunnels.

@@ -196,6 +196,14 @@ impl PublishedStats {
         }
     }
 
+    /// Tunnel slot `tunnel`'s counters as last published (as [`WorkerStats::tunnel_values`]).
+    pub fn tunnel_values(&self, tunnel: usize) -> Vec<u64> {
+        let start = tunnel_slot(tunnel, 0);
+        (start..start + TUNNEL_FIELDS)
+            .map(|i| self.values.get(i).map_or(0, |v| v.load(Ordering::Relaxed)))
+            .collect()
+    }
+
     pub fn snapshot(&self) -> WorkerStats {
         WorkerStats {
             values: self
@@ -245,6 +253,7 @@ mod tests {
         assert_eq!(seen.get_tunnel(1, TunnelCounter::RxPackets), 5);
         assert_eq!(seen.get_tunnel(3, TunnelCounter::RxPackets), 0);
         let base = seen.tunnel_values(1);
+        assert_eq!(p.tunnel_values(1), base, "read in place, the same as from a snapshot");
         s.tunnel(1, TunnelCounter::RxPackets, 2);
         p.publish(&s, 4);
         let mut now = p.snapshot();
