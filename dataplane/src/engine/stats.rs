@@ -253,7 +253,11 @@ mod tests {
         assert_eq!(seen.get_tunnel(1, TunnelCounter::RxPackets), 5);
         assert_eq!(seen.get_tunnel(3, TunnelCounter::RxPackets), 0);
         let base = seen.tunnel_values(1);
-        assert_eq!(p.tunnel_values(1), base, "read in place, the same as from a snapshot");
+        assert_eq!(
+            p.tunnel_values(1),
+            base,
+            "read in place, the same as from a snapshot"
+        );
         s.tunnel(1, TunnelCounter::RxPackets, 2);
         p.publish(&s, 4);
         let mut now = p.snapshot();
