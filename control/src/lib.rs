@@ -3,6 +3,7 @@
 //! subcommands to this crate. See docs/architecture.md.
 
 pub mod bgp;
+pub mod channel;
 pub mod cli;
 pub mod controller;
 pub mod gateway;

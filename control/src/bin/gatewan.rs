@@ -52,6 +52,8 @@ enum Command {
     },
     /// The controller: `plan` (what-if), `simulate` (scenarios), or the daemon (`--config`).
     Controller(cli::controller::ControllerArgs),
+    /// Certificates for the orders channel: the deployment's CA and each member's.
+    Pki(cli::pki::PkiArgs),
     /// Show the mesh (gateways, status, metadata, prefix lists) through a local Serf agent.
     Members {
         /// A gateway.yaml: talk to that gateway's own agent (its mesh.rpc_addr and
@@ -144,6 +146,7 @@ fn main() -> ExitCode {
             gateway,
         } => cli::status::run(&socket, json, gateway),
         Command::Controller(args) => cli::controller::run(args),
+        Command::Pki(args) => cli::pki::run(args),
         Command::Members {
             config,
             rpc_addr,
