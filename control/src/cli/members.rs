@@ -276,6 +276,8 @@ mod tests {
             echo_port: Some(7002),
             prefix_list: Some(enc.tag()),
             id: None,
+            api: None,
+            lead: None,
         };
         let member = |name: &str, tags| Member {
             name: name.into(),

@@ -138,6 +138,12 @@ pub enum RefuseReason {
     WrongRecipient { recipient: String },
     /// Does not make sense to the receiver (e.g. unknown tunnels); the previous order stays.
     Invalid { problem: String },
+    /// The sender's certificate does not make it the epoch's controller.
+    Unauthorized { problem: String },
+    /// The epoch's controller is not a live controller in the receiver's mesh view.
+    NotAController { controller: String },
+    /// The term is beyond the receiver's membership clock: no election produced it.
+    TermAhead { term: u64, clock: u64 },
 }
 
 /// An order as a receiver sees it.
@@ -194,6 +200,23 @@ impl<T: Stamped> Receiver<T> {
     /// The order in force (fail-static: never expires).
     pub fn current(&self) -> Option<&T> {
         self.current.as_ref()
+    }
+
+    /// The highest epoch accepted.
+    pub fn epoch(&self) -> Option<&Epoch> {
+        self.epoch.as_ref()
+    }
+
+    /// Forgets the fencing epoch, keeping the order in force: the next order is accepted
+    /// whatever its term. For when the epoch's controller is gone from the mesh, so that a
+    /// bad term it left behind locks nobody out.
+    pub fn release_epoch(&mut self) {
+        self.epoch = None;
+    }
+
+    /// A refusal the caller decided on, with what is held.
+    pub fn refusal(&self, reason: RefuseReason) -> Reply {
+        self.refuse(reason)
     }
 
     fn refuse(&self, reason: RefuseReason) -> Reply {

@@ -74,6 +74,9 @@ pub struct GatewayFile {
     /// The Serf mesh: tunnels to every remote gateway are built from it.
     #[serde(default)]
     pub mesh: Option<MeshFile>,
+    /// The orders channel: reports to the controller, its orders to us (needs `mesh`).
+    #[serde(default)]
+    pub api: Option<super::api_config::ApiFile>,
 }
 
 /// Which I/O backend the forwarding workers use.
@@ -253,6 +256,7 @@ pub struct GatewayConfig {
     pub fabric: Option<Fabric>,
     pub dataplane: Dataplane,
     pub mesh: Option<Mesh>,
+    pub api: Option<super::api_config::Api>,
 }
 
 /// The checked fabric side.
@@ -652,7 +656,18 @@ impl GatewayFile {
                 }
             }
         }
+        let api = match (&self.api, &mesh) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(field(
+                    "api",
+                    "needs a mesh: controllers find the gateway through it",
+                ))
+            }
+            (Some(a), Some(m)) => Some(a.check(&self.name, base, &m.state_dir)?),
+        };
         Ok(GatewayConfig {
+            api,
             mesh,
             fabric,
             dataplane: self.dataplane.check()?,

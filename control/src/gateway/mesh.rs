@@ -64,6 +64,8 @@ pub fn our_meta(config: &GatewayConfig) -> Option<GatewayMeta> {
         echo_port: Some(mesh.echo_port),
         prefix_list: None,
         id: Some(mesh.id),
+        api: None,
+        lead: None,
     })
 }
 

@@ -615,6 +615,8 @@ mesh:
             echo_port: Some(7054),
             prefix_list: None,
             id,
+            api: None,
+            lead: None,
         };
         GatewayEntry {
             name: name.into(),

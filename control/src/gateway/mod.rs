@@ -1,5 +1,6 @@
 //! The gateway agent: its configuration, its tunnels' status, and its local control endpoint.
 
+pub mod api_config;
 pub mod backend;
 pub mod config;
 pub mod control;
@@ -9,6 +10,7 @@ pub mod mesh;
 pub mod mesh_config;
 pub mod mesh_tunnels;
 pub mod next_hops;
+pub mod orders;
 pub mod owner;
 pub mod planner;
 pub mod runtime;

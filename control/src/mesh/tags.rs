@@ -9,6 +9,8 @@
 //! | `echo`      | STAMP echo port                                   | `7054` |
 //! | `id`        | the gateway's mesh id (tunnel numbering, `gateway::planner`) | `12` |
 //! | `pl`        | prefix list `version.chunks.digest` (digest: first 8 bytes of its SHA-256, hex) | `1716282000123.31.9f2c...` |
+//! | `api`       | the orders channel's address (HTTPS, docs/controller.md) | `203.0.113.5:7443` |
+//! | `lead`      | a controller's claim to lead: the term it took over with | `1187` |
 //! | `t.<name>`  | per transit: WireGuard public key (base64), then its public endpoints | `kT3...=,203.0.113.5:6152,[2001:db8::5]:6152` |
 //!
 //! Serf encodes tags as one magic byte plus a msgpack map in the old msgpack spec (strings
@@ -35,6 +37,8 @@ pub const TAG_ECHO: &str = "echo";
 pub const TAG_ID: &str = "id";
 pub const TAG_PREFIX_LIST: &str = "pl";
 pub const TAG_TRANSIT_PREFIX: &str = "t.";
+pub const TAG_API: &str = "api";
+pub const TAG_LEAD: &str = "lead";
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum TagError {
@@ -163,6 +167,10 @@ pub struct GatewayMeta {
     pub prefix_list: Option<ListTag>,
     /// The gateway's mesh id (1..=65535): it numbers the tunnels and their inner addresses.
     pub id: Option<u32>,
+    /// Where the member serves the orders channel.
+    pub api: Option<SocketAddr>,
+    /// A controller leading since this term.
+    pub lead: Option<u64>,
 }
 
 /// Names used inside tag keys and values: short and free of the separators.
@@ -197,6 +205,12 @@ impl GatewayMeta {
         }
         if let Some(pl) = &self.prefix_list {
             tags.insert(TAG_PREFIX_LIST.to_owned(), pl.to_string());
+        }
+        if let Some(api) = self.api {
+            tags.insert(TAG_API.to_owned(), api.to_string());
+        }
+        if let Some(term) = self.lead {
+            tags.insert(TAG_LEAD.to_owned(), term.to_string());
         }
         for t in &self.transits {
             let key = format!("{TAG_TRANSIT_PREFIX}{}", t.name);
@@ -241,6 +255,20 @@ impl GatewayMeta {
                     .map_err(|e| invalid(TAG_PREFIX_LIST, e))
             })
             .transpose()?;
+        let api = tags
+            .get(TAG_API)
+            .map(|v| {
+                v.parse::<SocketAddr>()
+                    .map_err(|_| invalid(TAG_API, "not an address:port"))
+            })
+            .transpose()?;
+        let lead = tags
+            .get(TAG_LEAD)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| invalid(TAG_LEAD, "not a term"))
+            })
+            .transpose()?;
         let mut transits = Vec::new();
         for (key, value) in tags {
             let Some(name) = key.strip_prefix(TAG_TRANSIT_PREFIX) else {
@@ -272,6 +300,8 @@ impl GatewayMeta {
             echo_port,
             prefix_list,
             id,
+            api,
+            lead,
         })
     }
 }
@@ -342,6 +372,8 @@ mod tests {
                 digest: [0x9f, 0x2c, 1, 2, 3, 4, 5, 6],
             }),
             id: Some(12),
+            api: None,
+            lead: None,
         }
     }
 

@@ -377,6 +377,8 @@ mod tests {
             echo_port: Some(7054),
             prefix_list: pl,
             id: None,
+            api: None,
+            lead: None,
         };
         Member {
             name: name.into(),

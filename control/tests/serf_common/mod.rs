@@ -227,6 +227,8 @@ pub fn meta(dc: &str, idx: u8) -> GatewayMeta {
         echo_port: Some(7000 + u16::from(idx)),
         prefix_list: None,
         id: None,
+        api: None,
+        lead: None,
     }
 }
 
