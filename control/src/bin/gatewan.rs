@@ -43,6 +43,14 @@ enum Command {
         #[arg(long)]
         gateway: bool,
     },
+    /// Show the controller's order in force at the running gateway: version, epoch, age,
+    /// weights per remote datacenter, and the tunnels local repair holds out.
+    Orders {
+        #[arg(long, short, default_value = "/run/gatewan/gateway.sock")]
+        socket: std::path::PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a new handshake on a tunnel of the running gateway now (a forced rekey).
     Rekey {
         /// The tunnel's name (`interface` in `gatewan status`).
@@ -139,6 +147,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Doctor { json } => cli::doctor::run(json),
         Command::Gateway { config } => cli::gateway::run(&config),
+        Command::Orders { socket, json } => cli::status::orders(&socket, json),
         Command::Rekey { tunnel, socket } => cli::status::rekey(&socket, &tunnel),
         Command::Status {
             socket,

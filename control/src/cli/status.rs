@@ -60,7 +60,7 @@ pub fn rekey(socket: &Path, tunnel: &str) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime
-        .block_on(control::request(
+        .block_on(control::request::<_, Response>(
             socket,
             &Request::Rekey {
                 tunnel: tunnel.to_owned(),
@@ -73,5 +73,25 @@ pub fn rekey(socket: &Path, tunnel: &str) -> anyhow::Result<()> {
             )
         })?;
     println!("rekey of {tunnel} started");
+    Ok(())
+}
+
+/// `gatewan orders`: the controller's order in force at the running gateway (version,
+/// epoch, age, weights per remote datacenter) and what local repair holds out.
+pub fn orders(socket: &Path, json: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let response: Response = runtime
+        .block_on(control::request(socket, &Request::Orders))
+        .with_context(|| format!("asking the gateway at {}", socket.display()))?;
+    let Response::Orders { orders } = response else {
+        anyhow::bail!("the gateway answered something other than its orders");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&orders)?);
+    } else {
+        print!("{}", serde_yaml_ng::to_string(&orders)?);
+    }
     Ok(())
 }

@@ -331,6 +331,29 @@ pub struct DatacenterPrefixes {
     pub prefixes: Vec<IpNet>,
 }
 
+/// The version of [`GatewayReport`] this build speaks; a report of another is refused.
+pub const REPORT_VERSION: u32 = 1;
+
+/// What a gateway reports over the orders channel (`GET /v1/report`): itself, its view of
+/// each tunnel, its transits' usage, the demand it forwards towards each remote datacenter,
+/// its datacenter's prefixes and the order it holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GatewayReport {
+    pub version: u32,
+    pub gateway: Gateway,
+    #[serde(default)]
+    pub tunnels: Vec<TunnelReport>,
+    #[serde(default)]
+    pub transit_usage: Vec<TransitUsage>,
+    #[serde(default)]
+    pub demand: Vec<Demand>,
+    #[serde(default)]
+    pub prefixes: Vec<IpNet>,
+    /// The order in force: its epoch and version.
+    #[serde(default)]
+    pub order: Option<(super::orders::Epoch, u64)>,
+}
+
 /// A record the engine ignores, and why. Named by content, never by position, so the list is
 /// the same whatever order the records came in.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -25,6 +25,8 @@ pub enum Request {
     Rekey {
         tunnel: String,
     },
+    /// The controller's order in force, its epoch and age, and local repair.
+    Orders,
 }
 
 /// The forwarding side of a running gateway.
@@ -62,6 +64,9 @@ pub enum Response {
         #[serde(default)]
         dataplane: DataplaneStatus,
     },
+    Orders {
+        orders: super::orders::OrderStatus,
+    },
     /// The request was carried out.
     Done,
     Error {
@@ -86,10 +91,32 @@ pub enum ControlError {
     Refused(String),
 }
 
+/// An answer of a control endpoint (the gateway's, the controller's): it can carry an
+/// error.
+pub trait ControlAnswer: Serialize + serde::de::DeserializeOwned + Send {
+    fn error(message: String) -> Self;
+    fn as_error(&self) -> Option<&str>;
+}
+
+impl ControlAnswer for Response {
+    fn error(message: String) -> Self {
+        Response::Error { message }
+    }
+
+    fn as_error(&self) -> Option<&str> {
+        match self {
+            Response::Error { message } => Some(message),
+            _ => None,
+        }
+    }
+}
+
 /// Answers each request with what `handler` returns, until the task is dropped.
-pub async fn serve<F>(path: &Path, handler: F) -> Result<(), ControlError>
+pub async fn serve<Q, R, F>(path: &Path, handler: F) -> Result<(), ControlError>
 where
-    F: Fn(Request) -> Response + Send + Sync + 'static,
+    Q: serde::de::DeserializeOwned + Send,
+    R: ControlAnswer,
+    F: Fn(Q) -> R + Send + Sync + 'static,
 {
     // A socket left by a previous run would make bind fail.
     let _ = std::fs::remove_file(path);
@@ -109,7 +136,7 @@ where
     }
 }
 
-async fn answer<F: Fn(Request) -> Response>(
+async fn answer<Q: serde::de::DeserializeOwned, R: ControlAnswer, F: Fn(Q) -> R>(
     stream: UnixStream,
     handler: &F,
 ) -> Result<(), ControlError> {
@@ -119,11 +146,9 @@ async fn answer<F: Fn(Request) -> Response>(
     tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
         .await
         .map_err(|_| ControlError::Timeout(Duration::from_secs(5)))??;
-    let response = match serde_json::from_str::<Request>(line.trim()) {
+    let response = match serde_json::from_str::<Q>(line.trim()) {
         Ok(request) => handler(request),
-        Err(e) => Response::Error {
-            message: format!("bad request: {e}"),
-        },
+        Err(e) => R::error(format!("bad request: {e}")),
     };
     let mut out =
         serde_json::to_vec(&response).map_err(|e| ControlError::BadResponse(e.to_string()))?;
@@ -134,7 +159,10 @@ async fn answer<F: Fn(Request) -> Response>(
 }
 
 /// Sends one request to the gateway at `path` and returns its response.
-pub async fn request(path: &Path, request: &Request) -> Result<Response, ControlError> {
+pub async fn request<Q: Serialize, R: ControlAnswer>(
+    path: &Path,
+    request: &Q,
+) -> Result<R, ControlError> {
     let wait = Duration::from_secs(10);
     let exchange = async {
         let stream = UnixStream::connect(path)
@@ -150,11 +178,11 @@ pub async fn request(path: &Path, request: &Request) -> Result<Response, Control
         write.write_all(&line).await?;
         let mut answer = String::new();
         BufReader::new(read).read_line(&mut answer).await?;
-        let response: Response = serde_json::from_str(answer.trim())
+        let response: R = serde_json::from_str(answer.trim())
             .map_err(|e| ControlError::BadResponse(e.to_string()))?;
-        match response {
-            Response::Error { message } => Err(ControlError::Refused(message)),
-            ok => Ok(ok),
+        match response.as_error() {
+            Some(message) => Err(ControlError::Refused(message.to_owned())),
+            None => Ok(response),
         }
     };
     tokio::time::timeout(wait, exchange)
@@ -172,7 +200,7 @@ mod tests {
             std::env::temp_dir().join(format!("gatewan-control-{}.sock", std::process::id()));
         let server_path = path.clone();
         let server = tokio::spawn(async move {
-            serve(&server_path, |_| Response::Status {
+            serve(&server_path, |_: Request| Response::Status {
                 gateway: "gw-a1".into(),
                 datacenter: "dc-a".into(),
                 tunnels: vec![],
@@ -188,7 +216,7 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let response = request(&path, &Request::Status).await.expect("status");
+        let response: Response = request(&path, &Request::Status).await.expect("status");
         assert_eq!(
             response,
             Response::Status {
@@ -217,13 +245,15 @@ mod tests {
             assert!(answer.contains("bad request"), "{answer}");
         }
         assert!(
-            request(&path, &Request::Status).await.is_ok(),
+            request::<_, Response>(&path, &Request::Status)
+                .await
+                .is_ok(),
             "the server survived"
         );
 
         server.abort();
         let _ = std::fs::remove_file(&path);
-        let err = request(&path, &Request::Status)
+        let err = request::<_, Response>(&path, &Request::Status)
             .await
             .expect_err("no gateway");
         assert!(matches!(err, ControlError::Connect { .. }), "{err}");

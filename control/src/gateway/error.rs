@@ -17,6 +17,8 @@ pub enum GatewayError {
     },
     #[error("mesh: {0}")]
     Mesh(String),
+    #[error("orders channel: {0}")]
+    Api(String),
     #[error("route tables: {0}")]
     Routes(String),
     #[error("tunnel {tunnel}: {source}")]

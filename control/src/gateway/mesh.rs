@@ -64,7 +64,7 @@ pub fn our_meta(config: &GatewayConfig) -> Option<GatewayMeta> {
         echo_port: Some(mesh.echo_port),
         prefix_list: None,
         id: Some(mesh.id),
-        api: None,
+        api: config.api.as_ref().map(|a| a.advertise),
         lead: None,
     })
 }
@@ -99,6 +99,19 @@ fn write_cache(path: &Path, cache: &Cache) {
         .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = result {
         tracing::warn!(path = %path.display(), error = %e, "mesh cache not written");
+    }
+}
+
+/// The live controllers of a view, for the order book.
+pub fn controller_view(snapshot: &MeshSnapshot, clock: u64) -> super::orders::ControllerView {
+    super::orders::ControllerView {
+        known: true,
+        clock,
+        live: snapshot
+            .controllers()
+            .filter(|c| c.status == crate::mesh::view::GatewayStatus::Alive)
+            .map(|c| c.name.clone())
+            .collect(),
     }
 }
 
@@ -163,6 +176,7 @@ pub fn start(
     let (status_tx, status_rx) = watch::channel(status);
     let task = tokio::spawn(run(
         tunnels,
+        node.rpc().clone(),
         node.view(),
         commands,
         status_tx,
@@ -178,6 +192,7 @@ pub fn start(
 
 async fn run(
     mut tunnels: MeshTunnels,
+    rpc: crate::mesh::rpc::RpcClient,
     mut view: watch::Receiver<Arc<MeshSnapshot>>,
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Sender<MeshStatus>,
@@ -193,6 +208,11 @@ async fn run(
         let (orders, st) = tunnels.plan(now);
         if commands.send(Command::MeshTunnels(orders)).is_err() {
             return;
+        }
+        if snapshot.agent_connected {
+            if let Ok(clock) = rpc.member_clock().await {
+                let _ = commands.send(Command::Controllers(controller_view(&snapshot, clock)));
+            }
         }
         let _ = status.send(st);
         let cache = tunnels.cache();

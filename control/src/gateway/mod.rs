@@ -1,5 +1,6 @@
 //! The gateway agent: its configuration, its tunnels' status, and its local control endpoint.
 
+pub mod api;
 pub mod api_config;
 pub mod backend;
 pub mod config;

@@ -32,7 +32,11 @@ use super::config::{GatewayConfig, Key32, Transit, Tunnel};
 use super::error::GatewayError;
 use super::inner::{self, Inner, InnerAddrs, ProbeMethod};
 use super::next_hops::NextHopBook;
+use super::orders::{ControllerView, OrderBook, OrderStatus, TunnelLife};
 use super::status::{self, Counters, EndpointInfo, Meta, ProbeStatus, TunnelState, TunnelStatus};
+use crate::channel::Identity;
+use crate::controller::inputs;
+use crate::controller::orders::{GatewayOrder, Reply};
 use crate::probe::ntp::NtpTimestamp;
 use crate::probe::{Prober, Reflector};
 
@@ -94,6 +98,8 @@ struct TunnelCtx {
     state: TunnelState,
     /// A forced rekey waiting for WireGuard's rate limit (one initiation per REKEY_TIMEOUT).
     rekey_at: Option<Instant>,
+    /// Established and answering probes (what local repair goes by).
+    alive: bool,
 }
 
 impl TunnelCtx {
@@ -137,6 +143,11 @@ pub struct Owner {
     spare: Vec<Vec<u8>>,
     transmits_dropped: u64,
     tx: Vec<u8>,
+    /// The controller's orders and local repair.
+    orders: OrderBook,
+    /// The groups last published, by candidate tunnels: rebuilt groups move as few flows
+    /// as they can.
+    groups: BTreeMap<Vec<TunnelId>, TunnelGroup>,
 }
 
 /// A datagram the owner made, for the adapter to send.
@@ -159,6 +170,8 @@ pub struct OwnerParts<'a> {
     pub via_workers: bool,
     pub now: Instant,
     pub wall: SystemTime,
+    /// The order kept on disk, and when it was saved.
+    pub restored_order: Option<(GatewayOrder, SystemTime)>,
 }
 
 /// What the control endpoint and the mesh ask of the owner.
@@ -168,6 +181,15 @@ pub enum Command {
     Rekey(String),
     /// Keep exactly these mesh tunnels (static ones are not touched).
     MeshTunnels(Vec<TunnelOrder>),
+    /// The controller's order, from an authenticated peer. The reply carries the order to
+    /// keep on disk when a new one was accepted.
+    Order {
+        order: Box<GatewayOrder>,
+        from: Identity,
+        reply: tokio::sync::oneshot::Sender<(Reply, Option<GatewayOrder>)>,
+    },
+    /// The controllers of a new mesh view.
+    Controllers(ControllerView),
 }
 
 /// What the owner last published.
@@ -177,31 +199,74 @@ pub struct Snapshot {
     pub drops: BTreeMap<String, u64>,
     /// Datagrams each worker received.
     pub worker_rx_packets: Vec<u64>,
+    /// The order in force and local repair.
+    pub orders: OrderStatus,
+    /// Per tunnel, what the controller's report needs.
+    pub report: Vec<ReportTunnel>,
+}
+
+/// One tunnel in the gateway's report: the controller's [`inputs::TunnelReport`] without
+/// the gateway's own name, and its rates.
+#[derive(Clone, Debug)]
+pub struct ReportTunnel {
+    pub id: String,
+    pub transit: String,
+    pub peer: String,
+    pub peer_transit: String,
+    pub datacenter: String,
+    pub state: inputs::TunnelState,
+    pub probe: inputs::ProbeWindow,
+    pub rx_bps: u64,
+    pub tx_bps: u64,
 }
 
 /// The route tables from the tunnels' `networks` (remote prefixes: one group per set of
-/// tunnels sharing a prefix, equal weights) and the fabric's local routes.
+/// tunnels sharing a prefix, weighted by the order book) and the fabric's local routes.
+/// `previous` holds the groups last published and gets the new ones.
 fn build_tables(
     tunnels: &[Option<TunnelCtx>],
     local_routes: &[(ipnet::IpNet, route::LocalRoute)],
+    book: &OrderBook,
+    previous: &mut BTreeMap<Vec<TunnelId>, TunnelGroup>,
 ) -> Result<RouteTables, GatewayError> {
-    let mut members: BTreeMap<ipnet::IpNet, Vec<(TunnelId, u32)>> = BTreeMap::new();
-    for ctx in tunnels.iter().flatten() {
-        // The slot, which is also the tunnel's id in its WireGuard device.
-        for net in &ctx.config.networks {
-            members.entry(*net).or_default().push((ctx.id, 1));
+    // The slot, which is also the tunnel's id in its WireGuard device.
+    let mut candidates: BTreeMap<ipnet::IpNet, Vec<usize>> = BTreeMap::new();
+    for (i, ctx) in tunnels.iter().enumerate() {
+        if let Some(ctx) = ctx {
+            for net in &ctx.config.networks {
+                candidates.entry(*net).or_default().push(i);
+            }
         }
     }
     let mut builder = RouteTables::builder();
     let mut groups = BTreeMap::new();
-    for (net, tunnels) in members {
-        let group = match groups.get(&tunnels) {
+    let mut published = BTreeMap::new();
+    for (net, slots) in candidates {
+        let set: Vec<TunnelId> = slots
+            .iter()
+            .filter_map(|&i| tunnels.get(i)?.as_ref().map(|c| c.id))
+            .collect();
+        let group = match groups.get(&set) {
             Some(g) => *g,
             None => {
-                let g = builder.add_group(
-                    TunnelGroup::new(&tunnels).map_err(|e| GatewayError::Routes(e.to_string()))?,
-                );
-                groups.insert(tunnels, g);
+                let lives: Vec<TunnelLife<'_>> = slots
+                    .iter()
+                    .filter_map(|&i| tunnels.get(i)?.as_ref())
+                    .map(TunnelCtx::life)
+                    .collect();
+                let dc = slots
+                    .first()
+                    .and_then(|&i| tunnels.get(i)?.as_ref())
+                    .map_or("", |c| c.config.peer_datacenter.as_str());
+                let members = book.members(dc, &lives);
+                let built = match previous.get(&set) {
+                    Some(old) => old.rebalanced(&members),
+                    None => TunnelGroup::new(&members),
+                }
+                .map_err(|e| GatewayError::Routes(e.to_string()))?;
+                published.insert(set.clone(), built.clone());
+                let g = builder.add_group(built);
+                groups.insert(set, g);
                 g
             }
         };
@@ -214,6 +279,7 @@ fn build_tables(
             .add_local(*net, *local)
             .map_err(|e| GatewayError::Routes(e.to_string()))?;
     }
+    *previous = published;
     Ok(builder.build())
 }
 
@@ -294,6 +360,7 @@ fn open_tunnel(
         tx_bps: 0,
         state: TunnelState::Connecting,
         rekey_at: None,
+        alive: false,
     })
 }
 
@@ -312,6 +379,14 @@ fn same_session(a: &Tunnel, b: &Tunnel) -> bool {
 }
 
 impl TunnelCtx {
+    fn life(&self) -> TunnelLife<'_> {
+        TunnelLife {
+            slot: self.id,
+            id: &self.uuid,
+            alive: self.alive,
+        }
+    }
+
     fn engine_tunnel(&self) -> EngineTunnel {
         EngineTunnel {
             transit: self.transit,
@@ -340,6 +415,7 @@ impl Owner {
             via_workers,
             now,
             wall,
+            restored_order,
         } = parts;
         let transits = config
             .transits
@@ -372,7 +448,23 @@ impl Owner {
             spare: Vec::new(),
             transmits_dropped: 0,
             tx: vec![0; BUF_LEN],
+            orders: OrderBook::new(
+                &config.name,
+                config
+                    .api
+                    .as_ref()
+                    .map_or(Duration::from_secs(30), |a| a.repair_hold),
+            ),
+            groups: BTreeMap::new(),
         };
+        if let Some((order, saved_at)) = restored_order {
+            let version = order.version;
+            if owner.orders.restore(order, saved_at) {
+                tracing::info!(version, "order restored from disk");
+            } else {
+                tracing::warn!("the order on disk is not for this gateway: ignored");
+            }
+        }
         for t in &config.tunnels {
             let order = TunnelOrder {
                 id: static_id(&owner.public_key, t, &config.transits),
@@ -407,6 +499,26 @@ impl Owner {
         self.on_timers(now, &mut tx);
         self.tx = tx;
         self.publish_sessions();
+        self.check_liveness(now);
+    }
+
+    /// Feeds the order book the tunnels' liveness; local repair republishes the route
+    /// tables at once.
+    fn check_liveness(&mut self, now: Instant) {
+        let wg_now = self.clock.wg(now);
+        for ctx in self.tunnels.iter_mut().flatten() {
+            let established = self
+                .transits
+                .get(ctx.transit)
+                .and_then(|io| io.device.tunnel(ctx.id))
+                .is_some_and(|t| t.state(wg_now) == wg::TunnelState::Established);
+            ctx.alive = established && ctx.prober.alive(now);
+        }
+        let lives: Vec<TunnelLife<'_>> =
+            self.tunnels.iter().flatten().map(TunnelCtx::life).collect();
+        if self.orders.handle_liveness(&lives, now) {
+            self.publish_tables();
+        }
     }
 
     /// The next datagram to send.
@@ -432,6 +544,9 @@ impl Owner {
             if let Some(deadline) = io.device.next_deadline() {
                 wake = wake.min(self.clock.mono(deadline));
             }
+        }
+        if let Some(at) = self.orders.next_return() {
+            wake = wake.min(at);
         }
         for ctx in self.tunnels.iter().flatten() {
             wake = wake.min(ctx.prober.next_wakeup());
@@ -514,6 +629,21 @@ impl Owner {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::MeshTunnels(orders) => self.set_mesh_tunnels(orders),
+            Command::Controllers(view) => self.orders.handle_controllers(view),
+            Command::Order { order, from, reply } => {
+                let before = self.orders.current().map(|o| (o.epoch.clone(), o.version));
+                let answer = self.orders.offer(*order, &from, self.wall);
+                let current = self.orders.current();
+                let changed = current.map(|o| (o.epoch.clone(), o.version)) != before;
+                let keep = changed.then(|| current.cloned()).flatten();
+                if keep.is_some() {
+                    if let Some(o) = current {
+                        tracing::info!(version = o.version, term = o.epoch.term, controller = %o.epoch.controller, "order applied");
+                    }
+                    self.publish_tables();
+                }
+                let _ = reply.send((answer, keep));
+            }
             Command::Rekey(name) => {
                 let now = self.now;
                 let Some(i) = self
@@ -681,7 +811,12 @@ impl Owner {
     fn publish_tables(&mut self) {
         self.engine.publish_tunnels(tunnel_map(&self.tunnels));
         self.publish_sessions();
-        match build_tables(&self.tunnels, &self.local_routes) {
+        match build_tables(
+            &self.tunnels,
+            &self.local_routes,
+            &self.orders,
+            &mut self.groups,
+        ) {
             Ok(tables) => {
                 let generation = self.routes.install(tables);
                 self.routes.reclaim();
@@ -896,6 +1031,7 @@ impl Owner {
             .map(|w| w.snapshot().get(WorkerCounter::RxPackets))
             .collect();
         let mut snapshot = Vec::with_capacity(self.tunnels.len());
+        let mut report = Vec::with_capacity(self.tunnels.len());
         for (index, ctx) in self.tunnels.iter_mut().enumerate() {
             let Some(ctx) = ctx else {
                 continue;
@@ -951,6 +1087,7 @@ impl Owner {
             let (source_addr, target_endpoint) = ctx.addrs.probe_endpoints();
             let c = &ctx.config;
             let opt = |a: Option<String>| a.unwrap_or_else(|| "-".into());
+            report.push(report_tunnel(ctx, &io.transit.name, state, &probe));
             snapshot.push(TunnelStatus {
                 id: ctx.uuid.clone(),
                 origin: ctx.origin.as_str().to_owned(),
@@ -1062,7 +1199,43 @@ impl Owner {
             tunnels: snapshot,
             drops,
             worker_rx_packets,
+            orders: self.orders.status(self.wall),
+            report,
         }
+    }
+}
+
+/// A tunnel's line in the report: WireGuard's state and the probe window as numbers.
+fn report_tunnel(
+    ctx: &TunnelCtx,
+    transit: &str,
+    state: TunnelState,
+    probe: &crate::probe::ProbeStats,
+) -> ReportTunnel {
+    let ms = |d: Option<Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    ReportTunnel {
+        id: ctx.uuid.clone(),
+        transit: transit.to_owned(),
+        peer: ctx.config.peer.clone(),
+        peer_transit: ctx.config.peer_transit.clone().unwrap_or_default(),
+        datacenter: ctx.config.peer_datacenter.clone(),
+        state: match state {
+            TunnelState::Connecting => inputs::TunnelState::Handshaking,
+            TunnelState::Expired => inputs::TunnelState::Down,
+            // The probes tell an unreachable tunnel apart; WireGuard's session is up.
+            TunnelState::Established | TunnelState::Unreachable => inputs::TunnelState::Established,
+        },
+        probe: inputs::ProbeWindow {
+            measurements: u32::try_from(probe.measurements).unwrap_or(u32::MAX),
+            loss_pct: probe.loss * 100.0,
+            latency_ms: ms(probe.latency_median),
+            latency_p95_ms: ms(probe.latency_p95),
+            jitter_ms: ms(probe.jitter),
+            reorder_pct: probe.reorder * 100.0,
+            lost_in_a_row: probe.lost_in_a_row,
+        },
+        rx_bps: ctx.rx_bps,
+        tx_bps: ctx.tx_bps,
     }
 }
 
@@ -1115,6 +1288,7 @@ mod tests {
         let routes = RouteHandle::new(RouteTables::empty());
         let worker = engine::Worker::new(Arc::clone(&engine), routes.reader());
         let owner = Owner::new(OwnerParts {
+            restored_order: None,
             config: &config,
             engine: Arc::clone(&engine),
             routes,

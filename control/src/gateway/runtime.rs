@@ -143,6 +143,10 @@ pub async fn run_until(
         via_workers: !doorbells.is_empty(),
         now: Instant::now(),
         wall: SystemTime::now(),
+        restored_order: config
+            .api
+            .as_ref()
+            .and_then(|a| super::api::load_order(&a.order_file)),
     })?;
     let io = OwnerIo {
         engine,
@@ -164,6 +168,10 @@ pub async fn run_until(
         None => None,
     };
     let mesh_status = mesh.as_ref().map(super::mesh::MeshHandle::status);
+    let api = match &config.api {
+        Some(api) => Some(start_api(&config, api, Arc::clone(&status), command_tx.clone()).await?),
+        None => None,
+    };
 
     let (name, datacenter) = (config.name.clone(), config.datacenter.clone());
     let socket_path = config.control_socket.clone();
@@ -174,6 +182,11 @@ pub async fn run_until(
             let guard = status
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if request == Request::Orders {
+                return Response::Orders {
+                    orders: guard.orders.clone(),
+                };
+            }
             if let Request::Rekey { tunnel } = request {
                 if !guard.tunnels.iter().any(|t| t.interface == tunnel) {
                     return Response::Error {
@@ -220,8 +233,32 @@ pub async fn run_until(
     // Detach the XDP programs only once no worker uses their sockets.
     drop(xdp);
     control.abort();
+    if let Some(api) = api {
+        api.abort();
+    }
     let _ = std::fs::remove_file(&config.control_socket);
     Ok(())
+}
+
+/// Serves the orders channel (reports, orders) on `api.listen`.
+async fn start_api(
+    config: &GatewayConfig,
+    api: &super::api_config::Api,
+    status: Arc<Mutex<Snapshot>>,
+    commands: mpsc::UnboundedSender<Command>,
+) -> Result<tokio::task::JoinHandle<()>, GatewayError> {
+    use crate::channel::{Identity, MemberRole, TlsSetup};
+    let identity = Identity::new(MemberRole::Gateway, &config.name)
+        .map_err(|e| GatewayError::Api(e.to_string()))?;
+    let tls = TlsSetup::load(&api.tls, identity).map_err(|e| GatewayError::Api(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(api.listen)
+        .await
+        .map_err(|e| GatewayError::Api(format!("binding {}: {e}", api.listen)))?;
+    tracing::info!(listen = %api.listen, advertise = %api.advertise, "orders channel up");
+    let handler = super::api::handler(Arc::new(config.clone()), status, commands);
+    Ok(tokio::spawn(async move {
+        crate::channel::http::serve(listener, &tls, handler).await
+    }))
 }
 
 /// The owner's I/O: the handoff queue, the kernel sockets, the workers' doorbells, the

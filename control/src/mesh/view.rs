@@ -142,6 +142,13 @@ impl MeshSnapshot {
     pub fn gateways(&self) -> impl Iterator<Item = &GatewayEntry> {
         self.members.values().filter(|e| e.is_gateway())
     }
+
+    /// Members whose role is controller.
+    pub fn controllers(&self) -> impl Iterator<Item = &GatewayEntry> {
+        self.members
+            .values()
+            .filter(|e| e.role() == Some(&Role::Controller))
+    }
 }
 
 /// The view's state machine.

@@ -131,6 +131,8 @@ pub struct ProbeStats {
     pub reorder: f64,
     /// Whether a reply arrived within the last `dead_after` intervals.
     pub alive: bool,
+    /// The newest probes lost in a row (a blackhole shows here before it fills the window).
+    pub lost_in_a_row: u32,
     /// Since the prober started.
     pub sent_total: u64,
     /// Probes lost since the prober started (those that left the window unanswered, plus the
@@ -333,6 +335,16 @@ impl Prober {
         }
         let received = rtts.len();
         let measurements = received + lost;
+        let lost_in_a_row = self
+            .slots
+            .iter()
+            .rev()
+            .skip_while(|s| {
+                matches!(s.fate, Fate::Pending)
+                    && now.saturating_duration_since(s.sent_at) <= self.config.timeout
+            })
+            .take_while(|s| !matches!(s.fate, Fate::Answered(_)))
+            .count();
         rtts.sort_unstable();
         let percentile = |p: usize| -> Option<Duration> {
             // Nearest-rank percentile.
@@ -358,6 +370,7 @@ impl Prober {
                 reordered as f64 / received as f64
             },
             alive: self.alive(now),
+            lost_in_a_row: u32::try_from(lost_in_a_row).unwrap_or(u32::MAX),
             sent_total: self.sent_total,
             lost_total: self.evicted_lost + lost as u64,
             duplicates_total: self.duplicates_total,

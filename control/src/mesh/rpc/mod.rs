@@ -528,6 +528,17 @@ impl RpcClient {
     pub async fn stats(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>, RpcError> {
         self.call_decode("stats", None::<&()>).await
     }
+
+    /// The mesh's membership Lamport clock as this agent knows it (`stats` serf.member_time):
+    /// it moves on every join, leave and failure, mesh-wide.
+    pub async fn member_clock(&self) -> Result<u64, RpcError> {
+        let stats = self.stats().await?;
+        Ok(stats
+            .get("serf")
+            .and_then(|s| s.get("member_time"))
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0))
+    }
 }
 
 fn decode<R: DeserializeOwned>(command: &'static str, raw: &[u8]) -> Result<R, RpcError> {
