@@ -86,6 +86,8 @@ fn remote(i: u32) -> (GatewayEntry, RemoteGateway) {
         echo_port: Some(7054),
         prefix_list: None,
         id: Some(i + 2),
+        api: None,
+        lead: None,
     };
     let name = format!("gw{}", i + 2);
     let entry = GatewayEntry {

@@ -600,10 +600,12 @@ fn a_stale_controller_is_fenced_by_the_gateways_and_stands_down() {
             ControllerMember {
                 id: "ctl-a".into(),
                 live: a_live,
+                leading: None,
             },
             ControllerMember {
                 id: "ctl-b".into(),
                 live: true,
+                leading: None,
             },
         ],
     };

@@ -13,349 +13,23 @@
 //! since Serf runs its `local` profile here.
 
 mod common;
+mod mesh_common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use common::GATEWAN;
-use gatewan_control::gateway::control::{request, Request, Response};
-use gatewan_testbed::{require, Need, Netns, ProcessId, Testbed, WgKeys};
+use gatewan_testbed::{require, Need, Netns, ProcessId};
+use mesh_common::*;
 
-/// The failed member's grace period in these tests.
-const GRACE: Duration = Duration::from_secs(12);
-
-struct Gw {
-    name: &'static str,
-    dc: &'static str,
-    /// Mesh id and the last octet of its addresses.
-    id: u8,
-    netns: Netns,
-    keys: WgKeys,
-    config: PathBuf,
-    socket: PathBuf,
-    process: Option<ProcessId>,
-}
-
-fn statuses(socket: &Path) -> Option<(Vec<serde_json::Value>, serde_json::Value)> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    match runtime.block_on(request(socket, &Request::Status)) {
-        Ok(Response::Status {
-            tunnels, dataplane, ..
-        }) => Some((
-            tunnels
-                .iter()
-                .filter_map(|t| serde_json::to_value(t).ok())
-                .collect(),
-            serde_json::to_value(&dataplane).ok()?,
-        )),
-        _ => None,
-    }
-}
-
-/// Mesh tunnels Established, by peer.
-fn established_by_peer(socket: &Path) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for t in statuses(socket).map(|s| s.0).unwrap_or_default() {
-        if t["origin"] == "mesh" && t["state"] == "Established" {
-            *out.entry(t["peer"].as_str().unwrap_or("").to_owned())
-                .or_default() += 1;
-        }
-    }
-    out
-}
-
-/// Whether every mesh tunnel routes its peer datacenter's prefixes (their lists arrived).
-fn routed(socket: &Path) -> bool {
-    statuses(socket)
-        .map(|s| s.0)
-        .unwrap_or_default()
-        .iter()
-        .all(|t| t["origin"] != "mesh" || t["networks"].as_str().is_some_and(|n| !n.is_empty()))
-}
-
-fn mesh_tunnels_to(socket: &Path, peer: &str) -> usize {
-    statuses(socket)
-        .map(|s| s.0)
-        .unwrap_or_default()
-        .iter()
-        .filter(|t| t["origin"] == "mesh" && t["peer"] == peer)
-        .count()
-}
-
-/// Waits until `ok` holds, at most `limit`; returns how long it took.
-fn within(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    start.elapsed()
-}
-
-struct Mesh {
-    tb: Testbed,
-    gws: Vec<Gw>,
-    serf_key: String,
-    seed: String,
-    leaves: Vec<Netns>,
-}
-
-impl Mesh {
-    fn gw(&self, name: &str) -> &Gw {
-        self.gws
-            .iter()
-            .find(|g| g.name == name)
-            .expect("a gateway of the test")
-    }
-
-    fn write_config(&self, g: &Gw, seeds: &[String]) {
-        self.write_config_with(g, seeds, &self.serf_key, &[]);
-    }
-
-    /// `serf_key` for the agent, and `extra_prefixes` published beside the datacenter's own.
-    fn write_config_with(&self, g: &Gw, seeds: &[String], serf_key: &str, extra_prefixes: &[&str]) {
-        let i = g.id;
-        let dc_index = match g.dc {
-            "dc-a" => 1,
-            "dc-b" => 2,
-            _ => 3,
-        };
-        let state = self.tb.dir().join(format!("{}-state", g.name));
-        let mut y = format!(
-            "name: {name}\ndatacenter: {dc}\nprivate_key: {key}\ncontrol_socket: {sock}\n\
-             probe:\n  interval: 200ms\n  window: 50\ntransits:\n\
-             \x20 - name: lumen\n    listen: \"172.16.0.{i}:51820\"\n\
-             \x20 - name: telstra\n    listen: \"172.16.0.{i}:51821\"\n\
-             dataplane:\n  backend: socket\n  workers: 1\n\
-             mesh:\n  id: {i}\n  bind:\n    - transit: lumen\n      address: \"172.16.0.{i}:7946\"\n\
-             \x20 seeds: [{seeds}]\n  keys: [\"{serf_key}\"]\n  rpc_auth: test-rpc-secret\n\
-             \x20 state_dir: {state}\n  profile: local\n  failed_grace: {grace}s\n\
-             \x20 pools:\n    v4: 100.64.0.0/16\n    v6: \"fd00:5d::/64\"\n",
-            name = g.name,
-            dc = g.dc,
-            key = g.keys.private,
-            sock = g.socket.display(),
-            seeds = seeds
-                .iter()
-                .map(|s| format!("\"{s}\""))
-                .collect::<Vec<_>>()
-                .join(", "),
-            serf_key = serf_key,
-            state = state.display(),
-            grace = GRACE.as_secs(),
-        );
-        if dc_index <= 2 {
-            y.push_str(&format!(
-                "fabric:\n  vtep: 10.{dc_index}.{i}.1\n  router_mac: \"02:00:0a:00:00:{i:02x}\"\n  vni: 100\n\
-                 \x20 local_routes:\n    - prefix: 10.{dc_index}0.0.0/16\n      vtep: 10.{dc_index}.0.2\n\
-                 \x20     router_mac: \"02:00:0a:00:{dc_index:02x}:02\"\n"
-            ));
-            for p in extra_prefixes {
-                y.push_str(&format!(
-                    "    - prefix: {p}\n      vtep: 10.{dc_index}.0.2\n      router_mac: \"02:00:0a:00:{dc_index:02x}:02\"\n"
-                ));
-            }
-        } else if !extra_prefixes.is_empty() {
-            // dc-c has no leaf: a fabric on the uplink address, only to publish prefixes.
-            y.push_str(&format!(
-                "fabric:\n  vtep: 172.16.0.{i}\n  router_mac: \"02:00:0a:00:00:{i:02x}\"\n  vni: 100\n\
-                 \x20 local_routes:\n"
-            ));
-            for p in ["10.30.0.0/16"].iter().chain(extra_prefixes) {
-                y.push_str(&format!(
-                    "    - prefix: {p}\n      vtep: 172.16.0.254\n      router_mac: \"02:00:0a:00:03:02\"\n"
-                ));
-            }
-        }
-        std::fs::write(&g.config, y).expect("write the gateway configuration");
-    }
-
-    fn start(&mut self, name: &str) {
-        let pos = self
-            .gws
-            .iter()
-            .position(|g| g.name == name)
-            .expect("gateway");
-        let g = &self.gws[pos];
-        let _ = std::fs::remove_file(&g.socket);
-        let process = self
-            .tb
-            .spawn(
-                &g.netns,
-                GATEWAN,
-                [
-                    "gateway",
-                    "--config",
-                    g.config.to_str().expect("utf-8 path"),
-                ],
-            )
-            .expect("start gatewan gateway");
-        let socket = g.socket.clone();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !socket.exists() {
-            assert!(
-                self.tb.is_running(process) && Instant::now() < deadline,
-                "{name} did not come up:\n{}",
-                self.tb.log(process)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.gws[pos].process = Some(process);
-    }
-
-    fn stop(&mut self, name: &str, crash: bool) {
-        let pos = self
-            .gws
-            .iter()
-            .position(|g| g.name == name)
-            .expect("gateway");
-        if let Some(p) = self.gws[pos].process.take() {
-            if crash {
-                self.tb.kill(p);
-            } else {
-                self.tb.stop(p, Duration::from_secs(10));
-            }
-        }
-    }
-
-    fn log(&self, name: &str) -> String {
-        self.gw(name)
-            .process
-            .map(|p| self.tb.log(p))
-            .unwrap_or_default()
-    }
-}
-
-/// The router, the gateways (one address each on a /24 of the router: both transits use it,
-/// on two ports), and one leaf per datacenter behind both of its gateways.
-fn random_serf_key() -> String {
-    let mut key = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read as _;
-        let _ = f.read_exact(&mut key);
-    }
-    base64::engine::general_purpose::STANDARD.encode(key)
-}
-
-fn build() -> Mesh {
-    let mut tb = Testbed::new().expect("test bed");
-    let router = tb.add_netns("router").expect("router namespace");
-    router
-        .sysctl("net.ipv4.ip_forward", "1")
-        .expect("forwarding");
-    router
-        .ip(["link", "add", "br0", "type", "bridge"])
-        .expect("bridge");
-    router.ip(["link", "set", "br0", "up"]).expect("bridge up");
-    router
-        .ip(["addr", "add", "172.16.0.254/24", "dev", "br0"])
-        .expect("bridge address");
-    let serf_key = random_serf_key();
-    let plan: [(&'static str, &'static str, u8); 5] = [
-        ("a1", "dc-a", 1),
-        ("a2", "dc-a", 2),
-        ("b1", "dc-b", 3),
-        ("b2", "dc-b", 4),
-        ("c1", "dc-c", 5),
-    ];
-    let mut gws = Vec::new();
-    for (name, dc, id) in plan {
-        let netns = tb.add_netns(name).expect("gateway namespace");
-        let (up, router_side) = tb.add_veth(&netns, &router, 1).expect("uplink");
-        up.add_addr(&format!("172.16.0.{id}/24")).expect("address");
-        router
-            .ip(["link", "set", &router_side.name, "master", "br0"])
-            .expect("into the bridge");
-        gws.push(Gw {
-            name,
-            dc,
-            id,
-            socket: tb.dir().join(format!("{name}.sock")),
-            config: tb.dir().join(format!("{name}.yaml")),
-            netns,
-            keys: WgKeys::generate().expect("keys"),
-            process: None,
-        });
-    }
-    // Each leaf: kernel VXLAN towards its datacenter's gateways, the other datacenter's
-    // prefix routed via its first gateway, a host address in its own prefix.
-    let mut leaves = Vec::new();
-    for (dc, d) in [("dc-a", 1u8), ("dc-b", 2u8)] {
-        let leaf = tb.add_netns(&format!("leaf{d}")).expect("leaf namespace");
-        for key in ["all", "default"] {
-            leaf.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")
-                .expect("rp_filter");
-        }
-        leaf.ip(["addr", "add", &format!("10.{d}.0.2/32"), "dev", "lo"])
-            .expect("leaf vtep");
-        for g in gws.iter().filter(|g| g.dc == dc) {
-            let (leaf_side, gw_side) = tb.add_veth(&leaf, &g.netns, 1).expect("fabric link");
-            leaf_side
-                .add_addr(&format!("10.{d}.{}.2/24", g.id))
-                .expect("leaf address");
-            gw_side
-                .add_addr(&format!("10.{d}.{}.1/24", g.id))
-                .expect("gateway vtep");
-            g.netns
-                .route(&format!("10.{d}.0.2/32"), &format!("via 10.{d}.{}.2", g.id))
-                .expect("route to the leaf vtep");
-        }
-        leaf.add_vxlan(
-            "vx0",
-            100,
-            &format!("10.{d}.0.2"),
-            &format!("02:00:0a:00:{d:02x}:02"),
-            Some(1420),
-        )
-        .expect("vxlan");
-        leaf.exec("ethtool", ["-K", "vx0", "tx", "off"])
-            .expect("ethtool");
-        leaf.ip(["addr", "add", &format!("10.{d}0.0.1/32"), "dev", "lo"])
-            .expect("host");
-        let first = gws.iter().find(|g| g.dc == dc).expect("a gateway");
-        let vtep = format!("10.{d}.{}.1", first.id);
-        leaf.vxlan_remote("vx0", &vtep, &format!("02:00:0a:00:00:{:02x}", first.id))
-            .expect("fdb");
-        let other = 3 - d;
-        leaf.ip([
-            "route",
-            "add",
-            &format!("10.{other}0.0.0/16"),
-            "via",
-            &vtep,
-            "dev",
-            "vx0",
-            "onlink",
-            "src",
-            &format!("10.{d}0.0.1"),
-        ])
-        .expect("route to the other datacenter");
-        leaves.push(leaf);
-    }
-    let mut mesh = Mesh {
-        tb,
-        gws: Vec::new(),
-        serf_key,
-        seed: "172.16.0.1:7946".into(),
-        leaves,
-    };
-    mesh.gws = gws;
-    for g in &mesh.gws {
-        // One seed each: a1's agent (a1 itself has none).
-        let seeds = if g.name == "a1" {
-            Vec::new()
-        } else {
-            vec![mesh.seed.clone()]
-        };
-        mesh.write_config(g, &seeds);
-    }
-    mesh
-}
+/// The gateways of these tests: (name, datacenter, mesh id).
+const PLAN: [(&str, &str, u8); 5] = [
+    ("a1", "dc-a", 1),
+    ("a2", "dc-a", 2),
+    ("b1", "dc-b", 3),
+    ("b2", "dc-b", 4),
+    ("c1", "dc-c", 5),
+];
 
 #[test]
 fn netns_serf_gateways_build_tunnels_from_the_mesh() {
@@ -365,7 +39,7 @@ fn netns_serf_gateways_build_tunnels_from_the_mesh() {
         Need::Tool("wg"),
         Need::Tool("ethtool"),
     ]);
-    let mut mesh = build();
+    let mut mesh = build(&PLAN, &Options::default());
     let start = Instant::now();
     for name in ["a1", "a2", "b1", "b2"] {
         mesh.start(name);
@@ -609,7 +283,7 @@ fn netns_serf_wrong_keys_garbage_tags_captured_prefixes_and_a_short_serf_outage(
         Need::Tool("ethtool"),
         Need::Tool("nft"),
     ]);
-    let mut mesh = build();
+    let mut mesh = build(&PLAN, &Options::default());
     let seeds = vec![mesh.seed.clone()];
     for name in ["a1", "b1", "b2"] {
         mesh.start(name);

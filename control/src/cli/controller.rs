@@ -5,8 +5,11 @@
 //! - `gatewan controller simulate SCENARIO [--seed N] [--json] [--snapshot-at T]`: runs a
 //!   simulator scenario and prints how the orders moved (or the inputs at one cycle, to feed
 //!   `plan`).
-//! - `gatewan controller --config C`: the daemon. Until the mesh delivers live inputs it
-//!   replays snapshot files, one per cycle, and writes each cycle's orders as JSON lines.
+//! - `gatewan controller --config C`: the daemon on the mesh (`controller::daemon`); a
+//!   configuration with `replay:` instead replays snapshot files, one per cycle, and writes
+//!   each cycle's orders as JSON lines.
+//! - `gatewan controller status` and `gatewan controller explain FROM TO`: the running
+//!   daemon's live state, through its control socket.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -43,6 +46,23 @@ pub enum ControllerCommand {
         #[arg(long)]
         current: Option<PathBuf>,
         /// JSON instead of YAML.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running controller's state: last cycle and its duration, input issues, per
+    /// gateway the version sent and whether it was acked or refused, shortfalls.
+    Status {
+        #[arg(long, short, default_value = "/run/gatewan/controller.sock")]
+        socket: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why the running controller serves the datacenter pair FROM -> TO as it does.
+    Explain {
+        from: String,
+        to: String,
+        #[arg(long, short, default_value = "/run/gatewan/controller.sock")]
+        socket: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -339,9 +359,80 @@ pub fn daemon(config: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The live daemon until SIGINT or SIGTERM.
+fn live(config: &Path) -> anyhow::Result<()> {
+    let config = crate::controller::daemon::config::ControllerConfig::load(config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gatewan-ctl")
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+                _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            }
+        };
+        crate::controller::daemon::run(config, stop).await
+    })
+}
+
+fn ask(
+    socket: &Path,
+    request: &crate::controller::daemon::status::Request,
+) -> anyhow::Result<crate::controller::daemon::status::Response> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime
+        .block_on(crate::gateway::control::request(socket, request))
+        .with_context(|| {
+            format!(
+                "asking the controller at {} (is `gatewan controller --config` running?)",
+                socket.display()
+            )
+        })
+}
+
 pub fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    use crate::controller::daemon::status::{Request, Response};
     match (args.config, args.command) {
-        (Some(config), _) => daemon(&config),
+        (Some(config), _) => {
+            let text = read(&config)?;
+            let replay = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&text)
+                .ok()
+                .is_some_and(|v| v.get("replay").is_some());
+            if replay {
+                daemon(&config)
+            } else {
+                live(&config)
+            }
+        }
+        (None, Some(ControllerCommand::Status { socket, json })) => {
+            let Response::Status(status) = ask(&socket, &Request::Status)? else {
+                bail!("the controller answered something other than its status");
+            };
+            print!("{}", render(&status, json)?);
+            Ok(())
+        }
+        (
+            None,
+            Some(ControllerCommand::Explain {
+                from,
+                to,
+                socket,
+                json,
+            }),
+        ) => {
+            let Response::Explain(pair) = ask(&socket, &Request::Explain { from, to })? else {
+                bail!("the controller answered something other than an explanation");
+            };
+            print!("{}", render(&pair, json)?);
+            Ok(())
+        }
         (
             None,
             Some(ControllerCommand::Plan {

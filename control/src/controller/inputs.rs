@@ -219,6 +219,9 @@ pub struct Membership {
 pub struct ControllerMember {
     pub id: String,
     pub live: bool,
+    /// The term this controller says it leads with (its `lead` tag), if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leading: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

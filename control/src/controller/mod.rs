@@ -16,6 +16,7 @@
 //! See docs/controller.md.
 
 pub mod allocate;
+pub mod daemon;
 pub mod dampening;
 pub mod engine;
 pub mod explain;

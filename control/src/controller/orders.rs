@@ -285,9 +285,11 @@ pub struct Authority {
     pub leader: Option<String>,
 }
 
-/// Picks the authoritative controller from membership: the live controller with the lowest
-/// id. Its epoch's term is the membership clock of the view in which it took over, so a
-/// later takeover always has a higher term. A controller told by a receiver that a newer epoch
+/// Picks the authoritative controller from membership. Leadership is sticky: a live
+/// controller that claims to lead (its `lead` tag) keeps leading, the highest claimed term
+/// winning; with no live claim, the live controller with the lowest id takes over. Its
+/// epoch's term is the membership clock of the view in which it took over, so a later
+/// takeover always has a higher term. A controller told by a receiver that a newer epoch
 /// exists stands down until its own view is newer than that epoch.
 #[derive(Clone, Debug)]
 pub struct Election {
@@ -313,16 +315,41 @@ impl Election {
         &self.id
     }
 
+    /// The strongest claim to lead by another live controller: (term, id), highest term,
+    /// then lowest id.
+    fn rival_claim<'a>(&self, m: &'a Membership) -> Option<(u64, &'a str)> {
+        m.controllers
+            .iter()
+            .filter(|c| c.live && c.id != self.id)
+            .filter_map(|c| Some((c.leading?, c.id.as_str())))
+            .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(a.1)))
+    }
+
     /// Updates from a membership view. An empty controller list means no mesh: the
     /// controller runs alone and is authoritative (what-if runs, tests, single deployments).
     pub fn observe(&mut self, m: &Membership) -> Authority {
-        let leader = m
+        let lowest = m
             .controllers
             .iter()
             .filter(|c| c.live)
             .map(|c| c.id.as_str())
-            .min()
-            .map(str::to_string);
+            .min();
+        let rival = self.rival_claim(m);
+        // A rival's claim beats ours when its term is higher, or equal with a lower id.
+        let rival_wins = rival.is_some_and(|(t, id)| {
+            self.term
+                .is_none_or(|mine| t > mine || (t == mine && id < self.id.as_str()))
+        });
+        // Our own claim counts once the view shows it: then every controller sees it too.
+        let claimed = m
+            .controllers
+            .iter()
+            .any(|c| c.live && c.id == self.id && c.leading.is_some());
+        let leader = match rival {
+            Some((_, id)) if rival_wins => Some(id.to_string()),
+            _ if claimed && self.term.is_some() => Some(self.id.clone()),
+            _ => lowest.map(str::to_string),
+        };
         let me_first = m.controllers.is_empty() || leader.as_deref() == Some(self.id.as_str());
         let fenced = self.fenced_at.is_some_and(|f| m.clock <= f);
         let mut live: Vec<String> = m
@@ -335,11 +362,20 @@ impl Election {
         live.dedup();
         let changed = live != self.live;
         self.live = live;
+        // A takeover's term is above every term claimed before, live or not: a failure does
+        // not always move the membership clock.
+        let floor = m
+            .controllers
+            .iter()
+            .filter(|c| c.id != self.id)
+            .filter_map(|c| c.leading)
+            .max()
+            .map_or(m.clock, |t| m.clock.max(t.saturating_add(1)));
         if me_first && !fenced {
             if self.term.is_none() || changed {
                 // Terms only grow: a view with an older clock (reordered delivery) must not
                 // lower the epoch receivers have already accepted from us.
-                self.term = Some(self.term.map_or(m.clock, |t| t.max(m.clock)));
+                self.term = Some(self.term.map_or(floor, |t| t.max(m.clock)));
             }
             self.fenced_at = None;
         } else {
@@ -526,6 +562,7 @@ mod tests {
                 .map(|(id, live)| ControllerMember {
                     id: id.to_string(),
                     live: *live,
+                    leading: None,
                 })
                 .collect(),
         }
@@ -601,6 +638,35 @@ mod tests {
             gw.offer(order("gw1", back.epoch, 1, "a2"), ok),
             Reply::Ack { .. }
         ));
+    }
+
+    #[test]
+    fn a_live_leaders_claim_is_sticky_and_the_highest_claim_wins() {
+        let mut a = Election::new("ctl-a");
+        let mut b = Election::new("ctl-b");
+        // ctl-b leads (ctl-a was down); ctl-a comes back with the lower id: it stays standby
+        // while ctl-b's claim is live.
+        let mut v = view(20, &[("ctl-a", true), ("ctl-b", true)]);
+        v.controllers[1].leading = Some(15);
+        assert!(!a.observe(&v).authoritative);
+        assert_eq!(a.observe(&v).leader.as_deref(), Some("ctl-b"));
+        b.observe(&view(15, &[("ctl-a", false), ("ctl-b", true)]));
+        assert!(b.observe(&v).authoritative);
+        // ctl-b dies: its claim goes with it, ctl-a takes over above its term.
+        let mut gone = view(30, &[("ctl-a", true), ("ctl-b", false)]);
+        gone.controllers[1].leading = Some(15);
+        let auth = a.observe(&gone);
+        assert!(auth.authoritative && auth.epoch.term == 30);
+        // With the clock unmoved by the failure, the term still goes above the dead claim.
+        let mut c = Election::new("ctl-c");
+        let mut still = view(15, &[("ctl-b", false), ("ctl-c", true)]);
+        still.controllers[0].leading = Some(15);
+        assert_eq!(c.observe(&still).epoch.term, 16);
+        // Two leaders after a partition heals: the higher claimed term wins.
+        let mut both = view(40, &[("ctl-a", true), ("ctl-b", true)]);
+        both.controllers[0].leading = Some(30);
+        both.controllers[1].leading = Some(35);
+        assert!(!a.observe(&both).authoritative);
     }
 
     #[test]

@@ -320,7 +320,7 @@ pub enum ConfigError {
     Field { field: String, message: String },
 }
 
-pub(super) fn field(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn field(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Field {
         field: field.into(),
         message: message.into(),

@@ -177,45 +177,15 @@ impl MeshFile {
                 Some(first.address),
             )
         };
-        for (i, seed) in self.seeds.iter().enumerate() {
-            if seed.trim().is_empty() || !seed.contains(':') {
-                return Err(field(
-                    format!("mesh.seeds[{i}]"),
-                    format!("{seed:?} is not host:port"),
-                ));
-            }
-        }
-        let state_dir = base.join(&self.state_dir);
-        for (i, key) in self.keys.iter().enumerate() {
-            let ok = base64::engine::general_purpose::STANDARD
-                .decode(key.trim())
-                .is_ok_and(|k| [16, 24, 32].contains(&k.len()));
-            if !ok {
-                return Err(field(
-                    format!("mesh.keys[{i}]"),
-                    "not a Serf key (base64 of 16, 24 or 32 bytes, as `serf keygen` prints)",
-                ));
-            }
-        }
-        if self.keys.is_empty() && !state_dir.join("serf.keyring").exists() {
-            return Err(field(
-                "mesh.keys",
-                "the mesh is always encrypted: give a key (serf keygen), or keep the agent's keyring in state_dir",
-            ));
-        }
-        let rpc_auth = read_secret(&self.rpc_auth, &self.rpc_auth_file, "mesh.rpc_auth", base)?
-            .ok_or_else(|| {
-                field(
-                    "mesh.rpc_auth",
-                    "missing: the agent's RPC must require a key (rpc_auth or rpc_auth_file)",
-                )
-            })?;
-        if rpc_auth.is_empty() {
-            return Err(field("mesh.rpc_auth", "must not be empty"));
-        }
-        if !self.rpc_addr.ip().is_loopback() {
-            return Err(field("mesh.rpc_addr", "keep the agent's RPC on loopback"));
-        }
+        let agent = AgentFile {
+            seeds: &self.seeds,
+            keys: &self.keys,
+            rpc_addr: self.rpc_addr,
+            rpc_auth: &self.rpc_auth,
+            rpc_auth_file: &self.rpc_auth_file,
+            state_dir: &self.state_dir,
+        };
+        let (state_dir, rpc_auth) = agent.check(base)?;
         let (pool_v4, pool_v6) = (self.pools.v4, self.pools.v6);
         if pool_v4.is_none() && pool_v6.is_none() {
             return Err(field(
@@ -270,6 +240,63 @@ impl MeshFile {
             profile: self.profile,
             echo_port: self.echo_port,
         })
+    }
+}
+
+/// The agent's part of a `mesh:` section, shared by gateway.yaml and controller.yaml.
+pub struct AgentFile<'a> {
+    pub seeds: &'a [String],
+    pub keys: &'a [String],
+    pub rpc_addr: SocketAddr,
+    pub rpc_auth: &'a Option<String>,
+    pub rpc_auth_file: &'a Option<PathBuf>,
+    pub state_dir: &'a Path,
+}
+
+impl AgentFile<'_> {
+    /// Checks seeds, keys (the mesh is always encrypted) and the agent's RPC (loopback, with
+    /// a key); returns the state directory and the RPC key.
+    pub fn check(&self, base: &Path) -> Result<(PathBuf, String), ConfigError> {
+        for (i, seed) in self.seeds.iter().enumerate() {
+            if seed.trim().is_empty() || !seed.contains(':') {
+                return Err(field(
+                    format!("mesh.seeds[{i}]"),
+                    format!("{seed:?} is not host:port"),
+                ));
+            }
+        }
+        let state_dir = base.join(self.state_dir);
+        for (i, key) in self.keys.iter().enumerate() {
+            let ok = base64::engine::general_purpose::STANDARD
+                .decode(key.trim())
+                .is_ok_and(|k| [16, 24, 32].contains(&k.len()));
+            if !ok {
+                return Err(field(
+                    format!("mesh.keys[{i}]"),
+                    "not a Serf key (base64 of 16, 24 or 32 bytes, as `serf keygen` prints)",
+                ));
+            }
+        }
+        if self.keys.is_empty() && !state_dir.join("serf.keyring").exists() {
+            return Err(field(
+                    "mesh.keys",
+                    "the mesh is always encrypted: give a key (serf keygen), or keep the agent's keyring in state_dir",
+                ));
+        }
+        let rpc_auth = read_secret(self.rpc_auth, self.rpc_auth_file, "mesh.rpc_auth", base)?
+            .ok_or_else(|| {
+                field(
+                    "mesh.rpc_auth",
+                    "missing: the agent's RPC must require a key (rpc_auth or rpc_auth_file)",
+                )
+            })?;
+        if rpc_auth.is_empty() {
+            return Err(field("mesh.rpc_auth", "must not be empty"));
+        }
+        if !self.rpc_addr.ip().is_loopback() {
+            return Err(field("mesh.rpc_addr", "keep the agent's RPC on loopback"));
+        }
+        Ok((state_dir, rpc_auth))
     }
 }
 

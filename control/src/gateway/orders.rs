@@ -66,6 +66,10 @@ pub struct OrderStatus {
     /// Tunnels local repair holds out of the order, by id.
     #[serde(default)]
     pub repaired: Vec<String>,
+    /// What the route tables carry now, per remote datacenter: each group's tunnels and
+    /// weights (the order's, after local repair).
+    #[serde(default)]
+    pub in_force: BTreeMap<String, Vec<crate::controller::orders::TunnelWeight>>,
     pub acked: u64,
     pub refused: u64,
     pub repairs: u64,
@@ -283,8 +287,25 @@ impl OrderBook {
             .map(|s| s + self.hold)
     }
 
-    /// The members and weights of a group of `candidates` towards `datacenter`.
+    /// The members and weights of a group of `candidates` towards `datacenter`: every
+    /// candidate is a member (the dataplane accepts a datacenter's sources from any of its
+    /// tunnels), those that carry no traffic with weight 0.
     pub fn members(&self, datacenter: &str, candidates: &[TunnelLife<'_>]) -> Vec<(TunnelId, u32)> {
+        let picked = self.picked(datacenter, candidates);
+        candidates
+            .iter()
+            .map(|t| {
+                let w = picked
+                    .iter()
+                    .find(|(slot, _)| *slot == t.slot)
+                    .map_or(0, |(_, w)| *w);
+                (t.slot, w)
+            })
+            .collect()
+    }
+
+    /// The candidates that carry traffic, with their weights.
+    fn picked(&self, datacenter: &str, candidates: &[TunnelLife<'_>]) -> Vec<(TunnelId, u32)> {
         let usable = |t: &TunnelLife<'_>| t.alive && !self.repaired.contains_key(t.id);
         if let Some(weights) = self
             .receiver
@@ -400,6 +421,13 @@ mod tests {
             .collect()
     }
 
+    /// The members that carry traffic.
+    fn carrying(book: &OrderBook, lives: &[TunnelLife<'_>]) -> Vec<(TunnelId, u32)> {
+        let all = book.members("b", lives);
+        assert_eq!(all.len(), lives.len(), "every candidate is a member");
+        all.into_iter().filter(|(_, w)| *w > 0).collect()
+    }
+
     fn acked(r: &Reply) -> bool {
         matches!(r, Reply::Ack { .. })
     }
@@ -496,11 +524,11 @@ mod tests {
         let (t0, wall) = (Instant::now(), SystemTime::now());
         // Before any order: equal weights over alive tunnels; nothing alive, everything.
         let all = lives(&[("t1", false), ("t2", false), ("t3", false)]);
-        assert_eq!(book.members("b", &all).len(), 3);
+        assert_eq!(carrying(&book, &all).len(), 3);
         let up = lives(&[("t1", true), ("t2", true), ("t3", false)]);
         book.handle_liveness(&up, t0);
         assert_eq!(
-            book.members("b", &up),
+            carrying(&book, &up),
             vec![(TunnelId(0), 1), (TunnelId(1), 1)]
         );
         book.handle_controllers(view(10, &["ctl-a"]));
@@ -510,20 +538,20 @@ mod tests {
             wall
         )));
         assert_eq!(
-            book.members("b", &up),
+            carrying(&book, &up),
             vec![(TunnelId(0), 700), (TunnelId(1), 300)]
         );
         // t1 dies: out at once, t2 carries everything.
         let t1_dead = lives(&[("t1", false), ("t2", true), ("t3", false)]);
         assert!(book.handle_liveness(&t1_dead, t0 + Duration::from_secs(1)));
-        assert_eq!(book.members("b", &t1_dead), vec![(TunnelId(1), 300)]);
+        assert_eq!(carrying(&book, &t1_dead), vec![(TunnelId(1), 300)]);
         // Back alive, it stays out while a controller is there and no new order came.
         book.handle_liveness(&up, t0 + Duration::from_secs(2));
-        assert_eq!(book.members("b", &up), vec![(TunnelId(1), 300)]);
+        assert_eq!(carrying(&book, &up), vec![(TunnelId(1), 300)]);
         // Both ordered tunnels dead: any alive tunnel to the datacenter.
         let only_t3 = lives(&[("t1", false), ("t2", false), ("t3", true)]);
         book.handle_liveness(&only_t3, t0 + Duration::from_secs(3));
-        assert_eq!(book.members("b", &only_t3), vec![(TunnelId(2), 1)]);
+        assert_eq!(carrying(&book, &only_t3), vec![(TunnelId(2), 1)]);
         // A new order brings them back.
         book.handle_liveness(&up, t0 + Duration::from_secs(4));
         assert!(acked(&book.offer(
@@ -532,18 +560,18 @@ mod tests {
             wall
         )));
         assert_eq!(
-            book.members("b", &up),
+            carrying(&book, &up),
             vec![(TunnelId(0), 500), (TunnelId(1), 500)]
         );
         // Without a controller, a repaired tunnel returns after the hold.
         book.handle_controllers(view(20, &[]));
         book.handle_liveness(&t1_dead, t0 + Duration::from_secs(5));
         book.handle_liveness(&up, t0 + Duration::from_secs(6));
-        assert_eq!(book.members("b", &up), vec![(TunnelId(1), 500)]);
+        assert_eq!(carrying(&book, &up), vec![(TunnelId(1), 500)]);
         assert_eq!(book.next_return(), Some(t0 + Duration::from_secs(36)));
         assert!(!book.handle_liveness(&up, t0 + Duration::from_secs(35)));
         assert!(book.handle_liveness(&up, t0 + Duration::from_secs(36)));
-        assert_eq!(book.members("b", &up).len(), 2);
+        assert_eq!(carrying(&book, &up).len(), 2);
         let s = book.status(wall);
         assert_eq!((s.repairs, s.returns), (3, 1));
     }
@@ -554,7 +582,7 @@ mod tests {
         assert!(book.restore(order(5, "ctl-a", 7, &[("t1", 1)]), SystemTime::now()));
         assert!(book.status(SystemTime::now()).restored);
         let up = lives(&[("t1", true), ("t2", true)]);
-        assert_eq!(book.members("b", &up), vec![(TunnelId(0), 1)]);
+        assert_eq!(carrying(&book, &up), vec![(TunnelId(0), 1)]);
         // Someone else's order is not restored.
         let mut other = OrderBook::new("gw-b1", Duration::from_secs(30));
         assert!(!other.restore(order(5, "ctl-a", 7, &[("t1", 1)]), SystemTime::now()));

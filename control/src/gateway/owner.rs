@@ -1006,6 +1006,30 @@ impl Owner {
         }
     }
 
+    /// The order book's status with the groups the route tables carry.
+    fn in_force(&self) -> OrderStatus {
+        let mut status = self.orders.status(self.wall);
+        for group in self.groups.values() {
+            let mut dc = None;
+            let mut weights = Vec::new();
+            for &(id, weight) in group.members() {
+                let Some(ctx) = self.ctx(usize::from(id.0)) else {
+                    continue;
+                };
+                dc.get_or_insert_with(|| ctx.config.peer_datacenter.clone());
+                weights.push(crate::controller::orders::TunnelWeight {
+                    tunnel: ctx.uuid.clone(),
+                    weight,
+                });
+            }
+            if let Some(dc) = dc {
+                weights.sort();
+                status.in_force.entry(dc).or_default().extend(weights);
+            }
+        }
+        status
+    }
+
     /// The workers' counters, summed.
     fn worker_totals(&self) -> WorkerStats {
         let mut total = WorkerStats::new(self.engine.tunnel_capacity());
@@ -1199,7 +1223,7 @@ impl Owner {
             tunnels: snapshot,
             drops,
             worker_rx_packets,
-            orders: self.orders.status(self.wall),
+            orders: self.in_force(),
             report,
         }
     }

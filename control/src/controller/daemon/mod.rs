@@ -1,0 +1,489 @@
+//! The controller daemon, `gatewan controller --config controller.yaml`: joins the mesh as a
+//! controller, and each cycle pulls every live gateway's report over the orders channel in
+//! parallel with a deadline, builds the engine's snapshot, runs the engine, and, when the
+//! election makes it authoritative, pushes each gateway its order and records the acks and
+//! refusals. It publishes its claim to lead in its `lead` tag, serves its state on a local
+//! control socket (`gatewan controller status`, `explain`), and can save each cycle's inputs
+//! and orders for `plan`. See docs/controller.md.
+
+pub mod config;
+pub mod inputs;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use hyper::Method;
+use tokio::task::JoinSet;
+
+use self::config::ControllerConfig;
+use self::inputs::Pulled;
+use self::status::{ControllerStatus, RecipientStatus, Request, Response};
+use crate::channel::http::Client;
+use crate::channel::{Identity, MemberRole, TlsSetup};
+use crate::controller::inputs::{ControllerMember, GatewayReport, Membership, Snapshot, Time};
+use crate::controller::orders::Reply;
+use crate::controller::{Controller, Orders, Policy};
+use crate::mesh::agent::{AgentConfig, SupervisorOptions};
+use crate::mesh::node::{MeshConfig, MeshNode};
+use crate::mesh::prefixes::PrefixList;
+use crate::mesh::rpc::RpcOptions;
+use crate::mesh::tags::{GatewayMeta, Role};
+use crate::mesh::view::{GatewayStatus, MeshSnapshot};
+
+/// A gateway to reach this cycle.
+struct Target {
+    name: String,
+    datacenter: String,
+    api: SocketAddr,
+    /// The order it says it holds.
+    holds: Option<(crate::controller::orders::Epoch, u64)>,
+}
+
+/// The running daemon's state between cycles.
+struct Daemon {
+    config: ControllerConfig,
+    engine: Controller,
+    client: Client,
+    node: MeshNode,
+    meta: GatewayMeta,
+    origin: Instant,
+    status: Arc<Mutex<ControllerStatus>>,
+    /// The last cycle's inputs and orders, for `explain`.
+    last: Arc<Mutex<Option<(Snapshot, Orders)>>>,
+    recipients: BTreeMap<String, RecipientStatus>,
+}
+
+/// Runs the daemon until `stop` completes; leaves the mesh on the way out.
+pub async fn run(
+    config: ControllerConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let policy_text = std::fs::read_to_string(&config.policy)
+        .with_context(|| format!("reading {}", config.policy.display()))?;
+    let policy = Policy::from_yaml(&policy_text)?;
+    let period = config.cycle.unwrap_or_else(|| policy.cycle_period());
+    let identity = Identity::new(MemberRole::Controller, &config.name)?;
+    let tls = TlsSetup::load(&config.tls, identity)?;
+    let (node, meta) = join_mesh(&config)?;
+    let status = Arc::new(Mutex::new(ControllerStatus {
+        name: config.name.clone(),
+        ..ControllerStatus::default()
+    }));
+    let last = Arc::new(Mutex::new(None));
+    let control = tokio::spawn(serve_control(
+        config.control_socket.clone(),
+        Arc::clone(&status),
+        Arc::clone(&last),
+        policy.clone(),
+        config.name.clone(),
+    ));
+    let mut daemon = Daemon {
+        client: Client::new(tls, config.deadline),
+        engine: Controller::new(config.name.clone(), policy),
+        config,
+        node,
+        meta,
+        origin: Instant::now(),
+        status,
+        last,
+        recipients: BTreeMap::new(),
+    };
+    tracing::info!(controller = %daemon.config.name, cycle = ?period, "controller running");
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => daemon.cycle().await,
+        }
+    }
+    control.abort();
+    let _ = std::fs::remove_file(&daemon.config.control_socket);
+    if tokio::time::timeout(Duration::from_secs(8), daemon.node.leave())
+        .await
+        .is_err()
+    {
+        tracing::warn!("leaving the mesh took over 8s");
+    }
+    Ok(())
+}
+
+/// Starts the supervised agent and the mesh node, as a controller.
+fn join_mesh(config: &ControllerConfig) -> anyhow::Result<(MeshNode, GatewayMeta)> {
+    let m = &config.mesh;
+    std::fs::create_dir_all(&m.state_dir)
+        .with_context(|| format!("creating {}", m.state_dir.display()))?;
+    let meta = GatewayMeta {
+        role: Role::Controller,
+        datacenter: config.datacenter.clone(),
+        transits: Vec::new(),
+        echo_port: None,
+        prefix_list: None,
+        id: None,
+        api: None,
+        lead: None,
+    };
+    let agent = AgentConfig {
+        node_name: config.name.clone(),
+        bind: m.bind,
+        advertise: m.advertise,
+        rpc_addr: m.rpc_addr,
+        rpc_auth: m.rpc_auth.clone(),
+        keyring_file: m.state_dir.join("serf.keyring"),
+        initial_keys: m.keys.clone(),
+        snapshot_file: m.state_dir.join("serf.snapshot"),
+        profile: m.profile,
+        retry_join: m.seeds.clone(),
+        retry_interval: Duration::from_secs(2),
+        tags: Default::default(),
+        log_level: "warn".into(),
+        config_file: m.state_dir.join("serf.json"),
+    };
+    let options = SupervisorOptions {
+        program: m.serf.clone(),
+        launcher: m.launcher.clone(),
+        log_file: Some(m.state_dir.join("serf.log")),
+        ..SupervisorOptions::default()
+    };
+    let mut node_cfg = MeshConfig::new(config.name.clone(), meta.clone(), PrefixList::new([]));
+    node_cfg.rpc = RpcOptions {
+        auth_key: Some(m.rpc_auth.clone()),
+        ..RpcOptions::default()
+    };
+    node_cfg.join = m.seeds.clone();
+    let node = MeshNode::start(node_cfg, m.rpc_addr, Some((agent, options)))
+        .context("starting the mesh agent")?;
+    Ok((node, meta))
+}
+
+/// The controllers of a view, as the election reads them.
+pub fn membership(view: &MeshSnapshot, clock: u64) -> Membership {
+    Membership {
+        clock,
+        controllers: view
+            .controllers()
+            .map(|c| ControllerMember {
+                id: c.name.clone(),
+                live: c.status == GatewayStatus::Alive,
+                leading: c.meta.as_ref().and_then(|m| m.lead),
+            })
+            .collect(),
+    }
+}
+
+fn targets(view: &MeshSnapshot) -> Vec<Target> {
+    view.gateways()
+        .filter(|g| g.status == GatewayStatus::Alive)
+        .filter_map(|g| {
+            let meta = g.meta.as_ref()?;
+            Some(Target {
+                name: g.name.clone(),
+                datacenter: meta.datacenter.clone(),
+                api: meta.api?,
+                holds: None,
+            })
+        })
+        .collect()
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+impl Daemon {
+    async fn cycle(&mut self) {
+        let started = Instant::now();
+        let view = Arc::clone(&self.node.view().borrow());
+        if !view.agent_connected || !view.members.contains_key(&self.config.name) {
+            tracing::debug!("not in the mesh yet: no cycle");
+            return;
+        }
+        let clock = match self.node.rpc().member_clock().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "membership clock unavailable: no cycle");
+                return;
+            }
+        };
+        let membership = membership(&view, clock);
+        let mut targets = targets(&view);
+        let gateways_in_mesh = view.gateways().count();
+        let pulled = self.pull(&mut targets).await;
+        let pull_ms = ms(started.elapsed());
+        let reached = pulled.iter().filter(|p| p.report.is_ok()).count();
+        let (snapshot, mut issues) = inputs::build(membership, pulled);
+        let now =
+            Time::from_millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX));
+        let cycle = self.engine.step(now, &snapshot);
+        issues.extend(cycle.input_issues.iter().cloned());
+        issues.sort();
+        issues.dedup();
+        let push_started = Instant::now();
+        if cycle.authority.authoritative {
+            self.push(&cycle.orders, &targets).await;
+        } else {
+            for (gw, order) in &cycle.orders.gateways {
+                let r = self.recipients.entry(gw.clone()).or_default();
+                r.version = order.version;
+                r.result = "not sent (standby)".into();
+            }
+        }
+        let push_ms = ms(push_started.elapsed());
+        self.publish_claim(
+            cycle
+                .authority
+                .authoritative
+                .then_some(cycle.authority.epoch.term),
+        )
+        .await;
+        let saved = self.save(&snapshot, &cycle.orders);
+        let mut st = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        *st = ControllerStatus {
+            name: self.config.name.clone(),
+            authoritative: cycle.authority.authoritative,
+            leader: cycle.authority.leader.clone(),
+            epoch: cycle.authority.epoch.clone(),
+            cycles: st.cycles + 1,
+            last_cycle_at: crate::gateway::status::format_time(SystemTime::now()),
+            last_cycle_ms: ms(started.elapsed()),
+            pull_ms,
+            push_ms,
+            gateways_reached: reached,
+            gateways_in_mesh,
+            membership_clock: clock,
+            input_issues: issues,
+            recipients: self.recipients.clone(),
+            shortfalls: cycle.orders.shortfalls.clone(),
+            saved,
+        };
+        drop(st);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((snapshot, cycle.orders));
+    }
+
+    /// Every target's report, in parallel, each within the deadline.
+    async fn pull(&self, targets: &mut [Target]) -> Vec<Pulled> {
+        let mut set = JoinSet::new();
+        for (i, t) in targets.iter().enumerate() {
+            let client = self.client.clone();
+            let (name, api) = (t.name.clone(), t.api);
+            set.spawn(async move {
+                let result = match Identity::new(MemberRole::Gateway, &name) {
+                    Ok(id) => client
+                        .call(api, &id, Method::GET, "/v1/report", Vec::new())
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| {
+                            serde_json::from_slice::<GatewayReport>(&b)
+                                .map_err(|e| format!("report: {e}"))
+                        }),
+                    Err(e) => Err(e.to_string()),
+                };
+                (i, result)
+            });
+        }
+        let mut out = Vec::with_capacity(targets.len());
+        while let Some(joined) = set.join_next().await {
+            let Ok((i, report)) = joined else { continue };
+            let Some(t) = targets.get_mut(i) else {
+                continue;
+            };
+            if let Ok(r) = &report {
+                t.holds = r.order.clone();
+            }
+            out.push(Pulled {
+                member: t.name.clone(),
+                datacenter: t.datacenter.clone(),
+                report,
+            });
+        }
+        out.sort_by(|a, b| a.member.cmp(&b.member));
+        out
+    }
+
+    /// Sends each reachable gateway its order unless it already holds it, and feeds the
+    /// replies to the engine.
+    async fn push(&mut self, orders: &Orders, targets: &[Target]) {
+        let mut set = JoinSet::new();
+        for (gw, order) in &orders.gateways {
+            let r = self.recipients.entry(gw.clone()).or_default();
+            r.version = order.version;
+            r.acked = self.engine.acked(gw);
+            let Some(t) = targets.iter().find(|t| &t.name == gw) else {
+                r.result = "unreachable: not in the mesh or no api address".into();
+                continue;
+            };
+            if t.holds.as_ref() == Some(&(order.epoch.clone(), order.version)) {
+                r.result = "held".into();
+                continue;
+            }
+            let body = match serde_json::to_vec(order) {
+                Ok(b) => b,
+                Err(e) => {
+                    r.result = format!("not sent: {e}");
+                    continue;
+                }
+            };
+            let (client, gw, api) = (self.client.clone(), gw.clone(), t.api);
+            set.spawn(async move {
+                let result = match Identity::new(MemberRole::Gateway, &gw) {
+                    Ok(id) => client
+                        .call(api, &id, Method::PUT, "/v1/order", body)
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| {
+                            serde_json::from_slice::<Reply>(&b).map_err(|e| format!("reply: {e}"))
+                        }),
+                    Err(e) => Err(e.to_string()),
+                };
+                (gw, result)
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            let Ok((gw, result)) = joined else { continue };
+            let text = match &result {
+                Ok(Reply::Ack { .. }) => "acked".to_string(),
+                Ok(Reply::Refuse {
+                    reason,
+                    current_epoch,
+                    ..
+                }) => {
+                    tracing::warn!(gateway = %gw, ?reason, held = ?current_epoch, "order refused");
+                    format!(
+                        "refused: {reason:?} (holds term {} of {})",
+                        current_epoch.term, current_epoch.controller
+                    )
+                }
+                Err(e) => format!("unreachable: {e}"),
+            };
+            if let Ok(reply) = &result {
+                self.engine.on_reply(&gw, reply);
+            }
+            let r = self.recipients.entry(gw.clone()).or_default();
+            r.acked = self.engine.acked(&gw);
+            r.result = text;
+        }
+    }
+
+    /// Publishes (or withdraws) our claim to lead in the `lead` tag.
+    async fn publish_claim(&mut self, term: Option<u64>) {
+        if self.meta.lead == term {
+            return;
+        }
+        let mut meta = self.meta.clone();
+        meta.lead = term;
+        match self.node.set_meta(meta.clone()).await {
+            Ok(()) => {
+                tracing::info!(?term, "leadership claim published");
+                self.meta = meta;
+            }
+            Err(e) => tracing::warn!(error = %e, "lead tag not published"),
+        }
+    }
+
+    /// Writes the cycle's inputs and orders to `snapshot_dir` (and prunes old cycles).
+    fn save(&self, snapshot: &Snapshot, orders: &Orders) -> Option<String> {
+        let dir = self.config.snapshot_dir.as_ref()?;
+        let cycle = self.status.lock().map_or(0, |s| s.cycles + 1);
+        let result = (|| -> anyhow::Result<String> {
+            std::fs::create_dir_all(dir)?;
+            let snap = dir.join(format!("cycle-{cycle:08}.snapshot.json"));
+            std::fs::write(&snap, snapshot.to_canonical_json()?)?;
+            std::fs::write(
+                dir.join(format!("cycle-{cycle:08}.orders.json")),
+                serde_json::to_string_pretty(orders)?,
+            )?;
+            prune(dir, self.config.keep_snapshots)?;
+            Ok(snap.display().to_string())
+        })();
+        result
+            .map_err(|e| tracing::warn!(error = %e, "cycle not saved"))
+            .ok()
+    }
+}
+
+/// Keeps the newest `keep` cycles' files.
+fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
+    let mut snaps: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("cycle-") && n.ends_with(".snapshot.json"))
+        })
+        .collect();
+    snaps.sort();
+    let excess = snaps.len().saturating_sub(keep);
+    for p in snaps.into_iter().take(excess) {
+        let orders = p
+            .to_string_lossy()
+            .replace(".snapshot.json", ".orders.json");
+        let _ = std::fs::remove_file(&p);
+        let _ = std::fs::remove_file(orders);
+    }
+    Ok(())
+}
+
+/// Answers `status` and `explain` on the control socket.
+async fn serve_control(
+    path: std::path::PathBuf,
+    status: Arc<Mutex<ControllerStatus>>,
+    last: Arc<Mutex<Option<(Snapshot, Orders)>>>,
+    policy: Policy,
+    name: String,
+) {
+    let result = crate::gateway::control::serve(&path, move |request: Request| match request {
+        Request::Status => Response::Status(Box::new(
+            status.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        )),
+        Request::Explain { from, to } => {
+            let held = last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            match held {
+                None => Response::Error {
+                    message: "no cycle has run yet".into(),
+                },
+                Some((snapshot, orders)) => explain(&name, &policy, &snapshot, &orders, &from, &to),
+            }
+        }
+    })
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "controller control socket");
+    }
+}
+
+/// The pair's explanation from the last cycle's inputs, with the orders in force adopted
+/// (what `plan --current` computes).
+fn explain(
+    name: &str,
+    policy: &Policy,
+    snapshot: &Snapshot,
+    orders: &Orders,
+    from: &str,
+    to: &str,
+) -> Response {
+    let mut c = Controller::new(name, policy.clone());
+    c.set_explain(true);
+    c.adopt(orders);
+    let mut alone = snapshot.clone();
+    // The what-if runs alone: the election is the live controller's business.
+    alone.membership = Membership::default();
+    let cycle = c.step(Time::ZERO, &alone);
+    let pair = cycle
+        .explanation
+        .and_then(|e| e.pairs.into_iter().find(|p| p.from == from && p.to == to));
+    match pair.map(serde_json::to_value) {
+        Some(Ok(v)) => Response::Explain(v),
+        Some(Err(e)) => Response::Error {
+            message: e.to_string(),
+        },
+        None => Response::Error {
+            message: format!("no pair {from} -> {to} in the last cycle"),
+        },
+    }
+}
