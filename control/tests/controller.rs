@@ -739,3 +739,66 @@ fn an_oversized_snapshot_is_cut_to_the_limits_not_fatal() {
             >= 4
     );
 }
+
+#[test]
+fn a_transit_listed_twice_is_refused_whatever_the_order_of_its_copies() {
+    let snaps = recorded_snapshots();
+    let (t, base) = &snaps[5];
+    let run = |flip: bool| {
+        let mut s = base.clone();
+        let g = &mut s.gateways[0];
+        let mut copy = g.transits[0].clone();
+        copy.capacity = gatewan_control::controller::Rate::bps(1.0);
+        if flip {
+            g.transits.insert(0, copy);
+        } else {
+            g.transits.push(copy);
+        }
+        let mut c = Controller::new("c", sim::scenario_policy());
+        let cycle = c.step(*t, &s);
+        (cycle.orders.to_json().unwrap(), cycle.input_issues)
+    };
+    let (a, issues) = run(false);
+    let (b, _) = run(true);
+    assert_eq!(a, b, "the orders depend on which copy came first");
+    assert!(
+        issues
+            .iter()
+            .any(|i| i.kind == "gateway" && i.problem.contains("listed twice")),
+        "{issues:?}"
+    );
+}
+
+#[test]
+fn unknown_transit_usage_fails_closed_and_is_listed() {
+    let snaps = recorded_snapshots();
+    let (t, base) = &snaps[5];
+    let mut s = base.clone();
+    let gone = s.transit_usage.remove(0);
+    let mut c = Controller::new("c", sim::scenario_policy());
+    let cycle = c.step(*t, &s);
+    let id = format!("{}/{}", gone.gateway, gone.transit);
+    assert!(
+        cycle
+            .input_issues
+            .iter()
+            .any(|i| i.kind == "transit_usage" && i.id == id && i.problem.contains("no new load")),
+        "{:?}",
+        cycle.input_issues
+    );
+    // A fresh controller puts nothing new on the port it knows nothing about.
+    let order = &cycle.orders.gateways[&gone.gateway];
+    let on_port = order
+        .remotes
+        .values()
+        .flatten()
+        .filter(|w| {
+            s.tunnels.iter().any(|r| {
+                r.id == w.tunnel
+                    && r.local.gateway == gone.gateway
+                    && r.local.transit == gone.transit
+            })
+        })
+        .count();
+    assert_eq!(on_port, 0, "{order:?}");
+}

@@ -250,44 +250,6 @@ fn netns_orders_steady_state_local_repair_and_controller_failover() {
         baseline.sent.iter().sum::<u64>(),
         baseline.loss_window_ms()
     );
-    if std::env::var("ORDERS_DEBUG").is_ok() {
-        println!(
-            "per flow: sent {:?} received {:?}",
-            baseline.sent,
-            baseline.rx.iter().map(|r| r.received).collect::<Vec<_>>()
-        );
-        for g in ["a1", "b1", "b2"] {
-            let (tunnels, _) = statuses(&mesh.gw(g).socket).unwrap_or_default();
-            for t in tunnels {
-                println!(
-                    "{g} {} {} {} peer {} tx {} rx {}",
-                    t["interface"],
-                    t["state"],
-                    t["meta"]["sdwan_peer_transit"],
-                    t["peer"],
-                    t["usage"],
-                    t["drops"]
-                );
-            }
-            println!("{g} orders {:#}", mesh.orders(g)["in_force"]);
-            let sock = mesh.gw(g).socket.display().to_string();
-            println!(
-                "{g} gateway {}",
-                mesh.gw(g)
-                    .netns
-                    .exec(
-                        common::GATEWAN,
-                        ["status", "--gateway", "--json", "--socket", &sock]
-                    )
-                    .unwrap_or_default()
-            );
-            println!(
-                "{g} routes {}",
-                mesh.gw(g).netns.ip(["route"]).unwrap_or_default()
-            );
-        }
-        panic!("debug");
-    }
     let flows = flows::start(
         &mesh.leaves[0],
         "10.10.0.1",
@@ -433,6 +395,64 @@ fn netns_orders_steady_state_local_repair_and_controller_failover() {
         "a new order from ctl-b after the heal",
         || held(&mesh, "a1").is_some_and(|h| h.0 == "ctl-b" && h.2 > v),
     );
+
+    // 5% loss on a transit a1's order uses: the orders move off it within 15 s; after it
+    // heals, it does not come back before the recovery hold (20 s in the test policy).
+    let ordered = weights(&mesh.orders("a1")["order"]["remotes"]);
+    let tunnels = statuses(&mesh.gw("a1").socket)
+        .map(|s| s.0)
+        .unwrap_or_default();
+    let (lossy, peer, port) = tunnels
+        .iter()
+        .find_map(|t| {
+            let id = t["id"].as_str()?;
+            ordered.keys().any(|(_, o)| o == id).then_some(())?;
+            let port = if t["meta"]["sdwan_peer_transit"] == "lumen" {
+                "51820"
+            } else {
+                "51821"
+            };
+            Some((id.to_owned(), t["peer"].as_str()?.to_owned(), port))
+        })
+        .expect("an ordered tunnel of a1");
+    let peer_ns = mesh.gw(&peer).netns.clone();
+    peer_ns
+        .exec(
+            "nft",
+            [&format!(
+                "add table inet lossy; \
+                 add chain inet lossy in {{ type filter hook input priority 0; }}; \
+                 add rule inet lossy in udp dport {port} numgen random mod 100 < 5 drop"
+            )],
+        )
+        .expect("5% loss");
+    let in_order = |m: &Mesh| {
+        weights(&m.orders("a1")["order"]["remotes"])
+            .keys()
+            .any(|(_, id)| *id == lossy)
+    };
+    let moved = within(
+        Duration::from_secs(15),
+        "orders off the lossy transit",
+        || !in_order(&mesh),
+    );
+    println!(
+        "5% loss on {peer}'s port {port}: orders moved off it after {:.1} s",
+        moved.as_secs_f64()
+    );
+    peer_ns
+        .exec("nft", ["delete table inet lossy"])
+        .expect("heal");
+    let healed = Instant::now();
+    while healed.elapsed() < Duration::from_secs(15) {
+        assert!(
+            !in_order(&mesh),
+            "back {:.1} s after the heal, before the hold",
+            healed.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("healed: not back within 15 s (recovery hold 20 s)");
 
     // Without controllers, a restarted gateway comes back with its persisted order.
     mesh.stop_controller("ctl-a", false);

@@ -100,8 +100,7 @@ pub fn plan(
     let mut c = Controller::new("plan", policy);
     c.set_explain(true);
     if let Some(cur) = current_json {
-        let orders: Orders = serde_json::from_str(cur).context("orders in force")?;
-        c.adopt(&orders);
+        c.adopt(&orders_in_force(cur)?);
     }
     let cycle = c.step(Time::ZERO, &snap);
     Ok(PlanOutput {
@@ -109,6 +108,18 @@ pub fn plan(
         explanation: cycle.explanation,
         input_issues: cycle.input_issues,
     })
+}
+
+/// The orders in force: `Orders` as the daemon saves them, or what `plan --json` prints
+/// (its `orders`).
+fn orders_in_force(text: &str) -> anyhow::Result<Orders> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).context("orders in force: not JSON")?;
+    let inner = match value.get("orders") {
+        Some(o) if value.get("controller").is_none() => o.clone(),
+        _ => value,
+    };
+    serde_json::from_value(inner).context("orders in force")
 }
 
 fn render<T: Serialize>(v: &T, json: bool) -> anyhow::Result<String> {
@@ -515,6 +526,15 @@ mod tests {
         let cur = serde_json::to_string(&first.orders).unwrap();
         let again = plan(POLICY, SNAPSHOT, Some(&cur)).unwrap();
         assert_eq!(again.orders.gateways, first.orders.gateways);
+    }
+
+    #[test]
+    fn plan_takes_as_current_what_plan_json_prints() {
+        let first = plan(POLICY, SNAPSHOT, None).unwrap();
+        let printed = render(&first, true).unwrap();
+        let again = plan(POLICY, SNAPSHOT, Some(&printed)).unwrap();
+        assert_eq!(again.orders.gateways, first.orders.gateways);
+        assert!(plan(POLICY, SNAPSHOT, Some("{\"orders\": 3}")).is_err());
     }
 
     #[test]

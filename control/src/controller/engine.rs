@@ -303,12 +303,17 @@ impl Controller {
             let mut ts: Vec<_> = g.transits.iter().collect();
             ts.sort_by(|a, b| a.name.cmp(&b.name));
             for (i, t) in ts.iter().enumerate() {
-                if i > 0 && ts[i - 1].name == t.name {
-                    issues.push(InputIssue::new(
-                        "gateway",
-                        &g.id,
-                        format!("transit {} listed twice; the first is used", t.name),
-                    ));
+                // A transit listed twice is refused whole: which copy came first must not
+                // decide anything.
+                let twice = |j: usize| ts.get(j).is_some_and(|o| o.name == t.name);
+                if (i > 0 && twice(i - 1)) || twice(i + 1) {
+                    if !(i > 0 && twice(i - 1)) {
+                        issues.push(InputIssue::new(
+                            "gateway",
+                            &g.id,
+                            format!("transit {} listed twice; it is ignored", t.name),
+                        ));
+                    }
                     continue;
                 }
                 let tp = policy.transit(&g.datacenter, &t.name);
@@ -367,6 +372,17 @@ impl Controller {
                     "transit_usage",
                     format!("{gw}/{}", ep.name),
                     "reported more than once; all copies ignored",
+                ));
+            }
+        }
+        // A port whose usage is unknown fails closed: it takes no new load.
+        for ep in &eps {
+            if ep.usage.is_none() {
+                let gw = gw_list.get(ep.gw as usize).map_or("", |g| g.id.as_str());
+                issues.push(InputIssue::new(
+                    "transit_usage",
+                    format!("{gw}/{}", ep.name),
+                    "no usage known; the port takes no new load",
                 ));
             }
         }
@@ -711,7 +727,9 @@ impl Controller {
         let mut loads = Loads::new(
             eps.iter()
                 .map(|e| {
-                    let (btx, brx) = e.usage.map_or((0.0, 0.0), |(tx, rx, stx, srx)| {
+                    // Unknown usage: as if the port were at its watermark already.
+                    let full = e.capacity * if e.shedding { e.low } else { e.high };
+                    let (btx, brx) = e.usage.map_or((full, full), |(tx, rx, stx, srx)| {
                         ((tx - stx).max(0.0), (rx - srx).max(0.0))
                     });
                     Load {

@@ -36,12 +36,13 @@ use crate::mesh::tags::{GatewayMeta, Role};
 use crate::mesh::view::{GatewayStatus, MeshSnapshot};
 
 /// A gateway to reach this cycle.
-struct Target {
-    name: String,
-    datacenter: String,
-    api: SocketAddr,
-    /// The order it says it holds.
-    holds: Option<(crate::controller::orders::Epoch, u64)>,
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub name: String,
+    pub datacenter: String,
+    pub api: SocketAddr,
+    /// The order it says it holds (from its report).
+    pub holds: Option<(crate::controller::orders::Epoch, u64)>,
 }
 
 /// The running daemon's state between cycles.
@@ -214,7 +215,7 @@ impl Daemon {
         let membership = membership(&view, clock);
         let mut targets = targets(&view);
         let gateways_in_mesh = view.gateways().count();
-        let pulled = self.pull(&mut targets).await;
+        let pulled = pull(&self.client, &mut targets).await;
         let pull_ms = ms(started.elapsed());
         let reached = pulled.iter().filter(|p| p.report.is_ok()).count();
         let (snapshot, mut issues) = inputs::build(membership, pulled);
@@ -226,7 +227,14 @@ impl Daemon {
         issues.dedup();
         let push_started = Instant::now();
         if cycle.authority.authoritative {
-            self.push(&cycle.orders, &targets).await;
+            push(
+                &self.client,
+                &mut self.engine,
+                &cycle.orders,
+                &targets,
+                &mut self.recipients,
+            )
+            .await;
         } else {
             for (gw, order) in &cycle.orders.gateways {
                 let r = self.recipients.entry(gw.clone()).or_default();
@@ -266,110 +274,6 @@ impl Daemon {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((snapshot, cycle.orders));
     }
 
-    /// Every target's report, in parallel, each within the deadline.
-    async fn pull(&self, targets: &mut [Target]) -> Vec<Pulled> {
-        let mut set = JoinSet::new();
-        for (i, t) in targets.iter().enumerate() {
-            let client = self.client.clone();
-            let (name, api) = (t.name.clone(), t.api);
-            set.spawn(async move {
-                let result = match Identity::new(MemberRole::Gateway, &name) {
-                    Ok(id) => client
-                        .call(api, &id, Method::GET, "/v1/report", Vec::new())
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| {
-                            serde_json::from_slice::<GatewayReport>(&b)
-                                .map_err(|e| format!("report: {e}"))
-                        }),
-                    Err(e) => Err(e.to_string()),
-                };
-                (i, result)
-            });
-        }
-        let mut out = Vec::with_capacity(targets.len());
-        while let Some(joined) = set.join_next().await {
-            let Ok((i, report)) = joined else { continue };
-            let Some(t) = targets.get_mut(i) else {
-                continue;
-            };
-            if let Ok(r) = &report {
-                t.holds = r.order.clone();
-            }
-            out.push(Pulled {
-                member: t.name.clone(),
-                datacenter: t.datacenter.clone(),
-                report,
-            });
-        }
-        out.sort_by(|a, b| a.member.cmp(&b.member));
-        out
-    }
-
-    /// Sends each reachable gateway its order unless it already holds it, and feeds the
-    /// replies to the engine.
-    async fn push(&mut self, orders: &Orders, targets: &[Target]) {
-        let mut set = JoinSet::new();
-        for (gw, order) in &orders.gateways {
-            let r = self.recipients.entry(gw.clone()).or_default();
-            r.version = order.version;
-            r.acked = self.engine.acked(gw);
-            let Some(t) = targets.iter().find(|t| &t.name == gw) else {
-                r.result = "unreachable: not in the mesh or no api address".into();
-                continue;
-            };
-            if t.holds.as_ref() == Some(&(order.epoch.clone(), order.version)) {
-                r.result = "held".into();
-                continue;
-            }
-            let body = match serde_json::to_vec(order) {
-                Ok(b) => b,
-                Err(e) => {
-                    r.result = format!("not sent: {e}");
-                    continue;
-                }
-            };
-            let (client, gw, api) = (self.client.clone(), gw.clone(), t.api);
-            set.spawn(async move {
-                let result = match Identity::new(MemberRole::Gateway, &gw) {
-                    Ok(id) => client
-                        .call(api, &id, Method::PUT, "/v1/order", body)
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| {
-                            serde_json::from_slice::<Reply>(&b).map_err(|e| format!("reply: {e}"))
-                        }),
-                    Err(e) => Err(e.to_string()),
-                };
-                (gw, result)
-            });
-        }
-        while let Some(joined) = set.join_next().await {
-            let Ok((gw, result)) = joined else { continue };
-            let text = match &result {
-                Ok(Reply::Ack { .. }) => "acked".to_string(),
-                Ok(Reply::Refuse {
-                    reason,
-                    current_epoch,
-                    ..
-                }) => {
-                    tracing::warn!(gateway = %gw, ?reason, held = ?current_epoch, "order refused");
-                    format!(
-                        "refused: {reason:?} (holds term {} of {})",
-                        current_epoch.term, current_epoch.controller
-                    )
-                }
-                Err(e) => format!("unreachable: {e}"),
-            };
-            if let Ok(reply) = &result {
-                self.engine.on_reply(&gw, reply);
-            }
-            let r = self.recipients.entry(gw.clone()).or_default();
-            r.acked = self.engine.acked(&gw);
-            r.result = text;
-        }
-    }
-
     /// Publishes (or withdraws) our claim to lead in the `lead` tag.
     async fn publish_claim(&mut self, term: Option<u64>) {
         if self.meta.lead == term {
@@ -404,6 +308,116 @@ impl Daemon {
         result
             .map_err(|e| tracing::warn!(error = %e, "cycle not saved"))
             .ok()
+    }
+}
+
+/// Every target's report, in parallel, each within the deadline.
+pub async fn pull(client: &Client, targets: &mut [Target]) -> Vec<Pulled> {
+    let mut set = JoinSet::new();
+    for (i, t) in targets.iter().enumerate() {
+        let client = client.clone();
+        let (name, api) = (t.name.clone(), t.api);
+        set.spawn(async move {
+            let result = match Identity::new(MemberRole::Gateway, &name) {
+                Ok(id) => client
+                    .call(api, &id, Method::GET, "/v1/report", Vec::new())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        serde_json::from_slice::<GatewayReport>(&b)
+                            .map_err(|e| format!("report: {e}"))
+                    }),
+                Err(e) => Err(e.to_string()),
+            };
+            (i, result)
+        });
+    }
+    let mut out = Vec::with_capacity(targets.len());
+    while let Some(joined) = set.join_next().await {
+        let Ok((i, report)) = joined else { continue };
+        let Some(t) = targets.get_mut(i) else {
+            continue;
+        };
+        if let Ok(r) = &report {
+            t.holds = r.order.clone();
+        }
+        out.push(Pulled {
+            member: t.name.clone(),
+            datacenter: t.datacenter.clone(),
+            report,
+        });
+    }
+    out.sort_by(|a, b| a.member.cmp(&b.member));
+    out
+}
+
+/// Sends each reachable gateway its order unless it already holds it, and feeds the
+/// replies to the engine.
+pub async fn push(
+    client: &Client,
+    engine: &mut Controller,
+    orders: &Orders,
+    targets: &[Target],
+    recipients: &mut BTreeMap<String, RecipientStatus>,
+) {
+    let mut set = JoinSet::new();
+    for (gw, order) in &orders.gateways {
+        let r = recipients.entry(gw.clone()).or_default();
+        r.version = order.version;
+        r.acked = engine.acked(gw);
+        let Some(t) = targets.iter().find(|t| &t.name == gw) else {
+            r.result = "unreachable: not in the mesh or no api address".into();
+            continue;
+        };
+        if t.holds.as_ref() == Some(&(order.epoch.clone(), order.version)) {
+            r.result = "held".into();
+            continue;
+        }
+        let body = match serde_json::to_vec(order) {
+            Ok(b) => b,
+            Err(e) => {
+                r.result = format!("not sent: {e}");
+                continue;
+            }
+        };
+        let (client, gw, api) = (client.clone(), gw.clone(), t.api);
+        set.spawn(async move {
+            let result = match Identity::new(MemberRole::Gateway, &gw) {
+                Ok(id) => client
+                    .call(api, &id, Method::PUT, "/v1/order", body)
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        serde_json::from_slice::<Reply>(&b).map_err(|e| format!("reply: {e}"))
+                    }),
+                Err(e) => Err(e.to_string()),
+            };
+            (gw, result)
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        let Ok((gw, result)) = joined else { continue };
+        let text = match &result {
+            Ok(Reply::Ack { .. }) => "acked".to_string(),
+            Ok(Reply::Refuse {
+                reason,
+                current_epoch,
+                ..
+            }) => {
+                tracing::warn!(gateway = %gw, ?reason, held = ?current_epoch, "order refused");
+                format!(
+                    "refused: {reason:?} (holds term {} of {})",
+                    current_epoch.term, current_epoch.controller
+                )
+            }
+            Err(e) => format!("unreachable: {e}"),
+        };
+        if let Ok(reply) = &result {
+            engine.on_reply(&gw, reply);
+        }
+        let r = recipients.entry(gw.clone()).or_default();
+        r.acked = engine.acked(&gw);
+        r.result = text;
     }
 }
 
