@@ -131,14 +131,6 @@ fn netns_orders_steady_state_local_repair_and_controller_failover() {
             probe_interval_ms: 100,
         },
     );
-    for g in &mesh.gws {
-        let seeds = if g.name == "a1" {
-            Vec::new()
-        } else {
-            vec![mesh.seed.clone()]
-        };
-        mesh.write_config(g, &seeds);
-    }
     for name in ["a1", "a2", "b1", "b2"] {
         mesh.start(name);
     }
@@ -255,7 +247,7 @@ fn netns_orders_steady_state_local_repair_and_controller_failover() {
         "10.10.0.1",
         &mesh.leaves[1],
         "10.20.0.1",
-        8,
+        16,
     );
     std::thread::sleep(Duration::from_secs(2));
     let b1 = mesh.gw("b1").netns.clone();
@@ -316,9 +308,20 @@ fn netns_orders_steady_state_local_repair_and_controller_failover() {
         stats.sent.len()
     );
     assert!(window <= 500.0, "loss window {window:.0} ms");
-    // Flows on the other transits lost nothing: at most the ones hashed onto the two dead
-    // tunnels of eight lost packets.
-    assert!(stats.lossy(2) <= stats.sent.len() / 2, "{stats:?}");
+    // Flows on the other transits lost nothing (16 flows over the order's tunnels: some are
+    // on live ones), and each flow lost at most one window's worth.
+    assert!(
+        stats.lossy(2) < stats.sent.len(),
+        "every flow lost packets: {stats:?}"
+    );
+    let per_window = (500 / flows::INTERVAL.as_millis()) as u64 + 2;
+    for f in 0..stats.sent.len() {
+        assert!(
+            stats.lost(f) <= per_window,
+            "flow {f} lost {}: {stats:?}",
+            stats.lost(f)
+        );
+    }
     assert!(killed.elapsed() < Duration::from_secs(60));
 
     // ctl-a restarted cannot override ctl-b: it stands by, and its old epoch is refused.

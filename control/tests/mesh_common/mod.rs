@@ -225,20 +225,29 @@ impl Mesh {
             .position(|c| c.name == name)
             .expect("controller");
         let c = &self.controllers[pos];
-        let _ = std::fs::remove_file(&c.socket);
+        let (netns, config, socket) = (c.netns.clone(), c.config.clone(), c.socket.clone());
+        let process = self.spawn_until_socket(&netns, "controller", &config, &socket, name);
+        self.controllers[pos].process = Some(process);
+    }
+
+    /// Starts `gatewan <what> --config <config>` in `netns` and waits for its control socket.
+    fn spawn_until_socket(
+        &mut self,
+        netns: &Netns,
+        what: &str,
+        config: &Path,
+        socket: &Path,
+        name: &str,
+    ) -> ProcessId {
+        let _ = std::fs::remove_file(socket);
         let process = self
             .tb
             .spawn(
-                &c.netns,
+                netns,
                 GATEWAN,
-                [
-                    "controller",
-                    "--config",
-                    c.config.to_str().expect("utf-8 path"),
-                ],
+                [what, "--config", config.to_str().expect("utf-8 path")],
             )
-            .expect("start gatewan controller");
-        let socket = c.socket.clone();
+            .unwrap_or_else(|e| panic!("start gatewan {what}: {e}"));
         let deadline = Instant::now() + Duration::from_secs(30);
         while !socket.exists() {
             assert!(
@@ -248,7 +257,7 @@ impl Mesh {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.controllers[pos].process = Some(process);
+        process
     }
 
     pub fn stop_controller(&mut self, name: &str, crash: bool) {
@@ -400,29 +409,8 @@ impl Mesh {
             .position(|g| g.name == name)
             .expect("gateway");
         let g = &self.gws[pos];
-        let _ = std::fs::remove_file(&g.socket);
-        let process = self
-            .tb
-            .spawn(
-                &g.netns,
-                GATEWAN,
-                [
-                    "gateway",
-                    "--config",
-                    g.config.to_str().expect("utf-8 path"),
-                ],
-            )
-            .expect("start gatewan gateway");
-        let socket = g.socket.clone();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !socket.exists() {
-            assert!(
-                self.tb.is_running(process) && Instant::now() < deadline,
-                "{name} did not come up:\n{}",
-                self.tb.log(process)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (netns, config, socket) = (g.netns.clone(), g.config.clone(), g.socket.clone());
+        let process = self.spawn_until_socket(&netns, "gateway", &config, &socket, name);
         self.gws[pos].process = Some(process);
     }
 
