@@ -25,7 +25,7 @@ use self::inputs::Pulled;
 use self::status::{ControllerStatus, RecipientStatus, Request, Response};
 use crate::channel::http::Client;
 use crate::channel::{Identity, MemberRole, TlsSetup};
-use crate::controller::inputs::{ControllerMember, GatewayReport, Membership, Snapshot, Time};
+use crate::controller::inputs::{ControllerMember, Membership, Snapshot, Time};
 use crate::controller::orders::Reply;
 use crate::controller::{Controller, Orders, Policy};
 use crate::mesh::agent::{AgentConfig, SupervisorOptions};
@@ -323,10 +323,7 @@ pub async fn pull(client: &Client, targets: &mut [Target]) -> Vec<Pulled> {
                     .call(api, &id, Method::GET, "/v1/report", Vec::new())
                     .await
                     .map_err(|e| e.to_string())
-                    .and_then(|b| {
-                        serde_json::from_slice::<GatewayReport>(&b)
-                            .map_err(|e| format!("report: {e}"))
-                    }),
+                    .and_then(|b| inputs::parse_report(&b)),
                 Err(e) => Err(e.to_string()),
             };
             (i, result)
@@ -334,17 +331,22 @@ pub async fn pull(client: &Client, targets: &mut [Target]) -> Vec<Pulled> {
     }
     let mut out = Vec::with_capacity(targets.len());
     while let Some(joined) = set.join_next().await {
-        let Ok((i, report)) = joined else { continue };
+        let Ok((i, parsed)) = joined else { continue };
         let Some(t) = targets.get_mut(i) else {
             continue;
         };
-        if let Ok(r) = &report {
-            t.holds = r.order.clone();
-        }
+        let (report, issues) = match parsed {
+            Ok((r, issues)) => {
+                t.holds = r.order.clone();
+                (Ok(r), issues)
+            }
+            Err(e) => (Err(e), Vec::new()),
+        };
         out.push(Pulled {
             member: t.name.clone(),
             datacenter: t.datacenter.clone(),
             report,
+            issues,
         });
     }
     out.sort_by(|a, b| a.member.cmp(&b.member));
