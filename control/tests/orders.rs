@@ -326,10 +326,19 @@ fn netns_orders_steady_state_local_repair_and_controller_failover() {
 
     // ctl-a restarted cannot override ctl-b: it stands by, and its old epoch is refused.
     mesh.start_controller("ctl-a");
-    within(Duration::from_secs(20), "ctl-a back as standby", || {
+    let back = Instant::now();
+    loop {
         let s = mesh.controller_status("ctl-a");
-        s["cycles"].as_u64().unwrap_or(0) >= 2 && s["leader"] == "ctl-b"
-    });
+        if s["cycles"].as_u64().unwrap_or(0) >= 2 && s["leader"] == "ctl-b" {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "ctl-a not back as standby: {s:#}\n{}",
+            mesh.ctl_log("ctl-a")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(mesh.controller_status("ctl-a")["authoritative"], false);
     let ctl_a = client(&mesh, MemberRole::Controller, "ctl-a");
     let stale = GatewayOrder {
@@ -388,15 +397,15 @@ fn netns_orders_steady_state_local_repair_and_controller_failover() {
     assert_eq!(report["tunnels"].as_array().map(Vec::len), Some(8));
     // An operator reads, never orders.
     assert!(push(&from, &op, "a1", &stale).is_err());
-    assert!(assert_eq_held_by(&mesh, "a1", "ctl-b"));
-    let v = held(&mesh, "a1").expect("held").2;
-    // Heal the transit: ctl-b's next orders still reach a1 (nobody was locked out).
+    let term_b = held(&mesh, "a1").expect("held").1;
+    // Heal the transit.
     b1.exec("nft", ["delete table inet blackhole"])
         .expect("heal");
-    within(
-        Duration::from_secs(40),
-        "a new order from ctl-b after the heal",
-        || held(&mesh, "a1").is_some_and(|h| h.0 == "ctl-b" && h.2 > v),
+    // The forged orders changed nothing; ctl-b's next orders (the brownout below) are still
+    // taken.
+    assert_eq!(
+        held(&mesh, "a1").map(|h| (h.0, h.1)),
+        Some(("ctl-b".to_owned(), term_b))
     );
 
     // 5% loss on a transit a1's order uses: the orders move off it within 15 s; after it
@@ -434,10 +443,15 @@ fn netns_orders_steady_state_local_repair_and_controller_failover() {
             .keys()
             .any(|(_, id)| *id == lossy)
     };
+    let moved_by_b = |m: &Mesh| held(m, "a1").is_some_and(|h| h.0 == "ctl-b");
     let moved = within(
         Duration::from_secs(15),
         "orders off the lossy transit",
         || !in_order(&mesh),
+    );
+    assert!(
+        moved_by_b(&mesh),
+        "the move is ctl-b's order: nobody was locked out"
     );
     println!(
         "5% loss on {peer}'s port {port}: orders moved off it after {:.1} s",
@@ -469,8 +483,4 @@ fn netns_orders_steady_state_local_repair_and_controller_failover() {
     });
     assert_eq!(held(&mesh, "a2"), Some(kept.clone()));
     println!("a2 restarted with its persisted order {kept:?}");
-}
-
-fn assert_eq_held_by(mesh: &Mesh, gw: &str, controller: &str) -> bool {
-    held(mesh, gw).is_some_and(|h| h.0 == controller)
 }

@@ -39,6 +39,7 @@ pub fn run(backend: &str) -> anyhow::Result<()> {
         lab.b.gateway.name()
     );
     wait_established(&mut lab, &gatewan)?;
+    wait_ordered(&lab, &gatewan)?;
 
     println!("\nlab: ping dc-a host -> dc-b host (VXLAN -> WireGuard -> VXLAN)");
     let ping = lab.a.leaf.exec(
@@ -106,7 +107,104 @@ pub fn run(backend: &str) -> anyhow::Result<()> {
             println!("  {line}");
         }
     }
+    println!(
+        "\nlab: gatewan controller status ({} in its own namespace, over the mesh)",
+        lab.controller.name
+    );
+    let st: serde_json::Value = serde_json::from_str(&run_gatewan(
+        &gatewan,
+        &["controller", "status", "--json", "--socket"],
+        &lab.controller.socket,
+    )?)?;
+    println!(
+        "  authoritative {} epoch {}/{}, {} cycles, last {} ms (pull {} ms), {} of {} gateways reached, {} input issues",
+        st["authoritative"],
+        st["epoch"]["controller"].as_str().unwrap_or("?"),
+        st["epoch"]["term"],
+        st["cycles"],
+        st["last_cycle_ms"],
+        st["pull_ms"],
+        st["gateways_reached"],
+        st["gateways_in_mesh"],
+        st["input_issues"].as_array().map_or(0, Vec::len),
+    );
+    for (gw, r) in st["recipients"].as_object().into_iter().flatten() {
+        println!(
+            "  {gw}: order version {} {}",
+            r["version"],
+            r["result"].as_str().unwrap_or("?")
+        );
+    }
+    for site in [&lab.a, &lab.b] {
+        println!("lab: gatewan orders on {}", site.name);
+        let o: serde_json::Value = serde_json::from_str(&run_gatewan(
+            &gatewan,
+            &["orders", "--json", "--socket"],
+            &site.socket,
+        )?)?;
+        println!(
+            "  version {} from {} (term {}), applied {:.1} s ago",
+            o["order"]["version"],
+            o["epoch"]["controller"].as_str().unwrap_or("?"),
+            o["epoch"]["term"],
+            o["age_s"].as_f64().unwrap_or(0.0)
+        );
+        for (dc, ws) in o["in_force"].as_object().into_iter().flatten() {
+            let list: Vec<String> = ws
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|w| {
+                    format!(
+                        "{}={}",
+                        w["tunnel"].as_str().unwrap_or("?").get(..8).unwrap_or("?"),
+                        w["weight"]
+                    )
+                })
+                .collect();
+            println!("  towards {dc}: {}", list.join(" "));
+        }
+    }
     println!("\nlab: done; the namespaces are torn down. See README.md for what works today.");
+    Ok(())
+}
+
+/// `gatewan ARGS SOCKET`, its standard output.
+fn run_gatewan(gatewan: &Path, args: &[&str], socket: &Path) -> anyhow::Result<String> {
+    let out = Command::new(gatewan).args(args).arg(socket).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "gatewan {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Waits until both gateways hold an order of the controller.
+fn wait_ordered(lab: &Lab, gatewan: &Path) -> anyhow::Result<()> {
+    let start = Instant::now();
+    for site in [&lab.a, &lab.b] {
+        loop {
+            let o = run_gatewan(gatewan, &["orders", "--json", "--socket"], &site.socket)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+            if o.is_some_and(|o| o["order"]["version"].as_u64().is_some()) {
+                break;
+            }
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} got no order from the controller:\n{}",
+                site.name,
+                lab.tb.log(lab.controller.process)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    println!(
+        "lab: the controller's orders applied on both gateways {:.1} s after the tunnels were up",
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -7,6 +7,8 @@
 //!     | 10.0.1.0/24 (fabric)                              (fabric) 10.0.2.0/24 |
 //!  gw-a  --- 172.16.1.0/24 ---  transit (routes)  --- 172.16.2.0/24 ---  gw-b
 //!         one WireGuard tunnel per pair of transits (gw-a's x gw-b's)
+//!                                      |
+//!                               172.16.9.0/24 --- ctl (controller ctl-a)
 //! ```
 //!
 //! Each leaf routes the other datacenter's prefix to its gateway the way an EVPN RT5 route
@@ -15,7 +17,10 @@
 //! gateway's VTEP.
 //!
 //! The gateways are configured with their own keys, transits and fabric and one seed (gw-b
-//! joins gw-a's Serf agent over the transit): every tunnel is built from the mesh.
+//! joins gw-a's Serf agent over the transit): every tunnel is built from the mesh. A
+//! controller joins the mesh too, pulls the gateways' reports and pushes their orders over
+//! the orders channel (mutual TLS, certificates made with `gatewan pki` in the lab's
+//! directory).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -43,6 +48,64 @@ pub struct Lab {
     pub b: Site,
     /// Tunnels per gateway: transits x transits.
     pub tunnels: usize,
+    pub controller: Controller,
+}
+
+/// The lab's controller, in its own namespace behind the transit.
+pub struct Controller {
+    pub name: &'static str,
+    pub netns: Netns,
+    pub process: ProcessId,
+    /// For `gatewan controller status --socket`.
+    pub socket: PathBuf,
+}
+
+/// The lab controller's policy: one-second cycles, a 10 Mbit/s floor per datacenter pair.
+const LAB_POLICY: &str = "cycle_period_s: 1
+sla_classes:
+  - { name: bulk, max_loss_pct: 2, max_latency_ms: 400, max_jitter_ms: 100 }
+pairs:
+  default: { sla: bulk, capacity: { demand: { margin_pct: 50, min: 10M } }, min_tunnels: 2 }
+health: { min_measurements: 10, blackhole_lost_in_a_row: 3, recovery_hold_s: 20 }
+anti_flap: { min_dwell_s: 5 }
+";
+
+/// Runs `gatewan` with `args` and waits for `socket` (its control endpoint) to appear.
+fn spawn_until_socket(
+    tb: &mut Testbed,
+    netns: &Netns,
+    gatewan: &Path,
+    args: [&str; 3],
+    socket: &Path,
+) -> Result<ProcessId> {
+    let process = tb.spawn(netns, gatewan.to_str().unwrap_or_default(), args)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        if !tb.is_running(process) || Instant::now() > deadline {
+            return Err(TestbedError::Command {
+                command: format!("gatewan {}", args.join(" ")),
+                status: "did not come up".into(),
+                stderr: tb.log(process),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(process)
+}
+
+/// The deployment's CA and a certificate for each member (`gatewan pki`).
+fn pki(gatewan: &Path, dir: &Path, members: &[(&str, &str)]) -> Result<()> {
+    let run = |args: &[&str]| {
+        crate::run_checked(std::process::Command::new(gatewan).args(args)).map(drop)
+    };
+    let d = dir.to_str().unwrap_or_default();
+    run(&["pki", "init", "--dir", d, "--days", "30"])?;
+    for (role, name) in members {
+        run(&[
+            "pki", "issue", "--ca", d, "--role", role, "--name", name, "--out", d, "--days", "30",
+        ])?;
+    }
+    Ok(())
 }
 
 struct Plan {
@@ -98,6 +161,16 @@ impl Lab {
         let serf_key = crate::run_checked(std::process::Command::new("serf").arg("keygen"))?
             .trim()
             .to_owned();
+        let pki_dir = tb.dir().join("pki");
+        pki(
+            gatewan,
+            &pki_dir,
+            &[
+                ("gateway", "gw-a"),
+                ("gateway", "gw-b"),
+                ("controller", "ctl-a"),
+            ],
+        )?;
 
         // Underlay: each gateway to the transit namespace, and to its leaf, with a queue per
         // core so an AF_XDP gateway runs a worker on each (as the socket backend does).
@@ -171,27 +244,18 @@ impl Lab {
             );
             let config_path = tb.dir().join(format!("{}.yaml", plan.name));
             std::fs::write(&config_path, config)?;
-            let process = tb.spawn(
+            let socket = tb.dir().join(format!("{}.sock", plan.name));
+            let process = spawn_until_socket(
+                &mut tb,
                 &gateway,
-                gatewan.to_str().unwrap_or_default(),
+                gatewan,
                 [
                     "gateway",
                     "--config",
                     config_path.to_str().unwrap_or_default(),
                 ],
+                &socket,
             )?;
-            let socket = tb.dir().join(format!("{}.sock", plan.name));
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while !socket.exists() {
-                if !tb.is_running(process) || Instant::now() > deadline {
-                    return Err(TestbedError::Command {
-                        command: format!("gatewan gateway --config {}", config_path.display()),
-                        status: "did not come up".into(),
-                        stderr: tb.log(process),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
             sites.push(Site {
                 name: plan.name,
                 prefix: plan.prefix,
@@ -203,6 +267,7 @@ impl Lab {
                 config: config_path,
             });
         }
+        let controller = start_controller(&mut tb, &transit, gatewan, &serf_key, &pki_dir)?;
         let b = sites
             .pop()
             .ok_or(TestbedError::Io(std::io::ErrorKind::NotFound.into()))?;
@@ -215,8 +280,60 @@ impl Lab {
             a,
             b,
             tunnels: transits * transits,
+            controller,
         })
     }
+}
+
+/// The controller's namespace (172.16.9.1 behind the transit), its configuration and process.
+fn start_controller(
+    tb: &mut Testbed,
+    transit: &Netns,
+    gatewan: &Path,
+    serf_key: &str,
+    pki_dir: &Path,
+) -> Result<Controller> {
+    let netns = tb.add_netns("ctl")?;
+    let (up, transit_side) = tb.add_veth(&netns, transit, 1)?;
+    up.add_addr("172.16.9.1/24")?;
+    transit_side.add_addr("172.16.9.2/24")?;
+    netns.route("172.16.0.0/16", "via 172.16.9.2")?;
+    let dir = tb.dir().to_path_buf();
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, LAB_POLICY)?;
+    let (config, socket) = (dir.join("ctl-a.yaml"), dir.join("ctl-a.sock"));
+    std::fs::write(
+        &config,
+        format!(
+            "# ctl-a: generated by gatewan's lab\nname: ctl-a\npolicy: {policy}\ncontrol_socket: {sock}\n\
+             snapshot_dir: {snaps}\nkeep_snapshots: 20\n\
+             mesh:\n  bind: \"172.16.9.1:7946\"\n  seeds: [\"172.16.1.1:7946\"]\n  keys: [\"{serf_key}\"]\n\
+             \x20 rpc_auth: gatewan-lab\n  state_dir: {state}\n  profile: local\n\
+             api:\n  ca: {pki}/ca.pem\n  cert: {pki}/ctl-a.controller.pem\n  key: {pki}/ctl-a.controller.key\n",
+            policy = policy.display(),
+            sock = socket.display(),
+            snaps = dir.join("ctl-a-cycles").display(),
+            state = dir.join("ctl-a-state").display(),
+            pki = pki_dir.display(),
+        ),
+    )?;
+    let process = spawn_until_socket(
+        tb,
+        &netns,
+        gatewan,
+        [
+            "controller",
+            "--config",
+            config.to_str().unwrap_or_default(),
+        ],
+        &socket,
+    )?;
+    Ok(Controller {
+        name: "ctl-a",
+        netns,
+        process,
+        socket,
+    })
 }
 
 /// What the lab varies between gateways' configurations.
@@ -278,6 +395,12 @@ fn gateway_yaml(
         "dataplane:
   backend: {backend}
 "
+    ));
+    let pki = tb.dir().join("pki");
+    y.push_str(&format!(
+        "api:\n  listen: \"172.16.{i}.1:7443\"\n  ca: {pki}/ca.pem\n  cert: {pki}/{name}.gateway.pem\n  key: {pki}/{name}.gateway.key\n",
+        pki = pki.display(),
+        name = plan.name,
     ));
     y
 }
