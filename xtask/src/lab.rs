@@ -52,7 +52,7 @@ pub fn run(backend: &str) -> anyhow::Result<()> {
     {
         println!("  {line}");
     }
-    println!("\nlab: iperf3, 4 TCP flows dc-a -> dc-b for 3 s (flows spread over the tunnels)");
+    println!("\nlab: iperf3, 4 TCP flows dc-a -> dc-b for 3 s (flows spread over the tunnels the order weights)");
     let server = lab
         .tb
         .spawn(&lab.b.leaf, "iperf3", ["-s", "-B", lab.b.host])?;
