@@ -98,18 +98,26 @@ pub trait ControlAnswer: Serialize + serde::de::DeserializeOwned + Send {
     fn as_error(&self) -> Option<&str>;
 }
 
-impl ControlAnswer for Response {
-    fn error(message: String) -> Self {
-        Response::Error { message }
-    }
+/// Implements [`ControlAnswer`] for a response enum with an `Error { message }` variant.
+macro_rules! control_answer {
+    ($response:ident) => {
+        impl $crate::gateway::control::ControlAnswer for $response {
+            fn error(message: String) -> Self {
+                $response::Error { message }
+            }
 
-    fn as_error(&self) -> Option<&str> {
-        match self {
-            Response::Error { message } => Some(message),
-            _ => None,
+            fn as_error(&self) -> Option<&str> {
+                match self {
+                    $response::Error { message } => Some(message),
+                    _ => None,
+                }
+            }
         }
-    }
+    };
 }
+pub(crate) use control_answer;
+
+control_answer!(Response);
 
 /// Answers each request with what `handler` returns, until the task is dropped.
 pub async fn serve<Q, R, F>(path: &Path, handler: F) -> Result<(), ControlError>

@@ -266,12 +266,16 @@ impl Mesh {
             .iter()
             .position(|c| c.name == name)
             .expect("controller");
-        if let Some(p) = self.controllers[pos].process.take() {
-            if crash {
-                self.tb.kill(p);
-            } else {
-                self.tb.stop(p, Duration::from_secs(10));
-            }
+        let process = self.controllers[pos].process.take();
+        self.end(process, crash);
+    }
+
+    /// Stops a process of the bed: SIGKILL (`crash`) or SIGTERM with 10 s of grace.
+    fn end(&mut self, process: Option<ProcessId>, crash: bool) {
+        match process {
+            Some(p) if crash => self.tb.kill(p),
+            Some(p) => self.tb.stop(p, Duration::from_secs(10)),
+            None => {}
         }
     }
 
@@ -420,13 +424,8 @@ impl Mesh {
             .iter()
             .position(|g| g.name == name)
             .expect("gateway");
-        if let Some(p) = self.gws[pos].process.take() {
-            if crash {
-                self.tb.kill(p);
-            } else {
-                self.tb.stop(p, Duration::from_secs(10));
-            }
-        }
+        let process = self.gws[pos].process.take();
+        self.end(process, crash);
     }
 
     pub fn log(&self, name: &str) -> String {

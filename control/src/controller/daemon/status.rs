@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::controller::inputs::InputIssue;
 use crate::controller::orders::{Epoch, Shortfall};
-use crate::gateway::control::ControlAnswer;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "snake_case")]
@@ -29,18 +28,7 @@ pub enum Response {
     Error { message: String },
 }
 
-impl ControlAnswer for Response {
-    fn error(message: String) -> Self {
-        Response::Error { message }
-    }
-
-    fn as_error(&self) -> Option<&str> {
-        match self {
-            Response::Error { message } => Some(message),
-            _ => None,
-        }
-    }
-}
+crate::gateway::control::control_answer!(Response);
 
 /// One recipient of orders, as the last push left it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
