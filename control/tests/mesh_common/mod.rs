@@ -297,6 +297,25 @@ impl Mesh {
         }
     }
 
+    /// `gatewan controller explain FROM TO` on `ctl`, or Null.
+    pub fn explain(&self, ctl: &str, from: &str, to: &str) -> serde_json::Value {
+        use gatewan_control::controller::daemon::status::{Request, Response};
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return serde_json::Value::Null;
+        };
+        let ask = Request::Explain {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        };
+        match runtime.block_on(request::<_, Response>(&self.ctl(ctl).socket, &ask)) {
+            Ok(Response::Explain(v)) => v,
+            _ => serde_json::Value::Null,
+        }
+    }
+
     /// The gateway's order status (`gatewan orders --json`), or Null.
     pub fn orders(&self, name: &str) -> serde_json::Value {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
