@@ -193,10 +193,6 @@ impl Client {
         Client { tls, timeout }
     }
 
-    pub fn identity(&self) -> &Identity {
-        &self.tls.identity
-    }
-
     /// One request to `server` at `addr`; anything but 2xx is an error carrying the body.
     pub async fn call(
         &self,

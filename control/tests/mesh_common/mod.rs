@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use gatewan_control::gateway::control::{request, Request, Response};
+use gatewan_control::gateway::control::{request, ControlAnswer, Request, Response};
 use gatewan_testbed::{Netns, ProcessId, Testbed, WgKeys};
 
 use crate::common::GATEWAN;
@@ -38,15 +38,20 @@ pub struct Gw {
     pub process: Option<ProcessId>,
 }
 
-pub fn statuses(socket: &Path) -> Option<(Vec<serde_json::Value>, serde_json::Value)> {
+/// One request to a control socket (a gateway's or a controller's); None if it fails.
+pub fn ask<Q: serde::Serialize, R: ControlAnswer>(socket: &Path, q: &Q) -> Option<R> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .ok()?;
-    match runtime.block_on(request(socket, &Request::Status)) {
-        Ok(Response::Status {
+    runtime.block_on(request(socket, q)).ok()
+}
+
+pub fn statuses(socket: &Path) -> Option<(Vec<serde_json::Value>, serde_json::Value)> {
+    match ask(socket, &Request::Status)? {
+        Response::Status {
             tunnels, dataplane, ..
-        }) => Some((
+        } => Some((
             tunnels
                 .iter()
                 .filter_map(|t| serde_json::to_value(t).ok())
@@ -240,24 +245,10 @@ impl Mesh {
         name: &str,
     ) -> ProcessId {
         let _ = std::fs::remove_file(socket);
-        let process = self
-            .tb
-            .spawn(
-                netns,
-                GATEWAN,
-                [what, "--config", config.to_str().expect("utf-8 path")],
-            )
-            .unwrap_or_else(|e| panic!("start gatewan {what}: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !socket.exists() {
-            assert!(
-                self.tb.is_running(process) && Instant::now() < deadline,
-                "{name} did not come up:\n{}",
-                self.tb.log(process)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        process
+        let args = [what, "--config", config.to_str().expect("utf-8 path")];
+        self.tb
+            .spawn_until_exists(netns, GATEWAN, &args, socket)
+            .unwrap_or_else(|e| panic!("{name} did not come up: {e}"))
     }
 
     pub fn stop_controller(&mut self, name: &str, crash: bool) {
@@ -282,17 +273,8 @@ impl Mesh {
     /// `gatewan controller status --json`, or Null when it does not answer.
     pub fn controller_status(&self, name: &str) -> serde_json::Value {
         use gatewan_control::controller::daemon::status::{Request, Response};
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return serde_json::Value::Null;
-        };
-        match runtime.block_on(request::<_, Response>(
-            &self.ctl(name).socket,
-            &Request::Status,
-        )) {
-            Ok(Response::Status(s)) => serde_json::to_value(&s).unwrap_or_default(),
+        match ask(&self.ctl(name).socket, &Request::Status) {
+            Some(Response::Status(s)) => serde_json::to_value(&s).unwrap_or_default(),
             _ => serde_json::Value::Null,
         }
     }
@@ -300,35 +282,20 @@ impl Mesh {
     /// `gatewan controller explain FROM TO` on `ctl`, or Null.
     pub fn explain(&self, ctl: &str, from: &str, to: &str) -> serde_json::Value {
         use gatewan_control::controller::daemon::status::{Request, Response};
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return serde_json::Value::Null;
-        };
-        let ask = Request::Explain {
+        let q = Request::Explain {
             from: from.to_owned(),
             to: to.to_owned(),
         };
-        match runtime.block_on(request::<_, Response>(&self.ctl(ctl).socket, &ask)) {
-            Ok(Response::Explain(v)) => v,
+        match ask(&self.ctl(ctl).socket, &q) {
+            Some(Response::Explain(v)) => v,
             _ => serde_json::Value::Null,
         }
     }
 
     /// The gateway's order status (`gatewan orders --json`), or Null.
     pub fn orders(&self, name: &str) -> serde_json::Value {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return serde_json::Value::Null;
-        };
-        match runtime.block_on(request::<_, Response>(
-            &self.gw(name).socket,
-            &Request::Orders,
-        )) {
-            Ok(Response::Orders { orders }) => serde_json::to_value(&orders).unwrap_or_default(),
+        match ask(&self.gw(name).socket, &Request::Orders) {
+            Some(Response::Orders { orders }) => serde_json::to_value(&orders).unwrap_or_default(),
             _ => serde_json::Value::Null,
         }
     }

@@ -23,7 +23,6 @@
 //! directory).
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use crate::{Netns, ProcessId, Result, Testbed, TestbedError, WgKeys};
 
@@ -69,29 +68,6 @@ pairs:
 health: { min_measurements: 10, blackhole_lost_in_a_row: 3, recovery_hold_s: 20 }
 anti_flap: { min_dwell_s: 5 }
 ";
-
-/// Runs `gatewan` with `args` and waits for `socket` (its control endpoint) to appear.
-fn spawn_until_socket(
-    tb: &mut Testbed,
-    netns: &Netns,
-    gatewan: &Path,
-    args: [&str; 3],
-    socket: &Path,
-) -> Result<ProcessId> {
-    let process = tb.spawn(netns, gatewan.to_str().unwrap_or_default(), args)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !socket.exists() {
-        if !tb.is_running(process) || Instant::now() > deadline {
-            return Err(TestbedError::Command {
-                command: format!("gatewan {}", args.join(" ")),
-                status: "did not come up".into(),
-                stderr: tb.log(process),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(process)
-}
 
 /// The deployment's CA and a certificate for each member (`gatewan pki`).
 fn pki(gatewan: &Path, dir: &Path, members: &[(&str, &str)]) -> Result<()> {
@@ -245,11 +221,10 @@ impl Lab {
             let config_path = tb.dir().join(format!("{}.yaml", plan.name));
             std::fs::write(&config_path, config)?;
             let socket = tb.dir().join(format!("{}.sock", plan.name));
-            let process = spawn_until_socket(
-                &mut tb,
+            let process = tb.spawn_until_exists(
                 &gateway,
-                gatewan,
-                [
+                gatewan.to_str().unwrap_or_default(),
+                &[
                     "gateway",
                     "--config",
                     config_path.to_str().unwrap_or_default(),
@@ -317,11 +292,10 @@ fn start_controller(
             pki = pki_dir.display(),
         ),
     )?;
-    let process = spawn_until_socket(
-        tb,
+    let process = tb.spawn_until_exists(
         &netns,
-        gatewan,
-        [
+        gatewan.to_str().unwrap_or_default(),
+        &[
             "controller",
             "--config",
             config.to_str().unwrap_or_default(),

@@ -269,6 +269,30 @@ impl Testbed {
         Ok(id)
     }
 
+    /// [`Testbed::spawn`], then waits (30 s at most) for `ready` to exist, such as the
+    /// program's control socket; an error with its log if it exits or never gets there.
+    pub fn spawn_until_exists(
+        &mut self,
+        netns: &Netns,
+        program: &str,
+        args: &[&str],
+        ready: &Path,
+    ) -> Result<ProcessId> {
+        let process = self.spawn(netns, program, args)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            if !self.is_running(process) || std::time::Instant::now() > deadline {
+                return Err(TestbedError::Command {
+                    command: format!("{program} {}", args.join(" ")),
+                    status: "did not come up".into(),
+                    stderr: self.log(process),
+                });
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(process)
+    }
+
     /// Whether a helper process is still running.
     pub fn is_running(&mut self, id: ProcessId) -> bool {
         self.children
