@@ -395,11 +395,19 @@ fn ask(
     socket: &Path,
     request: &crate::controller::daemon::status::Request,
 ) -> anyhow::Result<crate::controller::daemon::status::Response> {
+    use crate::controller::daemon::status::Request;
+    // An explanation comes with the next cycle: the daemon bounds that wait itself.
+    let wait = match request {
+        Request::Explain { .. } => std::time::Duration::from_secs(3700),
+        Request::Status => std::time::Duration::from_secs(10),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime
-        .block_on(crate::gateway::control::request(socket, request))
+        .block_on(crate::gateway::control::request_within(
+            socket, request, wait,
+        ))
         .with_context(|| {
             format!(
                 "asking the controller at {} (is `gatewan controller --config` running?)",

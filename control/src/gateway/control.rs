@@ -119,12 +119,13 @@ pub(crate) use control_answer;
 
 control_answer!(Response);
 
-/// Answers each request with what `handler` returns, until the task is dropped.
-pub async fn serve<Q, R, F>(path: &Path, handler: F) -> Result<(), ControlError>
+/// Answers each request with what `handler`'s future gives, until the task is dropped.
+pub async fn serve<Q, R, F, Fut>(path: &Path, handler: F) -> Result<(), ControlError>
 where
     Q: serde::de::DeserializeOwned + Send,
     R: ControlAnswer,
-    F: Fn(Q) -> R + Send + Sync + 'static,
+    F: Fn(Q) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = R> + Send,
 {
     // A socket left by a previous run would make bind fail.
     let _ = std::fs::remove_file(path);
@@ -144,10 +145,13 @@ where
     }
 }
 
-async fn answer<Q: serde::de::DeserializeOwned, R: ControlAnswer, F: Fn(Q) -> R>(
-    stream: UnixStream,
-    handler: &F,
-) -> Result<(), ControlError> {
+async fn answer<Q, R, F, Fut>(stream: UnixStream, handler: &F) -> Result<(), ControlError>
+where
+    Q: serde::de::DeserializeOwned,
+    R: ControlAnswer,
+    F: Fn(Q) -> Fut,
+    Fut: std::future::Future<Output = R>,
+{
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
@@ -155,7 +159,7 @@ async fn answer<Q: serde::de::DeserializeOwned, R: ControlAnswer, F: Fn(Q) -> R>
         .await
         .map_err(|_| ControlError::Timeout(Duration::from_secs(5)))??;
     let response = match serde_json::from_str::<Q>(line.trim()) {
-        Ok(request) => handler(request),
+        Ok(request) => handler(request).await,
         Err(e) => R::error(format!("bad request: {e}")),
     };
     let mut out =
@@ -166,12 +170,20 @@ async fn answer<Q: serde::de::DeserializeOwned, R: ControlAnswer, F: Fn(Q) -> R>
     Ok(())
 }
 
-/// Sends one request to the gateway at `path` and returns its response.
+/// Sends one request to the gateway at `path` and returns its response, within 10 s.
 pub async fn request<Q: Serialize, R: ControlAnswer>(
     path: &Path,
     request: &Q,
 ) -> Result<R, ControlError> {
-    let wait = Duration::from_secs(10);
+    request_within(path, request, Duration::from_secs(10)).await
+}
+
+/// [`request`] for an answer that may take up to `wait` (one that waits for a cycle).
+pub async fn request_within<Q: Serialize, R: ControlAnswer>(
+    path: &Path,
+    request: &Q,
+    wait: Duration,
+) -> Result<R, ControlError> {
     let exchange = async {
         let stream = UnixStream::connect(path)
             .await
@@ -208,12 +220,14 @@ mod tests {
             std::env::temp_dir().join(format!("gatewan-control-{}.sock", std::process::id()));
         let server_path = path.clone();
         let server = tokio::spawn(async move {
-            serve(&server_path, |_: Request| Response::Status {
-                gateway: "gw-a1".into(),
-                datacenter: "dc-a".into(),
-                tunnels: vec![],
-                drops: Default::default(),
-                dataplane: Default::default(),
+            serve(&server_path, |_: Request| {
+                std::future::ready(Response::Status {
+                    gateway: "gw-a1".into(),
+                    datacenter: "dc-a".into(),
+                    tunnels: vec![],
+                    drops: Default::default(),
+                    dataplane: Default::default(),
+                })
             })
             .await
         });

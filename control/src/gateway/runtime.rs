@@ -176,7 +176,7 @@ pub async fn run_until(
     let (name, datacenter) = (config.name.clone(), config.datacenter.clone());
     let socket_path = config.control_socket.clone();
     let control = tokio::spawn(async move {
-        control::serve(&socket_path, move |request| {
+        let answer = move |request| {
             // A poisoned lock only means the owner panicked mid-copy; its last snapshot is
             // still the best answer.
             let guard = status
@@ -211,6 +211,9 @@ pub async fn run_until(
                     ..dataplane.clone()
                 },
             }
+        };
+        control::serve(&socket_path, move |request| {
+            std::future::ready(answer(request))
         })
         .await
     });

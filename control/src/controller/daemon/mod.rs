@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use hyper::Method;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use self::config::ControllerConfig;
@@ -25,6 +26,7 @@ use self::inputs::Pulled;
 use self::status::{ControllerStatus, RecipientStatus, Request, Response};
 use crate::channel::http::Client;
 use crate::channel::{Identity, MemberRole, TlsSetup};
+use crate::controller::explain::Explanation;
 use crate::controller::inputs::{ControllerMember, Membership, Snapshot, Time};
 use crate::controller::orders::Reply;
 use crate::controller::{Controller, Orders, Policy};
@@ -45,6 +47,18 @@ pub struct Target {
     pub holds: Option<(crate::controller::orders::Epoch, u64)>,
 }
 
+/// An `explain` waiting for the next cycle: it runs with the explanation on, so the answer
+/// is the live engine's, with its history (recovery holds, dampening, dwell, the orders in
+/// force).
+struct ExplainAsk {
+    from: String,
+    to: String,
+    reply: oneshot::Sender<Response>,
+}
+
+/// At most this many `explain`s wait for a cycle; more are refused.
+const EXPLAINS_WAITING: usize = 16;
+
 /// The running daemon's state between cycles.
 struct Daemon {
     config: ControllerConfig,
@@ -54,8 +68,8 @@ struct Daemon {
     meta: GatewayMeta,
     origin: Instant,
     status: Arc<Mutex<ControllerStatus>>,
-    /// The last cycle's inputs and orders, for `explain`.
-    last: Arc<Mutex<Option<(Snapshot, Orders)>>>,
+    /// `explain`s waiting for the next cycle.
+    asks: mpsc::Receiver<ExplainAsk>,
     recipients: BTreeMap<String, RecipientStatus>,
 }
 
@@ -75,13 +89,14 @@ pub async fn run(
         name: config.name.clone(),
         ..ControllerStatus::default()
     }));
-    let last = Arc::new(Mutex::new(None));
+    let (ask_tx, asks) = mpsc::channel(EXPLAINS_WAITING);
+    // A cycle is due within a period; it pulls within the deadline and pushes within another.
+    let explain_wait = period + 2 * config.deadline + Duration::from_secs(10);
     let control = tokio::spawn(serve_control(
         config.control_socket.clone(),
         Arc::clone(&status),
-        Arc::clone(&last),
-        policy.clone(),
-        config.name.clone(),
+        ask_tx,
+        explain_wait,
     ));
     let mut daemon = Daemon {
         client: Client::new(tls, config.deadline),
@@ -91,7 +106,7 @@ pub async fn run(
         meta,
         origin: Instant::now(),
         status,
-        last,
+        asks,
         recipients: BTreeMap::new(),
     };
     tracing::info!(controller = %daemon.config.name, cycle = ?period, "controller running");
@@ -221,7 +236,14 @@ impl Daemon {
         let (snapshot, mut issues) = inputs::build(membership, pulled);
         let now =
             Time::from_millis(u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX));
-        let cycle = self.engine.step(now, &snapshot);
+        let mut asks = Vec::new();
+        while let Ok(ask) = self.asks.try_recv() {
+            asks.push(ask);
+        }
+        self.engine.set_explain(!asks.is_empty());
+        let mut cycle = self.engine.step(now, &snapshot);
+        self.engine.set_explain(false);
+        answer_explains(asks, cycle.explanation.take());
         issues.extend(cycle.input_issues.iter().cloned());
         issues.sort();
         issues.dedup();
@@ -270,8 +292,6 @@ impl Daemon {
             shortfalls: cycle.orders.shortfalls.clone(),
             saved,
         };
-        drop(st);
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((snapshot, cycle.orders));
     }
 
     /// Publishes (or withdraws) our claim to lead in the `lead` tag.
@@ -445,25 +465,37 @@ fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Answers `status` and `explain` on the control socket.
+/// Answers `status` at once, and `explain` after the next cycle (or an error after `wait`).
 async fn serve_control(
     path: std::path::PathBuf,
     status: Arc<Mutex<ControllerStatus>>,
-    last: Arc<Mutex<Option<(Snapshot, Orders)>>>,
-    policy: Policy,
-    name: String,
+    asks: mpsc::Sender<ExplainAsk>,
+    wait: Duration,
 ) {
-    let result = crate::gateway::control::serve(&path, move |request: Request| match request {
-        Request::Status => Response::Status(Box::new(
-            status.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-        )),
-        Request::Explain { from, to } => {
-            let held = last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            match held {
-                None => Response::Error {
-                    message: "no cycle has run yet".into(),
-                },
-                Some((snapshot, orders)) => explain(&name, &policy, &snapshot, &orders, &from, &to),
+    let result = crate::gateway::control::serve(&path, move |request: Request| {
+        let status = Arc::clone(&status);
+        let asks = asks.clone();
+        async move {
+            match request {
+                Request::Status => Response::Status(Box::new(
+                    status.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                )),
+                Request::Explain { from, to } => {
+                    let (reply, answer) = oneshot::channel();
+                    if asks.try_send(ExplainAsk { from, to, reply }).is_err() {
+                        return Response::Error {
+                            message: format!(
+                                "{EXPLAINS_WAITING} explanations already wait for the next cycle"
+                            ),
+                        };
+                    }
+                    match tokio::time::timeout(wait, answer).await {
+                        Ok(Ok(response)) => response,
+                        _ => Response::Error {
+                            message: format!("no cycle ran within {wait:?} (in the mesh?)"),
+                        },
+                    }
+                }
             }
         }
     })
@@ -473,33 +505,27 @@ async fn serve_control(
     }
 }
 
-/// The pair's explanation from the last cycle's inputs, with the orders in force adopted
-/// (what `plan --current` computes).
-fn explain(
-    name: &str,
-    policy: &Policy,
-    snapshot: &Snapshot,
-    orders: &Orders,
-    from: &str,
-    to: &str,
-) -> Response {
-    let mut c = Controller::new(name, policy.clone());
-    c.set_explain(true);
-    c.adopt(orders);
-    let mut alone = snapshot.clone();
-    // The what-if runs alone: the election is the live controller's business.
-    alone.membership = Membership::default();
-    let cycle = c.step(Time::ZERO, &alone);
-    let pair = cycle
-        .explanation
-        .and_then(|e| e.pairs.into_iter().find(|p| p.from == from && p.to == to));
-    match pair.map(serde_json::to_value) {
-        Some(Ok(v)) => Response::Explain(v),
-        Some(Err(e)) => Response::Error {
-            message: e.to_string(),
-        },
-        None => Response::Error {
-            message: format!("no pair {from} -> {to} in the last cycle"),
-        },
+/// Answers each waiting `explain` from the cycle's explanation.
+fn answer_explains(asks: Vec<ExplainAsk>, explanation: Option<Explanation>) {
+    for ask in asks {
+        let pair = explanation.as_ref().and_then(|e| {
+            e.pairs
+                .iter()
+                .find(|p| p.from == ask.from && p.to == ask.to)
+        });
+        let response = match pair.map(serde_json::to_value) {
+            Some(Ok(v)) => Response::Explain(v),
+            Some(Err(e)) => Response::Error {
+                message: e.to_string(),
+            },
+            None => Response::Error {
+                message: format!(
+                    "no pair {} -> {} in this cycle (both need live gateways)",
+                    ask.from, ask.to
+                ),
+            },
+        };
+        // The asker may have given up.
+        let _ = ask.reply.send(response);
     }
 }

@@ -12,8 +12,8 @@ use crate::controller::orders::{Epoch, Shortfall};
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     Status,
-    /// Why the pair FROM -> TO is served as it is, from the last cycle's inputs and the
-    /// orders in force.
+    /// Why the pair FROM -> TO is served as it is: answered by the next cycle, which runs
+    /// with the explanation on (the live engine, with its holds and the orders in force).
     Explain {
         from: String,
         to: String,
