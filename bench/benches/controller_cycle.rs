@@ -180,6 +180,7 @@ fn cycle(bed: &mut Bed, ctl: &mut Controller, t: Time) -> [Duration; 4] {
         ctl,
         &c.orders,
         &targets,
+        &[],
         &mut recipients,
     ));
     let pushed = Instant::now();

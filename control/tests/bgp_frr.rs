@@ -215,6 +215,7 @@ router bgp 65003
                     gateways: vec!["gw1".into(), "gw2".into()],
                 }],
             }),
+            sdwan: None,
         }
     }
 

@@ -43,6 +43,7 @@ fn base(id: u8, tag: &str) -> Config {
         peers: vec![],
         import: ImportConfig::default(),
         export: None,
+        sdwan: None,
     }
 }
 

@@ -41,6 +41,31 @@ pub struct Config {
     pub import: ImportConfig,
     #[serde(default)]
     pub export: Option<ExportConfig>,
+    /// bgpctl in the SD-WAN: a mesh member that takes the controller's orders and hands the
+    /// fabric's routes to its datacenter's gateways (docs/bgp.md, "In the loop").
+    #[serde(default)]
+    pub sdwan: Option<SdwanFile>,
+}
+
+/// `sdwan:` as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SdwanFile {
+    /// Its mesh member name, and its certificate's (`NAME.bgpctl.gatewan`).
+    pub name: String,
+    pub datacenter: String,
+    pub mesh: crate::controller::daemon::config::MemberMeshFile,
+    /// The orders channel: where controllers send orders (`api.order_file` keeps the one in
+    /// force across restarts; `repair_hold` is the gateway's and unused here).
+    pub api: crate::gateway::api_config::ApiFile,
+    /// How often the fabric's routes are sent again to every gateway (they are also sent
+    /// on every change and to every gateway that joins).
+    #[serde(default = "default_refresh", with = "humantime_serde")]
+    pub refresh: Duration,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(5)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +101,9 @@ pub struct ImportConfig {
 pub struct ExportConfig {
     pub vni: u32,
     pub route_targets: Vec<RouteTarget>,
+    /// Per gateway: its VTEP, router MAC and RD. With `sdwan:`, the orders carry the VTEP
+    /// and MAC; an entry here only sets the RD.
+    #[serde(default)]
     pub gateways: BTreeMap<String, GatewayConfig>,
     #[serde(default)]
     pub prefixes: Vec<PrefixConfig>,
@@ -188,6 +216,25 @@ impl Config {
                 ));
             }
         }
+        if let Some(sd) = &self.sdwan {
+            crate::channel::identity::check_name(&sd.name)
+                .map_err(|e| ConfigError::Invalid(format!("sdwan.name: {e}")))?;
+            if self.export.is_none() {
+                return bad(
+                    "sdwan: needs export: (vni and route_targets of the routes the orders become)"
+                        .into(),
+                );
+            }
+            if self.export.as_ref().is_some_and(|e| !e.prefixes.is_empty()) {
+                return bad(
+                    "sdwan: the orders give the exported prefixes; export.prefixes must be empty"
+                        .into(),
+                );
+            }
+            if sd.refresh < Duration::from_millis(500) || sd.refresh > Duration::from_secs(3600) {
+                return bad("sdwan.refresh: 500ms to 1h".into());
+            }
+        }
         if let Some(e) = &self.export {
             for p in &e.prefixes {
                 for g in &p.gateways {
@@ -225,6 +272,7 @@ impl Config {
                                 vtep: g.vtep,
                                 router_mac: g.router_mac,
                                 rd: g.rd,
+                                weight: None,
                             })
                         })
                         .collect(),

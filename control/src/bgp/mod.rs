@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod md5;
 pub mod rib;
+pub mod sdwan;
 pub mod session;
 pub mod speaker;
 pub mod wire;

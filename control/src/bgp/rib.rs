@@ -367,6 +367,11 @@ pub struct Gateway {
     /// Defaults to [`RouteDistinguisher::from_router_mac`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rd: Option<RouteDistinguisher>,
+    /// Its share of the prefix's traffic, relative to the prefix's other gateways; carried
+    /// as a Link Bandwidth community (one unit = 1 Mbit/s) so that leaves doing weighted
+    /// ECMP spread in proportion. None: plain ECMP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 impl Gateway {
@@ -401,6 +406,8 @@ pub struct ExportRoute {
     #[serde(serialize_with = "ser_route")]
     pub route: IpPrefixRoute,
     pub route_targets: Vec<RouteTarget>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 fn ser_route<S: serde::Serializer>(r: &IpPrefixRoute, s: S) -> Result<S::Ok, S::Error> {
@@ -454,6 +461,7 @@ impl ExportSet {
                     router_mac: gw.router_mac,
                     route,
                     route_targets: self.route_targets.clone(),
+                    weight: gw.weight,
                 };
                 if let Some(prev) = out.get(&route.key()) {
                     if prev.gateway != gw.name {
@@ -480,6 +488,10 @@ impl ExportSet {
     }
 }
 
+/// One unit of a gateway's weight in its Link Bandwidth community: 1 Mbit/s. Leaves use only
+/// the ratios between a prefix's routes.
+pub const BYTES_PER_SEC_PER_WEIGHT: f32 = 125_000.0;
+
 impl ExportRoute {
     /// Path attributes for this route towards a peer.
     pub fn attributes(&self, local_as: u32, ibgp: bool) -> Rt5Attributes {
@@ -491,6 +503,12 @@ impl ExportRoute {
             .collect();
         ext.push(ExtCommunity::Encapsulation(TUNNEL_VXLAN));
         ext.push(ExtCommunity::RouterMac(self.router_mac));
+        if let Some(w) = self.weight {
+            ext.push(ExtCommunity::link_bandwidth(
+                local_as,
+                w as f32 * BYTES_PER_SEC_PER_WEIGHT,
+            ));
+        }
         Rt5Attributes {
             next_hop: self.next_hop,
             origin: Origin::Igp,
@@ -563,11 +581,11 @@ impl AdjRibOut {
         ctx: super::wire::update::Context,
     ) -> Vec<Vec<u8>> {
         let mut out = super::wire::update::rt5_withdrawals(&diff.withdraw);
-        let mut groups: BTreeMap<(IpAddr, MacAddr, Vec<RouteTarget>), Vec<IpPrefixRoute>> =
-            BTreeMap::new();
+        type Attrs = (IpAddr, MacAddr, Vec<RouteTarget>, Option<u32>);
+        let mut groups: BTreeMap<Attrs, Vec<IpPrefixRoute>> = BTreeMap::new();
         for r in &diff.announce {
             groups
-                .entry((r.next_hop, r.router_mac, r.route_targets.clone()))
+                .entry((r.next_hop, r.router_mac, r.route_targets.clone(), r.weight))
                 .or_default()
                 .push(r.route);
         }
@@ -732,7 +750,44 @@ mod tests {
             vtep: vtep.parse().unwrap(),
             router_mac: mac.parse().unwrap(),
             rd: None,
+            weight: None,
         }
+    }
+
+    #[test]
+    fn weighted_gateways_carry_their_share_as_link_bandwidth() {
+        let mut a = gw("a", "10.0.0.1", "02:00:00:00:00:01");
+        a.weight = Some(3);
+        let mut b = gw("b", "10.0.0.2", "02:00:00:00:00:02");
+        b.weight = Some(1);
+        let routes = set(&[("10.5.0.0/16", &[a, b])]).routes().unwrap();
+        let bws: Vec<f32> = routes
+            .values()
+            .map(|r| {
+                r.attributes(65003, false)
+                    .ext_communities
+                    .iter()
+                    .find_map(|c| match c {
+                        ExtCommunity::LinkBandwidth {
+                            asn: 65003,
+                            bytes_per_sec_bits,
+                        } => Some(f32::from_bits(*bytes_per_sec_bits)),
+                        _ => None,
+                    })
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            bws,
+            vec![3.0 * BYTES_PER_SEC_PER_WEIGHT, BYTES_PER_SEC_PER_WEIGHT]
+        );
+        // Unweighted: no community.
+        let plain = set(&[("10.5.0.0/16", &[gw("a", "10.0.0.1", "02:00:00:00:00:01")])]);
+        assert!(plain.routes().unwrap().values().all(|r| !r
+            .attributes(65003, false)
+            .ext_communities
+            .iter()
+            .any(|c| matches!(c, ExtCommunity::LinkBandwidth { .. }))));
     }
 
     fn set(prefixes: &[(&str, &[Gateway])]) -> ExportSet {

@@ -25,7 +25,28 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config, path: &Path) -> anyhow::Result<()> {
+    let sdwan = match &config.sdwan {
+        Some(f) => Some(crate::bgp::sdwan::Sdwan::check(
+            f,
+            path.parent().unwrap_or(Path::new(".")),
+        )?),
+        None => None,
+    };
     let (handle, mut task) = speaker::spawn(config.clone()).await?;
+    // In the SD-WAN the orders give the export set; the loop runs beside the speaker.
+    let (loop_stop, loop_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut sd_loop = match sdwan {
+        Some(sd) => {
+            let (config, handle) = (config.clone(), handle.clone());
+            Some(tokio::spawn(async move {
+                crate::bgp::sdwan::run(sd, &config, handle, async {
+                    let _ = loop_stopped.await;
+                })
+                .await
+            }))
+        }
+        None => None,
+    };
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -43,9 +64,13 @@ async fn serve(config: Config, path: &Path) -> anyhow::Result<()> {
                         if let Err(e) = handle.set_import_route_targets(new.import.route_targets.clone()).await {
                             tracing::error!("reload: {e}");
                         }
-                        match handle.set_exports(new.export_set()).await {
-                            Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
-                            Err(e) => tracing::error!("reload: {e}"),
+                        if current.sdwan.is_some() {
+                            tracing::info!(path = %path.display(), "configuration reloaded (import route targets; the orders give the exports)");
+                        } else {
+                            match handle.set_exports(new.export_set()).await {
+                                Ok(()) => tracing::info!(path = %path.display(), "configuration reloaded"),
+                                Err(e) => tracing::error!("reload: {e}"),
+                            }
                         }
                         current = new;
                     }
@@ -58,7 +83,16 @@ async fn serve(config: Config, path: &Path) -> anyhow::Result<()> {
                 res.context("the BGP speaker failed")?;
                 anyhow::bail!("the BGP speaker stopped");
             }
+            Some(res) = async { match &mut sd_loop { Some(t) => Some(t.await), None => None } } => {
+                res.context("the SD-WAN loop failed")??;
+                anyhow::bail!("the SD-WAN loop stopped");
+            }
         }
+    }
+    // Leave the mesh first: the gateways and the controller stop counting on us.
+    let _ = loop_stop.send(());
+    if let Some(t) = sd_loop {
+        let _ = t.await;
     }
     tracing::info!("stopping: sending Cease to every peer");
     handle

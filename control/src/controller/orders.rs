@@ -6,7 +6,7 @@
 //! Delivery comes with the mesh; these are the types and rules it carries.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -46,6 +46,15 @@ pub struct AttractingGateway {
     pub gateway: String,
     pub vtep: IpAddr,
     pub router_mac: MacAddr,
+    /// Its part of the prefix's traffic, relative to the route's other gateways. Unequal
+    /// weights go to the leaves as Link Bandwidth communities (weighted ECMP); the fill
+    /// assumes equal ECMP over the selected gateways, so today's orders carry 1 each.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A remote prefix and the local gateways that must attract it.
@@ -273,6 +282,67 @@ impl<T: Stamped> Receiver<T> {
         self.epoch = Some(order.epoch().clone());
         self.current = Some(order);
         reply
+    }
+}
+
+/// How far a term may be ahead of the receiver's membership clock (gossip lags a little).
+pub const TERM_SLACK: u64 = 64;
+
+/// The controllers a receiver's mesh view shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControllerView {
+    /// False until the mesh has answered once (or without a mesh): no membership checks.
+    pub known: bool,
+    /// The mesh's membership clock.
+    pub clock: u64,
+    pub live: BTreeSet<String>,
+}
+
+impl<T: Stamped> Receiver<T> {
+    /// Who may order, checked before [`Receiver::offer`]: the sender's certificate must name
+    /// the epoch's controller, that controller must be live in `view`, and its term must not
+    /// be beyond the membership clock (an election takes its term from that clock, so a
+    /// higher one was made up). When the controller holding our epoch is gone from the mesh,
+    /// the epoch is released (true returned) so that a bad term it left behind locks nobody
+    /// out.
+    pub fn admit(
+        &mut self,
+        order: &T,
+        peer: &crate::channel::Identity,
+        view: &ControllerView,
+    ) -> Result<bool, RefuseReason> {
+        let controller = &order.epoch().controller;
+        if peer.role != crate::channel::MemberRole::Controller || peer.name != *controller {
+            return Err(RefuseReason::Unauthorized {
+                problem: format!(
+                    "{peer} may not send orders under controller {controller:?}'s epoch"
+                ),
+            });
+        }
+        if !view.known {
+            return Ok(false);
+        }
+        if !view.live.contains(controller) {
+            return Err(RefuseReason::NotAController {
+                controller: controller.clone(),
+            });
+        }
+        let term = order.epoch().term;
+        if term > view.clock.saturating_add(TERM_SLACK) {
+            return Err(RefuseReason::TermAhead {
+                term,
+                clock: view.clock,
+            });
+        }
+        let holder_gone = self
+            .epoch
+            .as_ref()
+            .is_some_and(|e| !view.live.contains(&e.controller));
+        if holder_gone {
+            tracing::info!(held = ?self.epoch, "the controller of our epoch left the mesh: epoch released");
+            self.epoch = None;
+        }
+        Ok(holder_gone)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The gateway's end of the orders channel: it serves its report (`GET /v1/report`) and the
 //! order in force (`GET /v1/order`) to controllers and operators, and takes orders
 //! (`PUT /v1/order`) from controllers only, through the owner. An accepted order is kept
-//! on disk, so a restarted gateway forwards on it before any controller speaks.
+//! on disk, so a restarted gateway forwards on it before any controller speaks. Its
+//! datacenter's bgpctl sends the fabric's routes (`PUT /v1/local-routes`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +13,7 @@ use hyper::{Method, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 
 use super::config::GatewayConfig;
+use super::local_routes::LocalRoutes;
 use super::owner::{Command, Snapshot};
 use crate::channel::http::{Answer, BoxAnswer, Call, Handler};
 use crate::channel::MemberRole;
@@ -23,15 +25,15 @@ use crate::controller::orders::GatewayOrder;
 
 /// The order file: the order and when it was saved.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct Saved {
+struct Saved<T> {
     saved_at_unix_ms: u64,
-    order: GatewayOrder,
+    order: T,
 }
 
-/// The order kept on disk, if there is a readable one.
-pub fn load_order(path: &Path) -> Option<(GatewayOrder, SystemTime)> {
+/// The order kept on disk (a gateway's or bgpctl's), if there is a readable one.
+pub fn load_order<T: serde::de::DeserializeOwned>(path: &Path) -> Option<(T, SystemTime)> {
     let text = std::fs::read_to_string(path).ok()?;
-    match serde_json::from_str::<Saved>(&text) {
+    match serde_json::from_str::<Saved<T>>(&text) {
         Ok(s) => Some((
             s.order,
             SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(s.saved_at_unix_ms),
@@ -44,12 +46,12 @@ pub fn load_order(path: &Path) -> Option<(GatewayOrder, SystemTime)> {
 }
 
 /// Writes the order atomically (a new file renamed over the old).
-pub fn save_order(path: &Path, order: &GatewayOrder) -> std::io::Result<()> {
+pub fn save_order<T: serde::Serialize>(path: &Path, order: &T) -> std::io::Result<()> {
     let saved = Saved {
         saved_at_unix_ms: SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        order: order.clone(),
+        order,
     };
     let body = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
     if let Some(dir) = path.parent() {
@@ -190,9 +192,7 @@ fn report(
                 rate: Rate::bps(bps as f64),
             })
             .collect(),
-        prefixes: fabric
-            .map(|f| f.local_routes.iter().map(|(net, _)| *net).collect())
-            .unwrap_or_default(),
+        prefixes: status.local_prefixes.clone(),
         order: status
             .orders
             .order
@@ -264,7 +264,33 @@ async fn answer(
             }
             Answer::json(StatusCode::OK, &reply)
         }
-        (_, "/v1/report" | "/v1/order") => Answer::error(
+        (&Method::PUT, "/v1/local-routes") if call.peer.role == MemberRole::Bgpctl => {
+            let routes: LocalRoutes = match serde_json::from_slice(&call.body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return Answer::error(StatusCode::BAD_REQUEST, &format!("local routes: {e}"))
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            let sent = commands.send(Command::LocalRoutes {
+                routes: Box::new(routes),
+                from: call.peer.clone(),
+                reply: tx,
+            });
+            let answer = match sent {
+                Ok(()) => tokio::time::timeout(std::time::Duration::from_secs(5), rx).await,
+                Err(_) => return Answer::error(StatusCode::SERVICE_UNAVAILABLE, "stopping"),
+            };
+            match answer {
+                Ok(Ok(Ok(()))) => Answer::json(StatusCode::OK, &snapshot().local_routes),
+                Ok(Ok(Err(problem))) => Answer::error(StatusCode::UNPROCESSABLE_ENTITY, &problem),
+                _ => Answer::error(StatusCode::SERVICE_UNAVAILABLE, "the owner did not answer"),
+            }
+        }
+        (&Method::GET, "/v1/local-routes") if reader => {
+            Answer::json(StatusCode::OK, &snapshot().local_routes)
+        }
+        (_, "/v1/report" | "/v1/order" | "/v1/local-routes") => Answer::error(
             StatusCode::FORBIDDEN,
             &format!("{} may not {} {}", call.peer, call.method, call.path),
         ),

@@ -115,10 +115,22 @@ pub fn controller_view(snapshot: &MeshSnapshot, clock: u64) -> super::orders::Co
     }
 }
 
-/// Starts the agent and the node, and the task that turns views into tunnels.
+/// The live bgpctls of `datacenter` in a view (who may send us local routes).
+pub fn bgpctls_of(snapshot: &MeshSnapshot, datacenter: &str) -> std::collections::BTreeSet<String> {
+    snapshot
+        .bgpctls()
+        .filter(|b| b.status == crate::mesh::view::GatewayStatus::Alive)
+        .filter(|b| b.meta.as_ref().is_some_and(|m| m.datacenter == datacenter))
+        .map(|b| b.name.clone())
+        .collect()
+}
+
+/// Starts the agent and the node, and the task that turns views into tunnels. `prefixes`
+/// brings the local prefixes each time bgpctl's routes change them.
 pub fn start(
     config: &GatewayConfig,
     commands: mpsc::UnboundedSender<Command>,
+    prefixes: watch::Receiver<Option<Vec<ipnet::IpNet>>>,
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<MeshHandle> {
     let mesh = config.mesh.as_ref().context("no mesh: section")?;
@@ -176,11 +188,16 @@ pub fn start(
     let (status_tx, status_rx) = watch::channel(status);
     let task = tokio::spawn(run(
         tunnels,
-        node.rpc().clone(),
+        MeshIo {
+            rpc: node.rpc().clone(),
+            publisher: node.prefix_publisher(),
+            datacenter: config.datacenter.clone(),
+            commands,
+            status: status_tx,
+            cache_file,
+        },
         node.view(),
-        commands,
-        status_tx,
-        cache_file,
+        prefixes,
         stopped,
     ));
     Ok(MeshHandle {
@@ -190,17 +207,44 @@ pub fn start(
     })
 }
 
-async fn run(
-    mut tunnels: MeshTunnels,
+/// What the mesh task talks to.
+struct MeshIo {
     rpc: crate::mesh::rpc::RpcClient,
-    mut view: watch::Receiver<Arc<MeshSnapshot>>,
+    publisher: crate::mesh::node::PrefixPublisher,
+    datacenter: String,
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Sender<MeshStatus>,
     cache_file: std::path::PathBuf,
+}
+
+async fn run(
+    mut tunnels: MeshTunnels,
+    io: MeshIo,
+    mut view: watch::Receiver<Arc<MeshSnapshot>>,
+    mut prefixes: watch::Receiver<Option<Vec<ipnet::IpNet>>>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let MeshIo {
+        rpc,
+        publisher,
+        datacenter,
+        commands,
+        status,
+        cache_file,
+    } = io;
     let mut last_cache = None;
     loop {
+        if prefixes.has_changed().unwrap_or(false) {
+            let latest = prefixes.borrow_and_update().clone();
+            if let Some(list) = latest {
+                // Ours from bgpctl now: no other member may claim them, and the mesh learns
+                // them as our datacenter's.
+                tunnels.set_own_prefixes(list.clone());
+                if let Err(e) = publisher.set_prefixes(PrefixList::new(list)).await {
+                    tracing::warn!(error = %e, "local prefixes not published");
+                }
+            }
+        }
         let now = Instant::now();
         tunnels.handle_timeout(now);
         let snapshot = Arc::clone(&view.borrow_and_update());
@@ -213,6 +257,7 @@ async fn run(
             if let Ok(clock) = rpc.member_clock().await {
                 let _ = commands.send(Command::Controllers(controller_view(&snapshot, clock)));
             }
+            let _ = commands.send(Command::Bgpctls(bgpctls_of(&snapshot, &datacenter)));
         }
         let _ = status.send(st);
         let cache = tunnels.cache();
@@ -225,6 +270,7 @@ async fn run(
         tokio::select! {
             _ = stopped.changed() => return,
             r = view.changed() => if r.is_err() { return },
+            r = prefixes.changed() => if r.is_err() { return },
             _ = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at.max(now).into()).await,

@@ -118,6 +118,11 @@ pub struct MeshTunnels {
 }
 
 impl MeshTunnels {
+    /// Our datacenter's prefixes changed (bgpctl's routes replaced the static ones).
+    pub fn set_own_prefixes(&mut self, prefixes: Vec<IpNet>) {
+        self.own_prefixes = prefixes;
+    }
+
     pub fn new(config: &GatewayConfig, mesh_id: u32, grace: Duration, max_prefixes: usize) -> Self {
         let public_key = super::config::public_key_of(&config.private_key);
         let local = LocalGateway {

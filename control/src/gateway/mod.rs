@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod inner;
+pub mod local_routes;
 pub mod mesh;
 pub mod mesh_config;
 pub mod mesh_tunnels;

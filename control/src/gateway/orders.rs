@@ -22,21 +22,10 @@ use std::time::{Duration, Instant, SystemTime};
 use gatewan_dataplane::wireguard::TunnelId;
 use serde::{Deserialize, Serialize};
 
-use crate::channel::{Identity, MemberRole};
+use crate::channel::Identity;
 use crate::controller::orders::{Epoch, GatewayOrder, Receiver, RefuseReason, Reply};
 
-/// How far a term may be ahead of our membership clock (gossip lags a little).
-pub const TERM_SLACK: u64 = 64;
-
-/// The controllers our mesh view shows.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ControllerView {
-    /// False until the mesh has answered once (or without a mesh): no membership checks.
-    pub known: bool,
-    /// The mesh's membership clock.
-    pub clock: u64,
-    pub live: BTreeSet<String>,
-}
+pub use crate::controller::orders::{ControllerView, TERM_SLACK};
 
 /// One tunnel as the book sees it.
 #[derive(Clone, Copy, Debug)]
@@ -154,38 +143,10 @@ impl OrderBook {
     /// An order from `peer` (authenticated by the channel). A new version accepted clears
     /// local repair: the controller has seen the tunnels since.
     pub fn offer(&mut self, order: GatewayOrder, peer: &Identity, wall: SystemTime) -> Reply {
-        if peer.role != MemberRole::Controller || peer.name != order.epoch.controller {
-            return self.refuse(RefuseReason::Unauthorized {
-                problem: format!(
-                    "{peer} may not send orders under controller {:?}'s epoch",
-                    order.epoch.controller
-                ),
-            });
-        }
-        if self.controllers.known {
-            if !self.controllers.live.contains(&order.epoch.controller) {
-                return self.refuse(RefuseReason::NotAController {
-                    controller: order.epoch.controller.clone(),
-                });
-            }
-            if order.epoch.term > self.controllers.clock.saturating_add(TERM_SLACK) {
-                return self.refuse(RefuseReason::TermAhead {
-                    term: order.epoch.term,
-                    clock: self.controllers.clock,
-                });
-            }
-            let holder_gone = self
-                .receiver
-                .epoch()
-                .is_some_and(|e| !self.controllers.live.contains(&e.controller));
-            if holder_gone {
-                tracing::info!(
-                    held = ?self.receiver.epoch(),
-                    "the controller of our epoch left the mesh: epoch released"
-                );
-                self.receiver.release_epoch();
-                self.status.epoch_releases += 1;
-            }
+        match self.receiver.admit(&order, peer, &self.controllers) {
+            Err(reason) => return self.refuse(reason),
+            Ok(true) => self.status.epoch_releases += 1,
+            Ok(false) => {}
         }
         let before = self
             .receiver
@@ -373,6 +334,7 @@ fn validate(order: &GatewayOrder) -> Result<(), String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::channel::MemberRole;
     use crate::controller::orders::TunnelWeight;
 
     fn ctl(name: &str) -> Identity {

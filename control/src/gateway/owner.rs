@@ -31,6 +31,7 @@ use rand_core::OsRng;
 use super::config::{GatewayConfig, Key32, Transit, Tunnel};
 use super::error::GatewayError;
 use super::inner::{self, Inner, InnerAddrs, ProbeMethod};
+use super::local_routes::{LocalRouteBook, LocalRoutes, LocalRoutesStatus};
 use super::next_hops::NextHopBook;
 use super::orders::{ControllerView, OrderBook, OrderStatus, TunnelLife};
 use super::status::{self, Counters, EndpointInfo, Meta, ProbeStatus, TunnelState, TunnelStatus};
@@ -125,8 +126,10 @@ pub struct Owner {
     engine: Arc<Engine>,
     /// The route tables' writing end (the workers hold readers).
     routes: RouteHandle,
-    /// The fabric's local routes (the tunnel -> fabric direction).
-    local_routes: Vec<(ipnet::IpNet, route::LocalRoute)>,
+    /// The fabric's local routes (the tunnel -> fabric direction): bgpctl's, else static.
+    local: LocalRouteBook,
+    /// The local prefixes changed since the adapter last asked (to publish in the mesh).
+    prefixes_changed: bool,
     probe: crate::probe::ProbeConfig,
     workers: Vec<Arc<PublishedStats>>,
     clock: Clock,
@@ -190,6 +193,14 @@ pub enum Command {
     },
     /// The controllers of a new mesh view.
     Controllers(ControllerView),
+    /// The fabric's routes from a datacenter's bgpctl (authenticated by the channel).
+    LocalRoutes {
+        routes: Box<LocalRoutes>,
+        from: Identity,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
+    /// The live bgpctls of our datacenter in a new mesh view.
+    Bgpctls(std::collections::BTreeSet<String>),
 }
 
 /// What the owner last published.
@@ -201,6 +212,10 @@ pub struct Snapshot {
     pub worker_rx_packets: Vec<u64>,
     /// The order in force and local repair.
     pub orders: OrderStatus,
+    /// The local routes in force and where they come from.
+    pub local_routes: LocalRoutesStatus,
+    /// Their prefixes (the report's and the mesh's).
+    pub local_prefixes: Vec<ipnet::IpNet>,
     /// Per tunnel, what the controller's report needs.
     pub report: Vec<ReportTunnel>,
 }
@@ -432,11 +447,16 @@ impl Owner {
             tunnels: Vec::new(),
             engine,
             routes,
-            local_routes: config
-                .fabric
-                .as_ref()
-                .map(|f| f.local_routes.clone())
-                .unwrap_or_default(),
+            local: LocalRouteBook::new(
+                &config.datacenter,
+                config
+                    .fabric
+                    .as_ref()
+                    .map(|f| f.local_routes.clone())
+                    .unwrap_or_default(),
+                config.mesh.as_ref().map_or(4096, |m| m.max_prefixes),
+            ),
+            prefixes_changed: false,
             probe: config.probe,
             workers,
             clock,
@@ -630,6 +650,23 @@ impl Owner {
         match command {
             Command::MeshTunnels(orders) => self.set_mesh_tunnels(orders),
             Command::Controllers(view) => self.orders.handle_controllers(view),
+            Command::Bgpctls(live) => {
+                if self.local.handle_bgpctls(live) {
+                    self.local_routes_changed();
+                }
+            }
+            Command::LocalRoutes {
+                routes,
+                from,
+                reply,
+            } => {
+                let answer = self.local.offer(*routes, &from).map(|changed| {
+                    if changed {
+                        self.local_routes_changed();
+                    }
+                });
+                let _ = reply.send(answer);
+            }
             Command::Order { order, from, reply } => {
                 let before = self.orders.current().map(|o| (o.epoch.clone(), o.version));
                 let answer = self.orders.offer(*order, &from, self.wall);
@@ -807,13 +844,29 @@ impl Owner {
         total
     }
 
+    fn local_routes_changed(&mut self) {
+        let st = self.local.status();
+        tracing::info!(routes = st.routes, source = %st.source, from = ?st.from, "local routes changed");
+        self.prefixes_changed = true;
+        self.publish_tables();
+    }
+
+    /// The local prefixes, when they changed since the last call (for the mesh).
+    pub fn poll_local_prefixes(&mut self) -> Option<Vec<ipnet::IpNet>> {
+        std::mem::take(&mut self.prefixes_changed).then(|| self.local_prefixes())
+    }
+
+    fn local_prefixes(&self) -> Vec<ipnet::IpNet> {
+        self.local.routes().into_iter().map(|(p, _)| p).collect()
+    }
+
     /// Publishes the tunnel map, the sessions and the route tables built from the tunnels.
     fn publish_tables(&mut self) {
         self.engine.publish_tunnels(tunnel_map(&self.tunnels));
         self.publish_sessions();
         match build_tables(
             &self.tunnels,
-            &self.local_routes,
+            &self.local.routes(),
             &self.orders,
             &mut self.groups,
         ) {
@@ -1224,6 +1277,8 @@ impl Owner {
             drops,
             worker_rx_packets,
             orders: self.in_force(),
+            local_routes: self.local.status(),
+            local_prefixes: self.local_prefixes(),
             report,
         }
     }

@@ -148,7 +148,9 @@ pub async fn run_until(
             .as_ref()
             .and_then(|a| super::api::load_order(&a.order_file)),
     })?;
+    let (prefixes_tx, prefixes_rx) = watch::channel(None);
     let io = OwnerIo {
+        prefixes: prefixes_tx,
         engine,
         transit_sockets,
         fabric_socket,
@@ -162,7 +164,7 @@ pub async fn run_until(
     let task = tokio::spawn(drive(owner, io, owner_stopped));
     let mesh = match &config.mesh {
         Some(_) => Some(
-            super::mesh::start(&config, command_tx.clone(), stopped)
+            super::mesh::start(&config, command_tx.clone(), prefixes_rx, stopped)
                 .map_err(|e| GatewayError::Mesh(format!("{e:#}")))?,
         ),
         None => None,
@@ -276,6 +278,8 @@ struct OwnerIo {
     doorbells: Vec<Arc<Doorbell>>,
     status: Arc<Mutex<Snapshot>>,
     commands: mpsc::UnboundedReceiver<Command>,
+    /// The local prefixes for the mesh, each time bgpctl's routes change them.
+    prefixes: watch::Sender<Option<Vec<ipnet::IpNet>>>,
 }
 
 impl OwnerIo {
@@ -367,6 +371,9 @@ async fn drive(mut owner: Owner, mut io: OwnerIo, mut stopped: watch::Receiver<b
             _ = std::future::poll_fn(|cx| handoff.poll_ready(cx)) => {}
             Some(command) = io.commands.recv() => {
                 owner.handle_command(Instant::now(), SystemTime::now(), command);
+                if let Some(p) = owner.poll_local_prefixes() {
+                    let _ = io.prefixes.send(Some(p));
+                }
                 io.flush(&mut owner);
             }
             _ = tokio::time::sleep_until(wake.max(now).into()) => {}

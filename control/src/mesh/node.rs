@@ -212,6 +212,13 @@ impl MeshNode {
         self.command(|tx| Command::SetPrefixes(list, tx)).await
     }
 
+    /// A handle that publishes prefix lists from another task.
+    pub fn prefix_publisher(&self) -> PrefixPublisher {
+        PrefixPublisher {
+            cmd: self.cmd.clone(),
+        }
+    }
+
     /// Publishes new metadata (checked against the tag budget first).
     pub async fn set_meta(&self, meta: GatewayMeta) -> Result<(), MeshError> {
         self.command(|tx| Command::SetMeta(meta, tx)).await
@@ -230,6 +237,24 @@ impl MeshNode {
             s.stop().await;
         }
         result
+    }
+}
+
+/// Publishes our prefix list while the node runs (see [`MeshNode::prefix_publisher`]).
+#[derive(Clone, Debug)]
+pub struct PrefixPublisher {
+    cmd: mpsc::Sender<Command>,
+}
+
+impl PrefixPublisher {
+    /// As [`MeshNode::set_prefixes`].
+    pub async fn set_prefixes(&self, list: PrefixList) -> Result<ListTag, MeshError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Command::SetPrefixes(list, tx))
+            .await
+            .map_err(|_| MeshError::Stopped)?;
+        rx.await.map_err(|_| MeshError::Stopped)?
     }
 }
 

@@ -149,6 +149,13 @@ impl MeshSnapshot {
             .values()
             .filter(|e| e.role() == Some(&Role::Controller))
     }
+
+    /// Members whose role is bgpctl.
+    pub fn bgpctls(&self) -> impl Iterator<Item = &GatewayEntry> {
+        self.members
+            .values()
+            .filter(|e| e.role() == Some(&Role::Bgpctl))
+    }
 }
 
 /// The view's state machine.

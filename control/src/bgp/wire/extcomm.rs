@@ -1,6 +1,8 @@
 //! Extended communities (RFC 4360): Route Target (2-octet AS, IPv4 and 4-octet AS forms,
 //! RFC 4360 and RFC 5668), BGP Encapsulation (RFC 9012 section 4.1; VXLAN is tunnel type 8)
-//! and the EVPN Router's MAC (RFC 9135 section 8.1). Anything else is kept as its 8 octets.
+//! the EVPN Router's MAC (RFC 9135 section 8.1) and the Link Bandwidth community (RFC 10005:
+//! non-transitive two-octet AS specific, sub-type 4, bandwidth in bytes per second as an IEEE
+//! float). Anything else is kept as its 8 octets.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -20,6 +22,8 @@ const TYPE_EVPN: u8 = 0x06;
 const SUB_ROUTE_TARGET: u8 = 0x02;
 const SUB_ENCAPSULATION: u8 = 0x0c;
 const SUB_ROUTER_MAC: u8 = 0x03;
+const TYPE_AS2_NON_TRANSITIVE: u8 = 0x40;
+const SUB_LINK_BANDWIDTH: u8 = 0x04;
 
 /// A Route Target in one of its three transitive forms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -141,11 +145,26 @@ pub enum ExtCommunity {
     Encapsulation(u16),
     /// EVPN Router's MAC (RFC 9135 section 8.1).
     RouterMac(MacAddr),
+    /// Link Bandwidth (RFC 10005): the AS and the bandwidth in bytes per second, kept as the
+    /// float's bits so the community stays `Eq` and `Ord`.
+    LinkBandwidth {
+        asn: u16,
+        bytes_per_sec_bits: u32,
+    },
     /// Any other community, or a known one with non-zero reserved octets, kept as is.
     Other([u8; 8]),
 }
 
 impl ExtCommunity {
+    /// A Link Bandwidth community of `bytes_per_sec` from `asn` (AS_TRANS when it does not
+    /// fit two octets, as RFC 10005 says for four-octet ASes).
+    pub fn link_bandwidth(asn: u32, bytes_per_sec: f32) -> Self {
+        Self::LinkBandwidth {
+            asn: u16::try_from(asn).unwrap_or(23456),
+            bytes_per_sec_bits: bytes_per_sec.to_bits(),
+        }
+    }
+
     pub fn from_bytes(b: [u8; 8]) -> Self {
         let [t, sub, a, c, d, e, f, g] = b;
         match (t, sub) {
@@ -165,6 +184,10 @@ impl ExtCommunity {
                 Self::Encapsulation(u16::from_be_bytes([f, g]))
             }
             (TYPE_EVPN, SUB_ROUTER_MAC) => Self::RouterMac(MacAddr([a, c, d, e, f, g])),
+            (TYPE_AS2_NON_TRANSITIVE, SUB_LINK_BANDWIDTH) => Self::LinkBandwidth {
+                asn: u16::from_be_bytes([a, c]),
+                bytes_per_sec_bits: u32::from_be_bytes([d, e, f, g]),
+            },
             _ => Self::Other(b),
         }
     }
@@ -193,6 +216,23 @@ impl ExtCommunity {
             Self::RouterMac(MacAddr([a, c, d, e, f, g])) => {
                 [TYPE_EVPN, SUB_ROUTER_MAC, a, c, d, e, f, g]
             }
+            Self::LinkBandwidth {
+                asn,
+                bytes_per_sec_bits,
+            } => {
+                let [a, c] = asn.to_be_bytes();
+                let [d, e, f, g] = bytes_per_sec_bits.to_be_bytes();
+                [
+                    TYPE_AS2_NON_TRANSITIVE,
+                    SUB_LINK_BANDWIDTH,
+                    a,
+                    c,
+                    d,
+                    e,
+                    f,
+                    g,
+                ]
+            }
             Self::Other(b) => b,
         }
     }
@@ -205,6 +245,14 @@ impl fmt::Display for ExtCommunity {
             Self::Encapsulation(TUNNEL_VXLAN) => f.write_str("encap:vxlan"),
             Self::Encapsulation(t) => write!(f, "encap:{t}"),
             Self::RouterMac(mac) => write!(f, "router-mac:{mac}"),
+            Self::LinkBandwidth {
+                asn,
+                bytes_per_sec_bits,
+            } => write!(
+                f,
+                "lb:{asn}:{} bytes/s",
+                f32::from_bits(*bytes_per_sec_bits)
+            ),
             Self::Other(b) => write!(f, "0x{}", hex::encode(b)),
         }
     }
@@ -217,7 +265,7 @@ mod tests {
 
     #[test]
     fn known_communities_round_trip_through_bytes() {
-        let cases: [([u8; 8], ExtCommunity); 6] = [
+        let cases: [([u8; 8], ExtCommunity); 7] = [
             (
                 [0x00, 0x02, 0xfd, 0xe8, 0x00, 0x21, 0xa4, 0xb9],
                 ExtCommunity::RouteTarget(RouteTarget::As2 {
@@ -246,6 +294,11 @@ mod tests {
             (
                 [0x06, 0x03, 0x70, 0x5b, 0x83, 0x6b, 0x72, 0xa9],
                 ExtCommunity::RouterMac(MacAddr([0x70, 0x5b, 0x83, 0x6b, 0x72, 0xa9])),
+            ),
+            // 1 Gbit/s from AS 65003: 125e6 bytes/s as an IEEE float.
+            (
+                [0x40, 0x04, 0xfd, 0xeb, 0x4c, 0xee, 0x6b, 0x28],
+                ExtCommunity::link_bandwidth(65003, 125e6),
             ),
             // Encapsulation with non-zero reserved octets stays opaque, so it re-encodes as is.
             (

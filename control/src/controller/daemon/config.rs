@@ -37,14 +37,14 @@ pub struct ControllerFile {
     /// How many cycles `snapshot_dir` keeps.
     #[serde(default = "default_keep")]
     pub keep_snapshots: usize,
-    pub mesh: ControllerMeshFile,
+    pub mesh: MemberMeshFile,
     pub api: ControllerApiFile,
 }
 
-/// `mesh:`: the controller's Serf agent.
-#[derive(Clone, Debug, Deserialize, Serialize)]
+/// `mesh:`: the Serf agent of a member that carries no traffic (a controller, bgpctl).
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct ControllerMeshFile {
+pub struct MemberMeshFile {
     #[serde(default = "default_serf")]
     pub serf: PathBuf,
     #[serde(default)]
@@ -106,12 +106,12 @@ pub struct ControllerConfig {
     pub control_socket: PathBuf,
     pub snapshot_dir: Option<PathBuf>,
     pub keep_snapshots: usize,
-    pub mesh: ControllerMesh,
+    pub mesh: MemberMesh,
     pub tls: TlsFiles,
 }
 
 #[derive(Clone, Debug)]
-pub struct ControllerMesh {
+pub struct MemberMesh {
     pub serf: PathBuf,
     pub launcher: Vec<String>,
     pub bind: SocketAddr,
@@ -154,7 +154,30 @@ impl ControllerFile {
         if !(1..=100_000).contains(&self.keep_snapshots) {
             return Err(field("keep_snapshots", "must be 1 to 100000"));
         }
-        let m = &self.mesh;
+        let mesh = self.mesh.check(base)?;
+        Ok(ControllerConfig {
+            policy: base.join(&self.policy),
+            cycle: self.cycle,
+            deadline: self.deadline,
+            control_socket: self.control_socket,
+            snapshot_dir: self.snapshot_dir.map(|d| base.join(d)),
+            keep_snapshots: self.keep_snapshots,
+            mesh,
+            tls: TlsFiles {
+                ca: base.join(&self.api.ca),
+                cert: base.join(&self.api.cert),
+                key: base.join(&self.api.key),
+            },
+            name: self.name,
+            datacenter: self.datacenter,
+        })
+    }
+}
+
+impl MemberMeshFile {
+    /// Checked; `base` resolves relative paths.
+    pub fn check(&self, base: &Path) -> Result<MemberMesh, ConfigError> {
+        let m = self;
         if m.bind.ip().is_unspecified() && m.advertise.is_none() || m.bind.port() == 0 {
             return Err(field(
                 "mesh.bind",
@@ -170,32 +193,17 @@ impl ControllerFile {
             state_dir: &m.state_dir,
         }
         .check(base)?;
-        Ok(ControllerConfig {
-            policy: base.join(&self.policy),
-            cycle: self.cycle,
-            deadline: self.deadline,
-            control_socket: self.control_socket,
-            snapshot_dir: self.snapshot_dir.map(|d| base.join(d)),
-            keep_snapshots: self.keep_snapshots,
-            mesh: ControllerMesh {
-                serf: m.serf.clone(),
-                launcher: m.launcher.clone(),
-                bind: m.bind,
-                advertise: m.advertise,
-                seeds: m.seeds.clone(),
-                keys: m.keys.clone(),
-                rpc_addr: m.rpc_addr,
-                rpc_auth,
-                state_dir,
-                profile: m.profile,
-            },
-            tls: TlsFiles {
-                ca: base.join(&self.api.ca),
-                cert: base.join(&self.api.cert),
-                key: base.join(&self.api.key),
-            },
-            name: self.name,
-            datacenter: self.datacenter,
+        Ok(MemberMesh {
+            serf: m.serf.clone(),
+            launcher: m.launcher.clone(),
+            bind: m.bind,
+            advertise: m.advertise,
+            seeds: m.seeds.clone(),
+            keys: m.keys.clone(),
+            rpc_addr: m.rpc_addr,
+            rpc_auth,
+            state_dir,
+            profile: m.profile,
         })
     }
 }

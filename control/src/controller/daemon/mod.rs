@@ -21,7 +21,7 @@ use hyper::Method;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use self::config::ControllerConfig;
+use self::config::{ControllerConfig, MemberMesh};
 use self::inputs::Pulled;
 use self::status::{ControllerStatus, RecipientStatus, Request, Response};
 use crate::channel::http::Client;
@@ -84,7 +84,17 @@ pub async fn run(
     let period = config.cycle.unwrap_or_else(|| policy.cycle_period());
     let identity = Identity::new(MemberRole::Controller, &config.name)?;
     let tls = TlsSetup::load(&config.tls, identity)?;
-    let (node, meta) = join_mesh(&config)?;
+    let meta = GatewayMeta {
+        role: Role::Controller,
+        datacenter: config.datacenter.clone(),
+        transits: Vec::new(),
+        echo_port: None,
+        prefix_list: None,
+        id: None,
+        api: None,
+        lead: None,
+    };
+    let node = join_mesh(&config.name, &config.mesh, &meta)?;
     let status = Arc::new(Mutex::new(ControllerStatus {
         name: config.name.clone(),
         ..ControllerStatus::default()
@@ -130,23 +140,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts the supervised agent and the mesh node, as a controller.
-fn join_mesh(config: &ControllerConfig) -> anyhow::Result<(MeshNode, GatewayMeta)> {
-    let m = &config.mesh;
+/// Starts the supervised agent and the mesh node of a member that carries no traffic (a
+/// controller, or bgpctl), publishing `meta`.
+pub fn join_mesh(name: &str, m: &MemberMesh, meta: &GatewayMeta) -> anyhow::Result<MeshNode> {
     std::fs::create_dir_all(&m.state_dir)
         .with_context(|| format!("creating {}", m.state_dir.display()))?;
-    let meta = GatewayMeta {
-        role: Role::Controller,
-        datacenter: config.datacenter.clone(),
-        transits: Vec::new(),
-        echo_port: None,
-        prefix_list: None,
-        id: None,
-        api: None,
-        lead: None,
-    };
     let agent = AgentConfig {
-        node_name: config.name.clone(),
+        node_name: name.to_owned(),
         bind: m.bind,
         advertise: m.advertise,
         rpc_addr: m.rpc_addr,
@@ -167,15 +167,13 @@ fn join_mesh(config: &ControllerConfig) -> anyhow::Result<(MeshNode, GatewayMeta
         log_file: Some(m.state_dir.join("serf.log")),
         ..SupervisorOptions::default()
     };
-    let mut node_cfg = MeshConfig::new(config.name.clone(), meta.clone(), PrefixList::new([]));
+    let mut node_cfg = MeshConfig::new(name.to_owned(), meta.clone(), PrefixList::new([]));
     node_cfg.rpc = RpcOptions {
         auth_key: Some(m.rpc_auth.clone()),
         ..RpcOptions::default()
     };
     node_cfg.join = m.seeds.clone();
-    let node = MeshNode::start(node_cfg, m.rpc_addr, Some((agent, options)))
-        .context("starting the mesh agent")?;
-    Ok((node, meta))
+    MeshNode::start(node_cfg, m.rpc_addr, Some((agent, options))).context("starting the mesh agent")
 }
 
 /// The controllers of a view, as the election reads them.
@@ -193,8 +191,8 @@ pub fn membership(view: &MeshSnapshot, clock: u64) -> Membership {
     }
 }
 
-fn targets(view: &MeshSnapshot) -> Vec<Target> {
-    view.gateways()
+fn targets<'a>(members: impl Iterator<Item = &'a crate::mesh::view::GatewayEntry>) -> Vec<Target> {
+    members
         .filter(|g| g.status == GatewayStatus::Alive)
         .filter_map(|g| {
             let meta = g.meta.as_ref()?;
@@ -228,7 +226,8 @@ impl Daemon {
             }
         };
         let membership = membership(&view, clock);
-        let mut targets = targets(&view);
+        let bgpctls = targets(view.bgpctls());
+        let mut targets = targets(view.gateways());
         let gateways_in_mesh = view.gateways().count();
         let pulled = pull(&self.client, &mut targets).await;
         let pull_ms = ms(started.elapsed());
@@ -254,6 +253,7 @@ impl Daemon {
                 &mut self.engine,
                 &cycle.orders,
                 &targets,
+                &bgpctls,
                 &mut self.recipients,
             )
             .await;
@@ -262,6 +262,16 @@ impl Daemon {
                 let r = self.recipients.entry(gw.clone()).or_default();
                 r.version = order.version;
                 r.result = "not sent (standby)".into();
+            }
+            for b in &bgpctls {
+                if let Some(order) = cycle.orders.bgpctl.get(&b.datacenter) {
+                    let r = self
+                        .recipients
+                        .entry(bgpctl_recipient(&b.name))
+                        .or_default();
+                    r.version = order.version;
+                    r.result = "not sent (standby)".into();
+                }
             }
         }
         let push_ms = ms(push_started.elapsed());
@@ -373,16 +383,41 @@ pub async fn pull(client: &Client, targets: &mut [Target]) -> Vec<Pulled> {
     out
 }
 
-/// Sends each reachable gateway its order unless it already holds it, and feeds the
-/// replies to the engine.
+/// How a datacenter's bgpctl is named among the recipients (`gatewan controller status`).
+pub fn bgpctl_recipient(name: &str) -> String {
+    format!("bgpctl/{name}")
+}
+
+/// An order's body, or why it could not be made (noted on the recipient).
+fn body_of<T: serde::Serialize>(r: &mut RecipientStatus, order: &T) -> Option<Vec<u8>> {
+    match serde_json::to_vec(order) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            r.result = format!("not sent: {e}");
+            None
+        }
+    }
+}
+
+/// One order to deliver.
+struct Delivery {
+    recipient: String,
+    identity: Identity,
+    api: SocketAddr,
+    body: Vec<u8>,
+}
+
+/// Sends each reachable gateway its order unless it already holds it, and each bgpctl its
+/// datacenter's order, and feeds the replies to the engine.
 pub async fn push(
     client: &Client,
     engine: &mut Controller,
     orders: &Orders,
     targets: &[Target],
+    bgpctls: &[Target],
     recipients: &mut BTreeMap<String, RecipientStatus>,
 ) {
-    let mut set = JoinSet::new();
+    let mut deliveries = Vec::new();
     for (gw, order) in &orders.gateways {
         let r = recipients.entry(gw.clone()).or_default();
         r.version = order.version;
@@ -395,26 +430,53 @@ pub async fn push(
             r.result = "held".into();
             continue;
         }
-        let body = match serde_json::to_vec(order) {
-            Ok(b) => b,
-            Err(e) => {
-                r.result = format!("not sent: {e}");
-                continue;
-            }
+        let (Some(body), Ok(identity)) =
+            (body_of(r, order), Identity::new(MemberRole::Gateway, gw))
+        else {
+            continue;
         };
-        let (client, gw, api) = (client.clone(), gw.clone(), t.api);
+        deliveries.push(Delivery {
+            recipient: gw.clone(),
+            identity,
+            api: t.api,
+            body,
+        });
+    }
+    // bgpctl is sent its order every cycle (it acks a version it holds at once): a bgpctl
+    // that restarted without its order file gets it back within a cycle.
+    for b in bgpctls {
+        let Some(order) = orders.bgpctl.get(&b.datacenter) else {
+            continue;
+        };
+        let recipient = bgpctl_recipient(&b.name);
+        let r = recipients.entry(recipient.clone()).or_default();
+        r.version = order.version;
+        r.acked = engine.acked(&recipient);
+        let (Some(body), Ok(identity)) = (
+            body_of(r, order),
+            Identity::new(MemberRole::Bgpctl, &b.name),
+        ) else {
+            continue;
+        };
+        deliveries.push(Delivery {
+            recipient,
+            identity,
+            api: b.api,
+            body,
+        });
+    }
+    let mut set = JoinSet::new();
+    for d in deliveries {
+        let client = client.clone();
         set.spawn(async move {
-            let result = match Identity::new(MemberRole::Gateway, &gw) {
-                Ok(id) => client
-                    .call(api, &id, Method::PUT, "/v1/order", body)
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|b| {
-                        serde_json::from_slice::<Reply>(&b).map_err(|e| format!("reply: {e}"))
-                    }),
-                Err(e) => Err(e.to_string()),
-            };
-            (gw, result)
+            let result = client
+                .call(d.api, &d.identity, Method::PUT, "/v1/order", d.body)
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    serde_json::from_slice::<Reply>(&b).map_err(|e| format!("reply: {e}"))
+                });
+            (d.recipient, result)
         });
     }
     while let Some(joined) = set.join_next().await {
@@ -426,7 +488,7 @@ pub async fn push(
                 current_epoch,
                 ..
             }) => {
-                tracing::warn!(gateway = %gw, ?reason, held = ?current_epoch, "order refused");
+                tracing::warn!(recipient = %gw, ?reason, held = ?current_epoch, "order refused");
                 format!(
                     "refused: {reason:?} (holds term {} of {})",
                     current_epoch.term, current_epoch.controller

@@ -103,6 +103,7 @@ pub(super) fn bgpctl_orders(
                     gateway: g.id.clone(),
                     vtep: g.vtep,
                     router_mac: g.router_mac,
+                    weight: 1,
                 })
                 .collect();
             if attracting.is_empty() {
