@@ -6,56 +6,27 @@
 
 mod bgp_common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bgp_common::wait_for;
 use gatewan_control::bgp::config::{
     Config, ExportConfig, GatewayConfig, ImportConfig, PeerConfig, PrefixConfig,
 };
 use gatewan_control::bgp::rib::ImportedRoute;
 use gatewan_control::bgp::speaker::{self, BgpHandle};
+use gatewan_testbed::frr::Frr;
 use gatewan_testbed::{require, Need, Netns, Testbed};
 
 const WAIT: Duration = Duration::from_secs(60);
-const FRR: &str = "/usr/lib/frr";
-
-/// FRR's per-instance run directory (`-N pathspace`), which must belong to the frr user;
-/// removed on drop.
-struct RunDir(PathBuf);
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn chown_frr(path: &Path) {
-    let out = std::process::Command::new("chown")
-        .args(["-R", "frr:frr"])
-        .arg(path)
-        .output()
-        .expect("chown");
-    assert!(out.status.success(), "chown {}: {out:?}", path.display());
-}
-
 struct Leaf {
     tb: Testbed,
     leaf: Netns,
     gw: Netns,
-    pathspace: String,
-    _run: RunDir,
+    frr: Frr,
 }
 
 impl Leaf {
     fn new() -> Leaf {
         require(&[Need::Root, Need::Tool("vtysh"), Need::Tool("bridge")]);
-        for d in ["zebra", "bgpd"] {
-            assert!(
-                Path::new(FRR).join(d).exists(),
-                "this test needs FRR's {d} in {FRR} (apt-get install frr)"
-            );
-        }
         let mut tb = Testbed::new().expect("test bed");
         let leaf = tb.add_netns("leaf").expect("netns leaf");
         let gw = tb.add_netns("gw").expect("netns gw");
@@ -89,19 +60,8 @@ impl Leaf {
         // The gateways' VTEPs are reached through the gateway namespace.
         ip(&["route", "add", "10.184.84.0/24", "via", "10.99.0.2"]);
 
-        let pathspace = format!("gw{}", tb.run_id());
-        let run = RunDir(PathBuf::from("/var/run/frr").join(&pathspace));
-        std::fs::create_dir_all(&run.0).expect("frr run dir");
-        chown_frr(&run.0);
-        let dir = tb.dir().to_owned();
-        std::fs::write(
-            dir.join("zebra.conf"),
-            "hostname leaf\nvrf default\n vni 100\nexit-vrf\n",
-        )
-        .expect("zebra.conf");
-        std::fs::write(
-            dir.join("bgpd.conf"),
-            "hostname leaf
+        let zebra = "hostname leaf\nvrf default\n vni 100\nexit-vrf\n";
+        let bgpd = "hostname leaf
 router bgp 65003
  bgp router-id 10.99.8.3
  no bgp ebgp-requires-policy
@@ -116,63 +76,22 @@ router bgp 65003
   advertise-all-vni
   advertise ipv4 unicast
  exit-address-family
-",
-        )
-        .expect("bgpd.conf");
-        chown_frr(&dir);
-        let mut l = Leaf {
-            tb,
-            leaf,
-            gw,
-            pathspace,
-            _run: run,
-        };
-        l.start("zebra");
-        l.wait_vtysh("show interface vxlan100", "vxlan100");
+";
         // zebra handles VNIs once bgpd asks for them (advertise-all-vni).
-        l.start("bgpd");
+        let frr = Frr::start(&mut tb, &leaf, zebra, bgpd).expect("FRR on the leaf");
+        let l = Leaf { tb, leaf, gw, frr };
+        l.wait_vtysh("show interface vxlan100", "vxlan100");
         l.wait_vtysh("show evpn vni 100", "Type: L3");
         l.wait_vtysh("show bgp l2vpn evpn route type prefix", "10.50.0.0");
         l
     }
 
-    fn start(&mut self, daemon: &str) {
-        let conf = self.tb.dir().join(format!("{daemon}.conf"));
-        let conf = conf.display().to_string();
-        // Through `env`: the test bed names log files after the program, so no path there.
-        let program = format!("{FRR}/{daemon}");
-        self.tb
-            .spawn(
-                &self.leaf,
-                "env",
-                [
-                    program.as_str(),
-                    "-N",
-                    &self.pathspace,
-                    "-f",
-                    &conf,
-                    "-u",
-                    "frr",
-                    "-g",
-                    "frr",
-                    "--log",
-                    "stdout",
-                ],
-            )
-            .expect("spawn FRR daemon");
-    }
-
     fn vtysh(&self, cmd: &str) -> String {
-        self.leaf
-            .output("vtysh", ["-N", &self.pathspace, "-c", cmd])
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
+        self.frr.vtysh(cmd)
     }
 
     fn wait_vtysh(&self, cmd: &str, want: &str) {
-        wait_for(&format!("`{cmd}` to show {want:?}"), WAIT, || {
-            self.vtysh(cmd).contains(want).then_some(())
-        });
+        self.frr.wait_vtysh(cmd, want, WAIT).expect("vtysh");
     }
 
     fn config(&self) -> Config {
@@ -304,8 +223,24 @@ fn frr_leaf_installs_bgpctl_routes_in_the_kernel_and_its_own_rt5_is_imported() {
         let evpn = leaf.vtysh("show bgp l2vpn evpn route type prefix");
         assert!(evpn.contains("Rmac:70:5b:83:6b:72:a9"), "{evpn}");
 
-        // gw2 stops serving the prefix: FRR removes that path from the kernel.
+        // Unequal shares (3:1) as Link Bandwidth communities.
         let mut c = leaf.config();
+        let mut set = c.export_set();
+        set.prefixes[0].gateways[0].weight = Some(3);
+        set.prefixes[0].gateways[1].weight = Some(1);
+        h.set_exports(set).await.expect("exports");
+        // FRR 8.4 reads them on the EVPN routes it imports (the VRF route copies the
+        // parent's attributes) and installs weighted next hops, bandwidth x 100 / total.
+        wait_async("weighted next hops 75/25", || {
+            let r = leaf.kernel(&["route", "show", "10.188.0.0/14"]);
+            r.contains("via 10.184.84.44 dev br100 weight 75")
+                && r.contains("via 10.184.84.45 dev br100 weight 25")
+        })
+        .await;
+        let bgp = leaf.vtysh("show bgp ipv4 unicast 10.188.0.0/14");
+        assert!(bgp.contains("LB:65010:375000 (3.000 Mbps)"), "{bgp}");
+
+        // gw2 stops serving the prefix: FRR removes that path from the kernel.
         if let Some(e) = c.export.as_mut() {
             e.prefixes[0].gateways = vec!["gw1".into()];
         }

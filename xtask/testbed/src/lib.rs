@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+pub mod frr;
 pub mod lab;
 mod wireguard_go;
 pub use wireguard_go::{pubkey, WgKeys, WgPeer, WireguardGo};
@@ -52,6 +53,8 @@ pub enum TestbedError {
     },
     #[error("test bed I/O")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
 }
 
 pub type Result<T, E = TestbedError> = std::result::Result<T, E>;
