@@ -85,13 +85,27 @@ pub fn orders(socket: &Path, json: bool) -> anyhow::Result<()> {
     let response: Response = runtime
         .block_on(control::request(socket, &Request::Orders))
         .with_context(|| format!("asking the gateway at {}", socket.display()))?;
-    let Response::Orders { orders } = response else {
+    let Response::Orders {
+        orders,
+        local_routes,
+    } = response
+    else {
         anyhow::bail!("the gateway answered something other than its orders");
     };
+    #[derive(serde::Serialize)]
+    struct Shown {
+        #[serde(flatten)]
+        orders: crate::gateway::orders::OrderStatus,
+        local_routes: crate::gateway::local_routes::LocalRoutesStatus,
+    }
+    let shown = Shown {
+        orders,
+        local_routes,
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&orders)?);
+        println!("{}", serde_json::to_string_pretty(&shown)?);
     } else {
-        print!("{}", serde_yaml_ng::to_string(&orders)?);
+        print!("{}", serde_yaml_ng::to_string(&shown)?);
     }
     Ok(())
 }

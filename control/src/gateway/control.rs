@@ -66,6 +66,9 @@ pub enum Response {
     },
     Orders {
         orders: super::orders::OrderStatus,
+        /// The fabric's routes in force: static, or from bgpctl.
+        #[serde(default)]
+        local_routes: super::local_routes::LocalRoutesStatus,
     },
     /// The request was carried out.
     Done,

@@ -233,8 +233,10 @@ async fn run(
         cache_file,
     } = io;
     let mut last_cache = None;
+    // `changed()` below marks the value seen: remember that it came.
+    let mut new_prefixes = false;
     loop {
-        if prefixes.has_changed().unwrap_or(false) {
+        if std::mem::take(&mut new_prefixes) || prefixes.has_changed().unwrap_or(false) {
             let latest = prefixes.borrow_and_update().clone();
             if let Some(list) = latest {
                 // Ours from bgpctl now: no other member may claim them, and the mesh learns
@@ -270,7 +272,10 @@ async fn run(
         tokio::select! {
             _ = stopped.changed() => return,
             r = view.changed() => if r.is_err() { return },
-            r = prefixes.changed() => if r.is_err() { return },
+            r = prefixes.changed() => {
+                if r.is_err() { return }
+                new_prefixes = true;
+            }
             _ = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at.max(now).into()).await,

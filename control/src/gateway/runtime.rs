@@ -187,6 +187,7 @@ pub async fn run_until(
             if request == Request::Orders {
                 return Response::Orders {
                     orders: guard.orders.clone(),
+                    local_routes: guard.local_routes.clone(),
                 };
             }
             if let Request::Rekey { tunnel } = request {

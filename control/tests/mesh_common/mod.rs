@@ -21,6 +21,7 @@ use gatewan_testbed::{Netns, ProcessId, Testbed, WgKeys};
 
 use crate::common::GATEWAN;
 
+pub mod fabric;
 pub mod flows;
 
 /// The failed member's grace period in these tests.
@@ -113,6 +114,8 @@ pub struct Mesh {
     /// The deployment's CA and every member's certificate, with the orders channel.
     pub pki: PathBuf,
     pub controllers: Vec<Ctl>,
+    /// With [`Options::frr`]: per datacenter, its leaf's FRR and its bgpctl.
+    pub fabrics: Vec<fabric::Fabric>,
 }
 
 /// How the test bed is built.
@@ -121,6 +124,9 @@ pub struct Options {
     /// Gateways serve the orders channel (`api:`), with certificates from `gatewan pki`.
     pub api: bool,
     pub probe_interval_ms: u32,
+    /// FRR leaves (bgpd + zebra, EVPN L3VNI 100) and a bgpctl per datacenter
+    /// ([`fabric`]): no static route anywhere. Needs `api`.
+    pub frr: bool,
 }
 
 impl Default for Options {
@@ -128,6 +134,7 @@ impl Default for Options {
         Options {
             api: false,
             probe_interval_ms: 200,
+            frr: false,
         }
     }
 }
@@ -236,7 +243,7 @@ impl Mesh {
     }
 
     /// Starts `gatewan <what> --config <config>` in `netns` and waits for its control socket.
-    fn spawn_until_socket(
+    pub fn spawn_until_socket(
         &mut self,
         netns: &Netns,
         what: &str,
@@ -262,7 +269,7 @@ impl Mesh {
     }
 
     /// Stops a process of the bed: SIGKILL (`crash`) or SIGTERM with 10 s of grace.
-    fn end(&mut self, process: Option<ProcessId>, crash: bool) {
+    pub fn end(&mut self, process: Option<ProcessId>, crash: bool) {
         match process {
             Some(p) if crash => self.tb.kill(p),
             Some(p) => self.tb.stop(p, Duration::from_secs(10)),
@@ -295,7 +302,14 @@ impl Mesh {
     /// The gateway's order status (`gatewan orders --json`), or Null.
     pub fn orders(&self, name: &str) -> serde_json::Value {
         match ask(&self.gw(name).socket, &Request::Orders) {
-            Some(Response::Orders { orders }) => serde_json::to_value(&orders).unwrap_or_default(),
+            Some(Response::Orders {
+                orders,
+                local_routes,
+            }) => {
+                let mut v = serde_json::to_value(&orders).unwrap_or_default();
+                v["local_routes"] = serde_json::to_value(&local_routes).unwrap_or_default();
+                v
+            }
             _ => serde_json::Value::Null,
         }
     }
@@ -366,7 +380,12 @@ impl Mesh {
                 key = key.display(),
             ));
         }
-        if dc_index <= 2 {
+        if dc_index <= 2 && self.options.frr {
+            // The fabric's routes come from bgpctl only.
+            y.push_str(&format!(
+                "fabric:\n  vtep: 10.{dc_index}.{i}.1\n  router_mac: \"02:00:0a:00:00:{i:02x}\"\n  vni: 100\n"
+            ));
+        } else if dc_index <= 2 {
             y.push_str(&format!(
                 "fabric:\n  vtep: 10.{dc_index}.{i}.1\n  router_mac: \"02:00:0a:00:00:{i:02x}\"\n  vni: 100\n\
                  \x20 local_routes:\n    - prefix: 10.{dc_index}0.0.0/16\n      vtep: 10.{dc_index}.0.2\n\
@@ -470,6 +489,10 @@ pub fn build(plan: &[(&'static str, &'static str, u8)], options: &Options) -> Me
     // prefix routed via its first gateway, a host address in its own prefix.
     let mut leaves = Vec::new();
     for (dc, d) in [("dc-a", 1u8), ("dc-b", 2u8)] {
+        if options.frr {
+            leaves.push(fabric::leaf(&mut tb, &gws, dc, d));
+            continue;
+        }
         let leaf = tb.add_netns(&format!("leaf{d}")).expect("leaf namespace");
         for key in ["all", "default"] {
             leaf.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")
@@ -535,8 +558,15 @@ pub fn build(plan: &[(&'static str, &'static str, u8)], options: &Options) -> Me
         options: options.clone(),
         pki,
         controllers: Vec::new(),
+        fabrics: Vec::new(),
     };
     mesh.gws = gws;
+    if options.frr {
+        for (dc, d) in [("dc-a", 1u8), ("dc-b", 2u8)] {
+            let f = fabric::Fabric::start(&mut mesh, dc, d);
+            mesh.fabrics.push(f);
+        }
+    }
     for g in &mesh.gws {
         // One seed each: a1's agent (a1 itself has none).
         let seeds = if g.name == "a1" {

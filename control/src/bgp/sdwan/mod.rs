@@ -59,6 +59,10 @@ impl Sdwan {
     }
 }
 
+/// How long a session with the fabric must have been up before its routes count as
+/// complete.
+pub const SYNC_GRACE: Duration = Duration::from_secs(3);
+
 /// An order from the channel, for the loop.
 struct OrderCall {
     order: BgpctlOrder,
@@ -268,8 +272,25 @@ impl Loop {
         }
     }
 
+    /// Whether the fabric's routes are complete: a session with the fabric has been up for
+    /// [`SYNC_GRACE`] (its routes come within it). Until then, and while every session is
+    /// down, nothing is sent: the gateways keep the last set (fail-static) instead of losing
+    /// their datacenter's prefixes to a bgpctl restart or a flapping session.
+    async fn fabric_synced(&self) -> bool {
+        self.handle.status().await.is_ok_and(|st| {
+            st.peers.iter().any(|p| {
+                p.state == super::session::State::Established
+                    && p.established_secs
+                        .is_some_and(|s| s >= SYNC_GRACE.as_secs())
+            })
+        })
+    }
+
     /// Sends the fabric's routes to every live gateway of our datacenter, in parallel.
     async fn push_local(&self, snap: &MeshSnapshot) {
+        if !self.fabric_synced().await {
+            return;
+        }
         let set = LocalRoutes {
             bgpctl: self.sdwan.name.clone(),
             datacenter: self.sdwan.datacenter.clone(),

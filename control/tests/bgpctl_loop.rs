@@ -1,0 +1,265 @@
+//! bgpctl in the loop, with real FRR leaves (bgpd + zebra, kernel VXLAN, L3VNI 100), `serf
+//! agent`s, gateways, a controller and a bgpctl per datacenter in namespaces: two
+//! datacenters x two gateways. No static route anywhere: leaves learn the remote prefixes
+//! from bgpctl only, gateways their local routes from bgpctl only, remote prefixes travel
+//! over the mesh only.
+//!
+//! Figures are printed; the deadlines are the issue's (a new prefix routed across within
+//! 10 s, a gateway dropped from an order gone from the leaf's next hops within 2 s).
+
+mod common;
+mod mesh_common;
+
+use std::time::{Duration, Instant};
+
+use gatewan_testbed::{require, Need, Netns};
+use mesh_common::*;
+
+const PLAN: [(&str, &str, u8); 4] = [
+    ("a1", "dc-a", 1),
+    ("a2", "dc-a", 2),
+    ("b1", "dc-b", 3),
+    ("b2", "dc-b", 4),
+];
+
+/// The remote datacenters `gw`'s order gives tunnels towards.
+fn ordered_towards(mesh: &Mesh, gw: &str) -> Vec<String> {
+    mesh.orders(gw)["order"]["remotes"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, ts)| {
+                    ts.as_array()
+                        .is_some_and(|a| a.iter().any(|t| t["weight"].as_u64() > Some(0)))
+                })
+                .map(|(dc, _)| dc.clone())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether `ping` from `src` at `from` reaches `dst` once.
+fn pings(from: &Netns, src: &str, dst: &str) -> bool {
+    from.output("ping", ["-c", "1", "-W", "1", "-I", src, dst])
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Datagrams a gateway's workers received so far (fabric and transits).
+fn received(mesh: &Mesh, gw: &str) -> u64 {
+    statuses(&mesh.gw(gw).socket)
+        .and_then(|(_, d)| {
+            d["worker_rx_packets"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_u64()).sum())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn netns_bgpctl_in_the_loop_with_frr_leaves() {
+    require(&[
+        Need::Root,
+        Need::Tool("serf"),
+        Need::Tool("nft"),
+        Need::Tool("ethtool"),
+        Need::Tool("vtysh"),
+        Need::Tool("ping"),
+    ]);
+    let mut mesh = build(
+        &PLAN,
+        &Options {
+            api: true,
+            probe_interval_ms: 100,
+            frr: true,
+        },
+    );
+    let t0 = Instant::now();
+    for name in ["a1", "a2", "b1", "b2"] {
+        mesh.start(name);
+    }
+    mesh.start_bgpctl("dc-a");
+    mesh.start_bgpctl("dc-b");
+    mesh.add_controller("ctl-a", 1);
+    mesh.start_controller("ctl-a");
+
+    // Gateways take their local routes from bgpctl, which imported them from the leaf.
+    for (g, dc, prefix) in [
+        ("a1", "dc-a", "10.10.0.0/16"),
+        ("a2", "dc-a", "10.10.0.0/16"),
+        ("b1", "dc-b", "10.20.0.0/16"),
+        ("b2", "dc-b", "10.20.0.0/16"),
+    ] {
+        within(
+            Duration::from_secs(60),
+            &format!("{g}'s local routes from bgpctl"),
+            || {
+                let l = &mesh.orders(g)["local_routes"];
+                l["source"] == "bgpctl" && l["from"].get(format!("bgp-{dc}")).is_some()
+            },
+        );
+        assert!(
+            mesh.orders(g)["local_routes"]["routes"] == 1,
+            "{g}: {} ({prefix})",
+            mesh.orders(g)["local_routes"]
+        );
+    }
+    // Leaves learn the other datacenter's prefix from their bgpctl, via both local gateways.
+    let both = |dc: &str, prefix: &str, vteps: [&str; 2]| {
+        let r = mesh.leaf_route(dc, prefix);
+        vteps
+            .iter()
+            .all(|v| r.contains(&format!("via {v} dev br100")))
+    };
+    within(
+        Duration::from_secs(60),
+        "leaf A routing dc-b via a1 and a2",
+        || both("dc-a", "10.20.0.0/16", ["10.1.1.1", "10.1.2.1"]),
+    );
+    within(
+        Duration::from_secs(30),
+        "leaf B routing dc-a via b1 and b2",
+        || both("dc-b", "10.10.0.0/16", ["10.2.3.1", "10.2.4.1"]),
+    );
+    println!(
+        "leaves routed from BGP alone {:.1} s after start: {}",
+        t0.elapsed().as_secs_f64(),
+        mesh.leaf_route("dc-a", "10.20.0.0/16").trim()
+    );
+    within(Duration::from_secs(30), "host A reaching host B", || {
+        pings(&mesh.leaves[0], "10.10.0.1", "10.20.0.1")
+    });
+    let steady = flows::start(
+        &mesh.leaves[0],
+        "10.10.0.1",
+        &mesh.leaves[1],
+        "10.20.0.1",
+        8,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let steady = steady.stop();
+    let sent: u64 = steady.sent.iter().sum();
+    println!(
+        "host to host over the SD-WAN: {} of {sent} packets lost",
+        steady.total_lost()
+    );
+    assert!(sent > 0 && steady.total_lost() * 100 <= sent, "{steady:?}");
+    // No local prefix went back into its own fabric.
+    assert!(mesh
+        .leaf_route("dc-a", "10.10.0.0/16")
+        .contains("blackhole"));
+
+    // A new prefix at leaf A: routed by leaf B, and reachable, within 10 s.
+    let leaf_a = mesh.leaves[0].clone();
+    leaf_a
+        .ip(["addr", "add", "10.15.0.1/32", "dev", "lo"])
+        .expect("new host");
+    leaf_a
+        .ip(["route", "add", "blackhole", "10.15.0.0/16"])
+        .expect("new prefix");
+    let announced = Instant::now();
+    mesh.fabric("dc-a").frr.configure(&[
+        "router bgp 65001",
+        "address-family ipv4 unicast",
+        "network 10.15.0.0/16",
+    ]);
+    let reached = within(
+        Duration::from_secs(10),
+        "the new prefix reachable from dc-b",
+        || pings(&mesh.leaves[1], "10.20.0.1", "10.15.0.1"),
+    );
+    println!(
+        "new prefix 10.15.0.0/16 at leaf A reachable from host B {:.1} s after FRR announced it",
+        (announced
+            .elapsed()
+            .min(reached + Duration::from_millis(100)))
+        .as_secs_f64()
+    );
+
+    // a2 loses its transits: the controller drops it from its order towards dc-b, bgpctl
+    // withdraws its routes, and the leaf stops sending to it.
+    let flows = flows::start(
+        &mesh.leaves[0],
+        "10.10.0.1",
+        &mesh.leaves[1],
+        "10.20.0.1",
+        8,
+    );
+    mesh.gw("a2")
+        .netns
+        .exec(
+            "nft",
+            ["add table inet cut; \
+              add chain inet cut in { type filter hook input priority 0; }; \
+              add rule inet cut in udp dport { 51820, 51821 } drop; \
+              add chain inet cut out { type filter hook output priority 0; }; \
+              add rule inet cut out udp sport { 51820, 51821 } drop"],
+        )
+        .expect("cut a2's transits");
+    within(
+        Duration::from_secs(20),
+        "a2 out of the order towards dc-b",
+        || !ordered_towards(&mesh, "a2").contains(&"dc-b".to_string()),
+    );
+    let dropped = Instant::now();
+    let gone = within(
+        Duration::from_secs(2),
+        "leaf A's next hops without a2",
+        || {
+            let r = mesh.leaf_route("dc-a", "10.20.0.0/16");
+            r.contains("10.1.1.1") && !r.contains("10.1.2.1")
+        },
+    );
+    println!(
+        "a2 dropped from the order: its route gone from leaf A after {:.0} ms",
+        gone.as_secs_f64() * 1000.0
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let before = received(&mesh, "a2");
+    std::thread::sleep(Duration::from_secs(2));
+    let after = received(&mesh, "a2");
+    let stats = flows.stop();
+    // FRR 8.4 also drops the remaining gateway's router-MAC neighbour and VXLAN fdb entries
+    // when one path of the multipath route is withdrawn (docs/bgp.md): the loss is printed,
+    // not asserted, until that is worked around.
+    println!(
+        "a2 received {} datagrams in the 2 s after its withdrawal; flows lost {} of {} \
+         (leaf A's neighbour entries after it: {:?})",
+        after - before,
+        stats.total_lost(),
+        stats.sent.iter().sum::<u64>(),
+        mesh.leaves[0]
+            .ip(["neigh", "show", "dev", "br100"])
+            .unwrap_or_default()
+            .trim()
+    );
+    assert!(
+        after - before <= 2,
+        "a2 still fed by the fabric: {}",
+        after - before
+    );
+    assert!(dropped.elapsed() < Duration::from_secs(30));
+
+    // bgpctl killed and started again: it exports its persisted order at once; FRR 8.4 has
+    // no graceful-restart helper for EVPN (docs/bgp.md), so the routes come back with the
+    // session.
+    mesh.stop_bgpctl("dc-a", true);
+    let killed = Instant::now();
+    let withdrawn = within(
+        Duration::from_secs(10),
+        "FRR dropping bgpctl's routes",
+        || !mesh.leaf_route("dc-a", "10.20.0.0/16").contains("10.1.1.1"),
+    );
+    mesh.start_bgpctl("dc-a");
+    within(
+        Duration::from_secs(30),
+        "leaf A's routes after the bgpctl restart",
+        || mesh.leaf_route("dc-a", "10.20.0.0/16").contains("10.1.1.1"),
+    );
+    println!(
+        "bgpctl dc-a killed: FRR withdrew its routes after {:.1} s; routed again {:.1} s after the kill",
+        withdrawn.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    );
+    // The gateways kept the fabric's routes throughout (fail-static).
+    assert_eq!(mesh.orders("a1")["local_routes"]["routes"], 2);
+}
