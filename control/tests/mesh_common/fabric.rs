@@ -16,16 +16,16 @@ use gatewan_testbed::{Netns, ProcessId, Testbed};
 
 use super::{Gw, Mesh};
 
-/// The leaf's namespace: links to its datacenter's gateways, the VTEP, the SVI and VXLAN
-/// device, and the host; no route to anywhere else (BGP brings them).
-pub fn leaf(tb: &mut Testbed, gws: &[Gw], dc: &str, d: u8) -> Netns {
+/// A leaf's namespace with its VTEP (10.d.0.2) and a link to each gateway of `dc` (leaf
+/// 10.d.<id>.2, the gateway's VTEP 10.d.<id>.1, which routes the leaf's VTEP over it).
+pub fn leaf_links(tb: &mut Testbed, gws: &[Gw], dc: &str, d: u8) -> Netns {
     let leaf = tb.add_netns(&format!("leaf{d}")).expect("leaf namespace");
     for key in ["all", "default"] {
         leaf.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")
             .expect("rp_filter");
     }
-    let ip = |args: &[&str]| leaf.ip(args).expect("ip");
-    ip(&["addr", "add", &format!("10.{d}.0.2/32"), "dev", "lo"]);
+    leaf.ip(["addr", "add", &format!("10.{d}.0.2/32"), "dev", "lo"])
+        .expect("leaf vtep");
     for g in gws.iter().filter(|g| g.dc == dc) {
         let (leaf_side, gw_side) = tb.add_veth(&leaf, &g.netns, 1).expect("fabric link");
         leaf_side
@@ -38,6 +38,14 @@ pub fn leaf(tb: &mut Testbed, gws: &[Gw], dc: &str, d: u8) -> Netns {
             .route(&format!("10.{d}.0.2/32"), &format!("via 10.{d}.{}.2", g.id))
             .expect("route to the leaf vtep");
     }
+    leaf
+}
+
+/// The FRR leaf's namespace: [`leaf_links`], the SVI and VXLAN device, and the host; no
+/// route to anywhere else (BGP brings them).
+pub fn leaf(tb: &mut Testbed, gws: &[Gw], dc: &str, d: u8) -> Netns {
+    let leaf = leaf_links(tb, gws, dc, d);
+    let ip = |args: &[&str]| leaf.ip(args).expect("ip");
     ip(&["link", "add", "br100", "type", "bridge"]);
     ip(&[
         "link",

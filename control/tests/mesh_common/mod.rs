@@ -493,25 +493,7 @@ pub fn build(plan: &[(&'static str, &'static str, u8)], options: &Options) -> Me
             leaves.push(fabric::leaf(&mut tb, &gws, dc, d));
             continue;
         }
-        let leaf = tb.add_netns(&format!("leaf{d}")).expect("leaf namespace");
-        for key in ["all", "default"] {
-            leaf.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")
-                .expect("rp_filter");
-        }
-        leaf.ip(["addr", "add", &format!("10.{d}.0.2/32"), "dev", "lo"])
-            .expect("leaf vtep");
-        for g in gws.iter().filter(|g| g.dc == dc) {
-            let (leaf_side, gw_side) = tb.add_veth(&leaf, &g.netns, 1).expect("fabric link");
-            leaf_side
-                .add_addr(&format!("10.{d}.{}.2/24", g.id))
-                .expect("leaf address");
-            gw_side
-                .add_addr(&format!("10.{d}.{}.1/24", g.id))
-                .expect("gateway vtep");
-            g.netns
-                .route(&format!("10.{d}.0.2/32"), &format!("via 10.{d}.{}.2", g.id))
-                .expect("route to the leaf vtep");
-        }
+        let leaf = fabric::leaf_links(&mut tb, &gws, dc, d);
         leaf.add_vxlan(
             "vx0",
             100,
