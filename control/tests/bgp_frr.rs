@@ -163,6 +163,22 @@ router bgp 65003
     fn kernel(&self, args: &[&str]) -> String {
         self.leaf.ip(args).unwrap_or_default()
     }
+
+    /// The next hop of FRR's best path for `prefix`.
+    fn best_next_hop(&self, prefix: &str) -> String {
+        let out = self.vtysh(&format!("show bgp ipv4 unicast {prefix} json"));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("vtysh json");
+        v["paths"]
+            .as_array()
+            .and_then(|paths| {
+                paths
+                    .iter()
+                    .find(|p| p["bestpath"]["overall"] == true)
+                    .and_then(|p| p["nexthops"][0]["ip"].as_str())
+            })
+            .unwrap_or_else(|| panic!("no best path for {prefix}: {out}"))
+            .to_owned()
+    }
 }
 
 async fn local_prefixes(h: &BgpHandle, n: usize) -> Vec<ImportedRoute> {
@@ -240,14 +256,73 @@ fn frr_leaf_installs_bgpctl_routes_in_the_kernel_and_its_own_rt5_is_imported() {
         let bgp = leaf.vtysh("show bgp ipv4 unicast 10.188.0.0/14");
         assert!(bgp.contains("LB:65010:375000 (3.000 Mbps)"), "{bgp}");
 
-        // gw2 stops serving the prefix: FRR removes that path from the kernel.
+        // Each gateway's anchor host route is installed like the others.
+        wait_async("both anchors in the kernel", || {
+            leaf.kernel(&["route", "show", "root", "240.0.0.0/4"])
+                .lines()
+                .count()
+                == 2
+        })
+        .await;
+
+        // The gateway of FRR's best path stops serving the prefix. FRR deletes and adds the
+        // route again, and its zebra would drop the remaining gateway's neighbour and fdb
+        // entries (docs/bgp.md) but for that gateway's anchor.
+        let best = leaf.best_next_hop("10.188.0.0/14");
+        let gws = [
+            ("gw1", "10.184.84.44", "70:5b:83:6b:72:a9"),
+            ("gw2", "10.184.84.45", "70:5b:83:6b:72:aa"),
+        ];
+        let (gone, stay) = if best == gws[0].1 {
+            (gws[0], gws[1])
+        } else {
+            (gws[1], gws[0])
+        };
         if let Some(e) = c.export.as_mut() {
-            e.prefixes[0].gateways = vec!["gw1".into()];
+            e.prefixes[0].gateways = vec![stay.0.into()];
         }
+        let t = Instant::now();
         h.set_exports(c.export_set()).await.expect("exports");
-        wait_async("the route via gw2 removed", || {
+        wait_async("the route via the withdrawn gateway removed", || {
             let r = leaf.kernel(&["route", "show", "10.188.0.0/14"]);
-            r.contains("10.184.84.44") && !r.contains("10.184.84.45")
+            r.contains(stay.1) && !r.contains(gone.1)
+        })
+        .await;
+        let reachable = || {
+            let neigh = leaf.kernel(&["neigh", "show", "dev", "br100"]);
+            let fdb = leaf
+                .leaf
+                .exec("bridge", ["fdb", "show", "dev", "vxlan100"])
+                .unwrap_or_default();
+            neigh.contains(&format!("{} lladdr {}", stay.1, stay.2))
+                && fdb.contains(&format!("{} dst {}", stay.2, stay.1))
+        };
+        let mut missing = 0;
+        while t.elapsed() < Duration::from_secs(2) {
+            missing += usize::from(!reachable());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        println!(
+            "best path ({}) withdrawn: {}'s neighbour and fdb entries missing in {missing} \
+             of the samples taken every 20 ms for 2 s",
+            gone.0, stay.0,
+        );
+        assert_eq!(
+            missing,
+            0,
+            "{} unreachable at the leaf: {} / {}",
+            stay.0,
+            leaf.kernel(&["neigh", "show", "dev", "br100"]),
+            leaf.leaf
+                .exec("bridge", ["fdb", "show", "dev", "vxlan100"])
+                .unwrap_or_default()
+        );
+        // The gone gateway's anchor went with its last route.
+        wait_async("the gone gateway's anchor withdrawn", || {
+            leaf.kernel(&["route", "show", "root", "240.0.0.0/4"])
+                .lines()
+                .count()
+                == 1
         })
         .await;
         let st = h.status().await.expect("status");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bgp_common::{export, export_set, wait_for};
 use gatewan_control::bgp::config::{Config, ImportConfig, PeerConfig};
-use gatewan_control::bgp::rib::ImportedRoute;
+use gatewan_control::bgp::rib::{is_anchor_prefix, ImportedRoute};
 use gatewan_control::bgp::session::State;
 use gatewan_control::bgp::speaker::{self, BgpHandle};
 use gatewan_testbed::{require, Need, Netns, ProcessId, Testbed};
@@ -131,10 +131,12 @@ impl Lab {
         }
     }
 
+    /// The paths of the RIB, gateways' anchors left out (their own test checks them).
     fn rib_paths(&self) -> Vec<Value> {
         self.rib()
-            .into_values()
-            .filter_map(|v| v.as_array().and_then(|a| a.first().cloned()))
+            .into_iter()
+            .filter(|(k, _)| !is_anchor_key(k))
+            .filter_map(|(_, v)| v.as_array().and_then(|a| a.first().cloned()))
             .collect()
     }
 
@@ -188,6 +190,13 @@ impl Lab {
             })
             .expect("run in gw namespace");
     }
+}
+
+/// Whether a GoBGP route key (`...[prefix:P]`) is a gateway's anchor.
+fn is_anchor_key(key: &str) -> bool {
+    key.rsplit_once("[prefix:")
+        .and_then(|(_, p)| p.trim_end_matches(']').parse::<ipnet::IpNet>().ok())
+        .is_some_and(|p| is_anchor_prefix(&p))
 }
 
 /// The least configuration an export set can be computed from.
@@ -335,7 +344,22 @@ fn gobgp_exports_appear_with_rd_label_next_hop_mac_encap_rt_and_withdraws_remove
         assert!(find(&paths, "10.188.0.0/14", 2204857002).is_none());
         assert!(find(&paths, "10.188.0.0/14", 2204857001).is_some());
         let st = h.status().await.expect("status");
-        assert_eq!(st.peers[0].routes_sent, 2);
+        // With gw1's anchors, one per family; gw2's went with its last route.
+        assert_eq!(st.peers[0].routes_sent, 4);
+        let anchors = wait_async("gw1's two anchors alone", async || {
+            let keys: Vec<String> = lab
+                .rib()
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| is_anchor_key(k))
+                .collect();
+            (keys.len() == 2).then_some(keys)
+        })
+        .await;
+        assert!(
+            anchors.iter().any(|k| k.contains("[prefix:100::")),
+            "{anchors:?}"
+        );
 
         // Nothing to export: the IPv4 and IPv6 routes are withdrawn.
         h.set_exports(export_set(minimal(), &[]))

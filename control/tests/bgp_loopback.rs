@@ -155,8 +155,9 @@ async fn loopback_export_import_withdraw_and_session_down() {
     let (_, a_status) = control::query(&a_cfg.control_socket)
         .await
         .expect("A status");
-    assert_eq!(a_status.exported.len(), 3);
-    assert_eq!(a_status.peers[0].routes_sent, 3);
+    // Three routes and the anchors of gw1 (both families) and gw2, which B leaves out.
+    assert_eq!(a_status.exported.len(), 6);
+    assert_eq!(a_status.peers[0].routes_sent, 6);
 
     // Only the difference goes out: gw2 stops serving 10.188/14.
     a.set_exports(a_cfg_export(&[

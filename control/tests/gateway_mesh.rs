@@ -162,20 +162,36 @@ fn netns_serf_gateways_build_tunnels_from_the_mesh() {
         joined.as_secs_f64()
     );
 
-    // It leaves gracefully: its tunnels are gone within 5 s.
+    // It leaves gracefully: its tunnels are gone within 5 s wherever the agent saw the leave.
+    // Serf gossips the leave intent a few times only (twice per node with the `local`
+    // profile), so an agent can miss it and see the member fail instead: that gateway keeps
+    // the tunnels for the grace period, as for any failure (docs/mesh.md).
     let t0 = Instant::now();
     mesh.stop("c1", false);
     println!("c1 stopped in {:.1} s", t0.elapsed().as_secs_f64());
-    let left = within(
-        Duration::from_secs(5),
-        "c1's tunnels removed after its leave",
-        || {
-            ["a1", "b1"]
-                .iter()
-                .all(|g| mesh_tunnels_to(&mesh.gw(g).socket, "c1") == 0)
-        },
-    );
-    println!("c1 left: tunnels removed after {:.1} s", left.as_secs_f64());
+    let saw_leave = |g: &str| mesh.log(g).contains(r#"member=c1 status="left""#);
+    let stopped = Instant::now();
+    for g in ["a1", "b1"] {
+        while mesh_tunnels_to(&mesh.gw(g).socket, "c1") > 0 {
+            let limit = if saw_leave(g) {
+                Duration::from_secs(5)
+            } else {
+                GRACE + Duration::from_secs(5)
+            };
+            assert!(
+                stopped.elapsed() < limit,
+                "c1's tunnels at {g}: still there {:?} after its leave (its agent saw it {})",
+                stopped.elapsed(),
+                if saw_leave(g) { "leave" } else { "fail" }
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!(
+            "c1 left: tunnels removed at {g} {:.1} s after it stopped (its agent saw it {})",
+            stopped.elapsed().as_secs_f64(),
+            if saw_leave(g) { "leave" } else { "fail" }
+        );
+    }
 
     // Back, then killed: its tunnels stay for the grace period, then go.
     mesh.start("c1");

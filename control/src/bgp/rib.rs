@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use ipnet::IpNet;
@@ -142,6 +142,9 @@ pub struct ImportStats {
     pub ignored_nlri: u64,
     /// RT-5 with label 0 and no overlay index (RFC 9136), treated as withdrawn.
     pub label_zero: u64,
+    /// A gateway's anchor host route (another bgpctl's): never a datacenter prefix.
+    #[serde(default)]
+    pub anchor: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +155,7 @@ enum Refusal {
     NoNextHop,
     Own,
     AsLoop,
+    Anchor,
 }
 
 /// Adj-RIB-In of every peer and the local prefixes chosen from them.
@@ -299,6 +303,7 @@ impl ImportStats {
             Refusal::NoNextHop => &mut self.no_next_hop,
             Refusal::Own => &mut self.own_route,
             Refusal::AsLoop => &mut self.as_loop,
+            Refusal::Anchor => &mut self.anchor,
         };
         *c += 1;
     }
@@ -339,6 +344,9 @@ impl ImportPolicy {
         }
         if rx.as_path.contains(self.local_as) {
             return Err(Refusal::AsLoop);
+        }
+        if is_anchor_prefix(&rx.route.prefix) {
+            return Err(Refusal::Anchor);
         }
         let r = &rx.route;
         Ok(ImportedRoute {
@@ -420,6 +428,42 @@ fn ser_route<S: serde::Serializer>(r: &IpPrefixRoute, s: S) -> Result<S::Ok, S::
     st.end()
 }
 
+/// A gateway's anchor: a host route that only this gateway is announced for, as long as it
+/// attracts any prefix of that family. FRR (8.4 and later) deletes and re-adds a type-5
+/// prefix whose best path is withdrawn or changed, and its zebra releases the prefix's hold
+/// on each next hop's router-MAC neighbour and fdb entry after the re-add took it again, so
+/// the remaining gateways' entries vanish while the kernel route still points at them
+/// (docs/bgp.md). A gateway's anchor is never re-selected, so its hold keeps the entries
+/// installed. The address is in space that is never routed: 240.0.0.0/4 (reserved) and
+/// 100::/64 (RFC 6666 discard-only), from a hash of the gateway's router MAC and VTEP.
+pub fn anchor_prefix(gw: &Gateway, v6: bool) -> IpNet {
+    // FNV-1a: stable across releases, so a restarted bgpctl announces the same anchors.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let vtep = match gw.vtep {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    };
+    for b in gw.router_mac.0.iter().chain(vtep.iter()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if v6 {
+        let addr = (0x0100_u128 << 112) | u128::from(h);
+        IpNet::V6(ipnet::Ipv6Net::new(Ipv6Addr::from(addr), 128).unwrap_or_default())
+    } else {
+        let addr = 0xf000_0000 | (h as u32 & 0x0fff_ffff);
+        IpNet::V4(ipnet::Ipv4Net::new(Ipv4Addr::from(addr), 32).unwrap_or_default())
+    }
+}
+
+/// Whether `p` has the form of an [`anchor_prefix`].
+pub fn is_anchor_prefix(p: &IpNet) -> bool {
+    match p {
+        IpNet::V4(n) => n.prefix_len() == 32 && n.addr().octets()[0] >> 4 == 0xf,
+        IpNet::V6(n) => n.prefix_len() == 128 && n.addr().segments()[..4] == [0x100, 0, 0, 0],
+    }
+}
+
 /// An export set that cannot be advertised.
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ExportError {
@@ -435,48 +479,69 @@ pub enum ExportError {
 }
 
 impl ExportSet {
-    /// One RT-5 per (prefix, gateway), keyed by the RFC 9136 route key.
+    /// One RT-5 per (prefix, gateway), keyed by the RFC 9136 route key, and each gateway's
+    /// anchor routes ([`anchor_prefix`]).
     pub fn routes(&self) -> Result<BTreeMap<Rt5Key, ExportRoute>, ExportError> {
         let label = Label::from_vni(self.vni).ok_or(ExportError::Vni(self.vni))?;
         let mut out: BTreeMap<Rt5Key, ExportRoute> = BTreeMap::new();
+        let mut anchored: BTreeMap<(&str, bool), &Gateway> = BTreeMap::new();
         for p in &self.prefixes {
             // Host bits would make a route no one else can match; advertise the network.
             let prefix = p.prefix.trunc();
-            let gateway_ip = match prefix {
-                IpNet::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                IpNet::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
-            };
             for gw in &p.gateways {
-                let route = IpPrefixRoute {
-                    rd: gw.rd(),
-                    esi: Esi::default(),
-                    ethernet_tag: 0,
-                    prefix,
-                    gateway: gateway_ip,
-                    label,
-                };
-                let er = ExportRoute {
-                    gateway: gw.name.clone(),
-                    next_hop: gw.vtep,
-                    router_mac: gw.router_mac,
-                    route,
-                    route_targets: self.route_targets.clone(),
-                    weight: gw.weight,
-                };
-                if let Some(prev) = out.get(&route.key()) {
-                    if prev.gateway != gw.name {
-                        return Err(ExportError::DuplicateRd {
-                            prefix,
-                            rd: route.rd,
-                            a: prev.gateway.clone(),
-                            b: gw.name.clone(),
-                        });
-                    }
-                }
-                out.insert(route.key(), er);
+                self.add_route(&mut out, prefix, gw, gw.weight, label)?;
+                anchored
+                    .entry((gw.name.as_str(), prefix.addr().is_ipv6()))
+                    .or_insert(gw);
             }
         }
+        for ((_, v6), gw) in anchored {
+            self.add_route(&mut out, anchor_prefix(gw, v6), gw, None, label)?;
+        }
         Ok(out)
+    }
+
+    fn add_route(
+        &self,
+        out: &mut BTreeMap<Rt5Key, ExportRoute>,
+        prefix: IpNet,
+        gw: &Gateway,
+        weight: Option<u32>,
+        label: Label,
+    ) -> Result<(), ExportError> {
+        let route = IpPrefixRoute {
+            rd: gw.rd(),
+            esi: Esi::default(),
+            ethernet_tag: 0,
+            prefix,
+            gateway: match prefix {
+                IpNet::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpNet::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            },
+            label,
+        };
+        if let Some(prev) = out.get(&route.key()) {
+            if prev.gateway != gw.name {
+                return Err(ExportError::DuplicateRd {
+                    prefix,
+                    rd: route.rd,
+                    a: prev.gateway.clone(),
+                    b: gw.name.clone(),
+                });
+            }
+        }
+        out.insert(
+            route.key(),
+            ExportRoute {
+                gateway: gw.name.clone(),
+                next_hop: gw.vtep,
+                router_mac: gw.router_mac,
+                route,
+                route_targets: self.route_targets.clone(),
+                weight,
+            },
+        );
+        Ok(())
     }
 
     /// RDs used by this set (routes with them are never imported back).
@@ -493,6 +558,11 @@ impl ExportSet {
 pub const BYTES_PER_SEC_PER_WEIGHT: f32 = 125_000.0;
 
 impl ExportRoute {
+    /// Whether this is a gateway's anchor ([`anchor_prefix`]).
+    pub fn is_anchor(&self) -> bool {
+        is_anchor_prefix(&self.route.prefix)
+    }
+
     /// Path attributes for this route towards a peer.
     pub fn attributes(&self, local_as: u32, ibgp: bool) -> Rt5Attributes {
         let mut ext: Vec<ExtCommunity> = self
@@ -763,6 +833,7 @@ mod tests {
         let routes = set(&[("10.5.0.0/16", &[a, b])]).routes().unwrap();
         let bws: Vec<f32> = routes
             .values()
+            .filter(|r| !r.is_anchor())
             .map(|r| {
                 r.attributes(65003, false)
                     .ext_communities
@@ -813,7 +884,23 @@ mod tests {
             ("fd05::/16", std::slice::from_ref(&g1)),
         ]);
         let routes = s.routes().unwrap();
-        assert_eq!(routes.len(), 3);
+        assert_eq!(routes.values().filter(|r| !r.is_anchor()).count(), 3);
+        // Anchors: gw1 for both families, gw2 for IPv4, each with its own RD.
+        let anchors: Vec<(String, String)> = routes
+            .values()
+            .filter(|r| r.is_anchor())
+            .map(|r| (r.gateway.clone(), r.route.prefix.to_string()))
+            .collect();
+        assert_eq!(anchors.len(), 3, "{anchors:?}");
+        assert!(anchors.contains(&("gw1".into(), anchor_prefix(&g1, false).to_string())));
+        assert!(anchors.contains(&("gw1".into(), anchor_prefix(&g1, true).to_string())));
+        assert!(anchors.contains(&("gw2".into(), anchor_prefix(&g2, false).to_string())));
+        assert_ne!(anchor_prefix(&g1, false), anchor_prefix(&g2, false));
+        assert!(
+            anchor_prefix(&g1, false).to_string().starts_with("24")
+                || anchor_prefix(&g1, false).to_string().starts_with("25")
+        );
+        assert!(anchor_prefix(&g1, true).to_string().starts_with("100::"));
         let rds: BTreeSet<String> = routes.values().map(|r| r.route.rd.to_string()).collect();
         assert!(rds.contains("28763:2204857001") && rds.contains("28763:2204857002"));
         // The built UPDATE for gw1's v4 route is what GoBGP itself sends for vector 1, with
@@ -858,7 +945,8 @@ mod tests {
         .routes()
         .unwrap();
         let d = out.update_to(&a);
-        assert_eq!((d.announce.len(), d.withdraw.len()), (3, 0));
+        // Three routes and the two gateways' anchors.
+        assert_eq!((d.announce.len(), d.withdraw.len()), (5, 0));
         assert!(out.update_to(&a).is_empty());
         // Drop gw2 from 10.1/16, add 10.3/16 on gw2.
         let b = set(&[
@@ -888,9 +976,11 @@ mod tests {
         ])
         .routes()
         .unwrap();
-        assert_eq!(out.update_to(&c).announce.len(), 2);
+        // Its two routes, and its anchor, which moves with the VTEP.
+        let d = out.update_to(&c);
+        assert_eq!((d.announce.len(), d.withdraw.len()), (3, 1));
         out.clear();
-        assert_eq!(out.update_to(&c).announce.len(), 3);
+        assert_eq!(out.update_to(&c).announce.len(), 5);
     }
 
     #[test]
@@ -898,7 +988,7 @@ mod tests {
         let r = set(&[("10.1.0.0/16", &[gw("g", "10.0.0.1", "02:00:00:00:00:01")])])
             .routes()
             .unwrap();
-        let r = r.values().next().unwrap();
+        let r = r.values().find(|r| !r.is_anchor()).unwrap();
         let a = r.attributes(65000, true);
         assert_eq!(a.local_pref, Some(100));
         assert!(a.as_path.segments.is_empty());

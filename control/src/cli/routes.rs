@@ -166,8 +166,8 @@ pub fn render(s: &Status) -> String {
     let st = &s.import_stats;
     let _ = writeln!(
         out,
-        "\nNot imported: {} no matching RT, {} not VXLAN, {} no router MAC, {} own, {} AS loop, {} other NLRI, {} label 0",
-        st.no_matching_route_target, st.not_vxlan, st.no_router_mac, st.own_route, st.as_loop, st.ignored_nlri, st.label_zero
+        "\nNot imported: {} no matching RT, {} not VXLAN, {} no router MAC, {} own, {} AS loop, {} other NLRI, {} label 0, {} anchors",
+        st.no_matching_route_target, st.not_vxlan, st.no_router_mac, st.own_route, st.as_loop, st.ignored_nlri, st.label_zero, st.anchor
     );
     out
 }

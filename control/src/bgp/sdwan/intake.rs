@@ -356,6 +356,8 @@ mod tests {
         let st = i.status();
         assert_eq!(st.skipped.get("local_prefix"), Some(&1));
         assert_eq!(st.skipped.get("not_our_gateway"), Some(&1));
-        assert_eq!(set.routes().unwrap().len(), 4);
+        let routes = set.routes().unwrap();
+        assert_eq!(routes.values().filter(|r| !r.is_anchor()).count(), 4);
+        assert_eq!(routes.values().filter(|r| r.is_anchor()).count(), 2);
     }
 }
