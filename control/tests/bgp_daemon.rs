@@ -175,3 +175,17 @@ async fn daemon_reloads_on_sighup_answers_routes_and_ceases_on_sigterm() {
     let _ = task.await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn routes_with_the_daemon_down_says_why_once() {
+    let dir = std::env::temp_dir().join(format!("gatewan-routes-down-{}", std::process::id()));
+    let out = Command::new(GATEWAN)
+        .args(["routes", "--socket"])
+        .arg(dir.join("bgpctl.sock"))
+        .output()
+        .expect("gatewan routes");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is `gatewan bgpctl` running"), "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}

@@ -251,6 +251,30 @@ impl Config {
     }
 
     /// The desired export set the file describes (empty without an `export` section).
+    /// The keys of `new` that differ from this running configuration and take effect only
+    /// after a restart (a reload applies `import` and `export` alone).
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut check = |changed: bool, key: &'static str| {
+            if changed {
+                keys.push(key);
+            }
+        };
+        check(self.local_as != new.local_as, "local_as");
+        check(self.router_id != new.router_id, "router_id");
+        check(self.listen != new.listen, "listen");
+        check(self.control_socket != new.control_socket, "control_socket");
+        check(self.hold_time != new.hold_time, "hold_time");
+        check(self.connect_retry != new.connect_retry, "connect_retry");
+        check(
+            self.connect_retry_max != new.connect_retry_max,
+            "connect_retry_max",
+        );
+        check(self.peers != new.peers, "peers");
+        check(self.sdwan != new.sdwan, "sdwan");
+        keys
+    }
+
     pub fn export_set(&self) -> ExportSet {
         let Some(e) = &self.export else {
             return ExportSet::default();
@@ -307,6 +331,24 @@ mod tests {
     use super::*;
 
     pub(crate) const EXAMPLE: &str = include_str!("../../../docs/bgpctl.example.yaml");
+
+    #[test]
+    fn a_reload_names_every_key_that_needs_a_restart() {
+        let c = Config::parse(EXAMPLE).unwrap();
+        assert!(c.restart_needed(&c).is_empty());
+        let mut n = c.clone();
+        n.hold_time += 3;
+        n.connect_retry *= 2.0;
+        n.connect_retry_max += 1.0;
+        n.import.route_targets.clear();
+        assert_eq!(
+            c.restart_needed(&n),
+            ["hold_time", "connect_retry", "connect_retry_max"]
+        );
+        n.peers.pop();
+        n.router_id = "10.9.9.9".parse().unwrap();
+        assert_eq!(c.restart_needed(&n).len(), 5);
+    }
 
     #[test]
     fn the_documented_example_parses() {

@@ -114,6 +114,9 @@ pub struct Stats {
     pub updates_treat_as_withdraw: u64,
     pub attributes_discarded: u64,
     pub update_session_resets: u64,
+    /// RT-5 NLRI whose length or fields are wrong, dropped alone (their framing held).
+    #[serde(default)]
+    pub malformed_nlri: u64,
     /// Times the session reached Established.
     pub established_count: u64,
     /// Connection attempts that failed before Established.
@@ -540,9 +543,33 @@ impl Session {
                             "malformed UPDATE: {}",
                             e.reason
                         );
+                        self.stats.last_error =
+                            Some(format!("malformed UPDATE ({}): {}", e.approach, e.reason));
                     }
                 }
+                self.malformed_nlri(&decoded, body);
                 self.out.push_back(Output::Update(decoded));
+            }
+        }
+    }
+
+    /// Counts and logs the RT-5 NLRI of an UPDATE that were dropped as malformed.
+    fn malformed_nlri(&mut self, decoded: &update::Decoded, body: &[u8]) {
+        let reach = decoded.update.mp_reach().map(|m| m.nlri.evpn());
+        let unreach = decoded.update.mp_unreach().map(|m| m.nlri.evpn());
+        for r in reach.into_iter().chain(unreach).flatten() {
+            if let super::wire::evpn::EvpnRoute::Malformed {
+                route_type, error, ..
+            } = r
+            {
+                self.stats.malformed_nlri += 1;
+                tracing::warn!(
+                    peer_as = self.config.peer_as,
+                    route_type,
+                    update = %hex::encode(body),
+                    "malformed EVPN NLRI dropped: {error}"
+                );
+                self.stats.last_error = Some(format!("malformed EVPN NLRI: {error}"));
             }
         }
     }
@@ -1027,6 +1054,21 @@ mod tests {
         }
         assert_eq!(s.stats().updates_treat_as_withdraw, 1);
         assert_eq!(s.state(), State::Established);
+        let err = s.stats().last_error.clone().unwrap_or_default();
+        assert!(err.contains("treat-as-withdraw"), "{err}");
+        // An RT-5 with an IPv4 prefix length of 33: that NLRI alone is dropped, counted
+        // for this peer and named in last_error.
+        let mut bad = unhex(V1_GOBGP_V4);
+        let at = bad.windows(2).position(|w| w == [0x05, 0x22]).unwrap();
+        bad[at + 2 + 22] = 33;
+        s.handle(t0, Event::Bytes(&bad));
+        match drain(&mut s).as_slice() {
+            [Output::Update(d)] => assert_eq!(d.rt5_changes().ignored, 1),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s.stats().malformed_nlri, 1);
+        let err = s.stats().last_error.clone().unwrap_or_default();
+        assert!(err.contains("malformed EVPN NLRI"), "{err}");
         // Total attribute length beyond the message: session reset.
         let mut reset = unhex(V1_GOBGP_V4);
         reset[19 + 3] = 0xff;

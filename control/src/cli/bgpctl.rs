@@ -56,10 +56,12 @@ async fn serve(config: Config, path: &Path) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 match Config::load(path) {
                     Ok(new) => {
-                        if (new.local_as, new.router_id, &new.peers, new.listen, &new.control_socket)
-                            != (current.local_as, current.router_id, &current.peers, current.listen, &current.control_socket)
-                        {
-                            tracing::warn!("reload: only import route targets and the export set are reloaded; restart for the other changes");
+                        let restart = current.restart_needed(&new);
+                        if !restart.is_empty() {
+                            tracing::warn!(
+                                keys = %restart.join(", "),
+                                "reload: these changes take effect only after a restart (the running values stay)"
+                            );
                         }
                         if let Err(e) = handle.set_import_route_targets(new.import.route_targets.clone()).await {
                             tracing::error!("reload: {e}");
@@ -72,7 +74,9 @@ async fn serve(config: Config, path: &Path) -> anyhow::Result<()> {
                                 Err(e) => tracing::error!("reload: {e}"),
                             }
                         }
-                        current = new;
+                        // What runs: the reloaded sections, the rest as started.
+                        current.import = new.import;
+                        current.export = new.export;
                     }
                     Err(e) => tracing::error!("reload refused, keeping the running configuration: {e}"),
                 }
