@@ -108,6 +108,7 @@ router bgp 65003
             hold_time: 9,
             connect_retry: 0.5,
             connect_retry_max: 2.0,
+            graceful_restart: Default::default(),
             peers: vec![PeerConfig {
                 address: "10.99.0.1".parse().expect("leaf"),
                 port: 179,

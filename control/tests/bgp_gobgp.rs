@@ -33,7 +33,7 @@ struct Lab {
     gobgpd: ProcessId,
 }
 
-fn gobgpd_conf(rr_as: u32, gw_as: u32, passive: bool, md5: Option<&str>) -> String {
+fn gobgpd_conf(rr_as: u32, gw_as: u32, passive: bool, md5: Option<&str>, gr: bool) -> String {
     let auth = md5
         .map(|k| format!("    auth-password = \"{k}\"\n"))
         .unwrap_or_default();
@@ -59,10 +59,20 @@ fn gobgpd_conf(rr_as: u32, gw_as: u32, passive: bool, md5: Option<&str>) -> Stri
     connect-retry = 1
     hold-time = 9
     keepalive-interval = 3
-{rr_client}  [[neighbors.afi-safis]]
+{rr_client}{gr_neighbor}  [[neighbors.afi-safis]]
     [neighbors.afi-safis.config]
       afi-safi-name = "l2vpn-evpn"
-"#
+{gr_family}"#,
+        gr_neighbor = if gr {
+            "  [neighbors.graceful-restart.config]\n    enabled = true\n    restart-time = 30\n"
+        } else {
+            ""
+        },
+        gr_family = if gr {
+            "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n"
+        } else {
+            ""
+        },
     )
 }
 
@@ -74,6 +84,15 @@ impl Lab {
     }
 
     fn with_md5(rr_as: u32, gw_as: u32, passive: bool, md5: Option<&str>) -> Lab {
+        Self::build(rr_as, gw_as, passive, md5, false)
+    }
+
+    /// gobgpd as a graceful restart helper for EVPN (RFC 4724).
+    fn graceful(rr_as: u32, gw_as: u32) -> Lab {
+        Self::build(rr_as, gw_as, true, None, true)
+    }
+
+    fn build(rr_as: u32, gw_as: u32, passive: bool, md5: Option<&str>, gr: bool) -> Lab {
         require(&[Need::Root, Need::Tool("gobgpd"), Need::Tool("gobgp")]);
         let mut tb = Testbed::new().expect("test bed");
         let rr = tb.add_netns("rr").expect("netns rr");
@@ -86,7 +105,8 @@ impl Lab {
             + (std::process::id() % 5000) as u16 * 2
             + NEXT_PORT.fetch_add(1, Ordering::Relaxed);
         let conf = tb.dir().join("gobgpd.toml");
-        std::fs::write(&conf, gobgpd_conf(rr_as, gw_as, passive, md5)).expect("write gobgpd.toml");
+        std::fs::write(&conf, gobgpd_conf(rr_as, gw_as, passive, md5, gr))
+            .expect("write gobgpd.toml");
         let mut lab = Lab {
             gobgpd: ProcessId(0),
             tb,
@@ -149,6 +169,7 @@ impl Lab {
             hold_time: 9,
             connect_retry: 0.5,
             connect_retry_max: 2.0,
+            graceful_restart: Default::default(),
             peers: vec![PeerConfig {
                 address: RR_ADDR.parse().expect("rr"),
                 port: 179,
@@ -543,5 +564,85 @@ fn gobgp_tcp_md5_signed_session() {
             (lab.rib_paths().len() == 3).then_some(())
         })
         .await;
+    });
+}
+
+#[test]
+fn gobgp_keeps_the_routes_through_a_graceful_restart_and_drops_them_on_a_clean_stop() {
+    let lab = Lab::graceful(65000, 65000);
+    let config = lab.bgpctl_config(65000, 65000, false);
+    assert!(config.graceful_restart.enabled, "on by default");
+    let second = config.clone();
+    lab.with_speaker(config, async |h| {
+        wait_async("3 routes in gobgpd", async || {
+            (lab.rib_paths().len() == 3).then_some(())
+        })
+        .await;
+        let neighbor = lab.gobgp(&["neighbor", GW_ADDR]).expect("gobgp neighbor");
+        // Ours as gobgpd read it: restart time 120 s (the default), EVPN.
+        assert!(
+            neighbor.contains("graceful-restart:\tadvertised and received")
+                && neighbor.contains("Remote: restart time 120 sec, restart flag set")
+                && neighbor.contains("l2vpn-evpn, forward flag set"),
+            "{neighbor}"
+        );
+
+        // Closed without a NOTIFICATION, as for a restart (SIGUSR1) or a crash: gobgpd keeps
+        // the routes, stale, while nobody speaks for them.
+        h.close_for_restart().await;
+        let t = Instant::now();
+        let mut fewest = usize::MAX;
+        while t.elapsed() < Duration::from_secs(2) {
+            fewest = fewest.min(lab.rib_paths().len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let neighbor = lab.gobgp(&["neighbor"]).expect("gobgp neighbor");
+        assert!(!neighbor.contains("Establ"), "{neighbor}");
+        assert_eq!(fewest, 3, "routes withdrawn while bgpctl was away");
+
+        // The next bgpctl no longer has gw2's route: gobgpd keeps every route until its
+        // End-of-RIB, then purges that one alone.
+        let mut config = second;
+        config.export = Some(export(&[
+            ("10.188.0.0/14", &["gw1"]),
+            ("fd05::/16", &["gw1"]),
+        ]));
+        let (h2, task) = speaker::spawn(config).await.expect("second speaker");
+        let t = Instant::now();
+        let mut fewest = usize::MAX;
+        loop {
+            let n = lab.rib_paths().len();
+            fewest = fewest.min(n);
+            if n == 2 {
+                break;
+            }
+            assert!(t.elapsed() < WAIT, "stale route never purged");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        println!(
+            "graceful restart: 3 routes kept while bgpctl was away; the stale one purged {:.1} s \
+             after the next bgpctl started",
+            t.elapsed().as_secs_f64()
+        );
+        assert_eq!(
+            fewest, 2,
+            "a route the next bgpctl keeps was withdrawn meanwhile"
+        );
+        let paths = lab.rib_paths();
+        assert!(find(&paths, "10.188.0.0/14", 2204857002).is_none());
+
+        // A clean stop (Cease): gobgpd withdraws at once.
+        h2.shutdown(Some("done".into())).await;
+        let _ = task.await;
+        let t = Instant::now();
+        wait_async("the routes withdrawn after the Cease", async || {
+            lab.rib_paths().is_empty().then_some(())
+        })
+        .await;
+        println!(
+            "clean stop: routes withdrawn by gobgpd after {:.0} ms",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+        assert!(t.elapsed() < Duration::from_secs(1));
     });
 }

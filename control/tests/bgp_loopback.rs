@@ -40,6 +40,7 @@ fn base(id: u8, tag: &str) -> Config {
         hold_time: 9,
         connect_retry: 0.1,
         connect_retry_max: 1.0,
+        graceful_restart: Default::default(),
         peers: vec![],
         import: ImportConfig::default(),
         export: None,

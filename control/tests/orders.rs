@@ -178,6 +178,7 @@ fn netns_orders_steady_state_local_repair_and_controller_failover() {
             api: true,
             probe_interval_ms: 100,
             frr: false,
+            bgpctls: 1,
         },
     );
     for name in ["a1", "a2", "b1", "b2"] {

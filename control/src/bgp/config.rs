@@ -37,6 +37,10 @@ pub struct Config {
     #[serde(default = "default_connect_retry_max")]
     pub connect_retry_max: f64,
     pub peers: Vec<PeerConfig>,
+    /// RFC 4724 on every session: peers that support it for EVPN keep bgpctl's routes
+    /// while it restarts (`gatewan bgpctl` on SIGUSR1, or a crash).
+    #[serde(default)]
+    pub graceful_restart: GracefulRestartConfig,
     #[serde(default)]
     pub import: ImportConfig,
     #[serde(default)]
@@ -45,6 +49,24 @@ pub struct Config {
     /// fabric's routes to its datacenter's gateways (docs/bgp.md, "In the loop").
     #[serde(default)]
     pub sdwan: Option<SdwanFile>,
+}
+
+/// `graceful_restart:`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GracefulRestartConfig {
+    pub enabled: bool,
+    /// How long peers keep the routes of a restarting bgpctl, seconds (at most 4095).
+    pub restart_time: u16,
+}
+
+impl Default for GracefulRestartConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            restart_time: 120,
+        }
+    }
 }
 
 /// `sdwan:` as written.
@@ -271,6 +293,10 @@ impl Config {
             "connect_retry_max",
         );
         check(self.peers != new.peers, "peers");
+        check(
+            self.graceful_restart != new.graceful_restart,
+            "graceful_restart",
+        );
         check(self.sdwan != new.sdwan, "sdwan");
         keys
     }
@@ -314,6 +340,10 @@ impl Config {
             passive: peer.passive,
             connect_retry: Duration::from_secs_f64(self.connect_retry),
             connect_retry_max: Duration::from_secs_f64(self.connect_retry_max),
+            graceful_restart: self
+                .graceful_restart
+                .enabled
+                .then_some(self.graceful_restart.restart_time),
         }
     }
 }

@@ -67,7 +67,7 @@ pub struct ExportedRoute {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("connecting to {path} (is `gatewan bgpctl` running, and is this its control_socket?)")]
+    #[error("connecting to {path}: {source} (is `gatewan bgpctl` running, and is this its control_socket?)")]
     Connect {
         path: String,
         source: std::io::Error,

@@ -435,15 +435,23 @@ fn ser_route<S: serde::Serializer>(r: &IpPrefixRoute, s: S) -> Result<S::Ok, S::
 /// the remaining gateways' entries vanish while the kernel route still points at them
 /// (docs/bgp.md). A gateway's anchor is never re-selected, so its hold keeps the entries
 /// installed. The address is in space that is never routed: 240.0.0.0/4 (reserved) and
-/// 100::/64 (RFC 6666 discard-only), from a hash of the gateway's router MAC and VTEP.
-pub fn anchor_prefix(gw: &Gateway, v6: bool) -> IpNet {
+/// 100::/64 (RFC 6666 discard-only), from a hash of the gateway's router MAC and VTEP and
+/// of the exporting bgpctl's router ID: two bgpctls of a datacenter export distinct anchors,
+/// so that either keeps the entries installed while the other restarts.
+pub fn anchor_prefix(gw: &Gateway, v6: bool, speaker: Ipv4Addr) -> IpNet {
     // FNV-1a: stable across releases, so a restarted bgpctl announces the same anchors.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let vtep = match gw.vtep {
         IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
         IpAddr::V6(a) => a.octets(),
     };
-    for b in gw.router_mac.0.iter().chain(vtep.iter()) {
+    for b in gw
+        .router_mac
+        .0
+        .iter()
+        .chain(vtep.iter())
+        .chain(speaker.octets().iter())
+    {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -479,9 +487,17 @@ pub enum ExportError {
 }
 
 impl ExportSet {
-    /// One RT-5 per (prefix, gateway), keyed by the RFC 9136 route key, and each gateway's
-    /// anchor routes ([`anchor_prefix`]).
+    /// [`ExportSet::routes_of`] a speaker without an identity (checks and tests).
     pub fn routes(&self) -> Result<BTreeMap<Rt5Key, ExportRoute>, ExportError> {
+        self.routes_of(Ipv4Addr::UNSPECIFIED)
+    }
+
+    /// One RT-5 per (prefix, gateway), keyed by the RFC 9136 route key, and each gateway's
+    /// anchor routes as the bgpctl with router ID `speaker` exports them ([`anchor_prefix`]).
+    pub fn routes_of(
+        &self,
+        speaker: Ipv4Addr,
+    ) -> Result<BTreeMap<Rt5Key, ExportRoute>, ExportError> {
         let label = Label::from_vni(self.vni).ok_or(ExportError::Vni(self.vni))?;
         let mut out: BTreeMap<Rt5Key, ExportRoute> = BTreeMap::new();
         let mut anchored: BTreeMap<(&str, bool), &Gateway> = BTreeMap::new();
@@ -496,7 +512,7 @@ impl ExportSet {
             }
         }
         for ((_, v6), gw) in anchored {
-            self.add_route(&mut out, anchor_prefix(gw, v6), gw, None, label)?;
+            self.add_route(&mut out, anchor_prefix(gw, v6, speaker), gw, None, label)?;
         }
         Ok(out)
     }
@@ -892,15 +908,40 @@ mod tests {
             .map(|r| (r.gateway.clone(), r.route.prefix.to_string()))
             .collect();
         assert_eq!(anchors.len(), 3, "{anchors:?}");
-        assert!(anchors.contains(&("gw1".into(), anchor_prefix(&g1, false).to_string())));
-        assert!(anchors.contains(&("gw1".into(), anchor_prefix(&g1, true).to_string())));
-        assert!(anchors.contains(&("gw2".into(), anchor_prefix(&g2, false).to_string())));
-        assert_ne!(anchor_prefix(&g1, false), anchor_prefix(&g2, false));
-        assert!(
-            anchor_prefix(&g1, false).to_string().starts_with("24")
-                || anchor_prefix(&g1, false).to_string().starts_with("25")
+        assert!(anchors.contains(&(
+            "gw1".into(),
+            anchor_prefix(&g1, false, Ipv4Addr::UNSPECIFIED).to_string()
+        )));
+        assert!(anchors.contains(&(
+            "gw1".into(),
+            anchor_prefix(&g1, true, Ipv4Addr::UNSPECIFIED).to_string()
+        )));
+        assert!(anchors.contains(&(
+            "gw2".into(),
+            anchor_prefix(&g2, false, Ipv4Addr::UNSPECIFIED).to_string()
+        )));
+        assert_ne!(
+            anchor_prefix(&g1, false, Ipv4Addr::UNSPECIFIED),
+            anchor_prefix(&g2, false, Ipv4Addr::UNSPECIFIED)
         );
-        assert!(anchor_prefix(&g1, true).to_string().starts_with("100::"));
+        // Another bgpctl exports other anchors for the same gateway.
+        let other = Ipv4Addr::new(10, 1, 9, 5);
+        assert_ne!(
+            anchor_prefix(&g1, false, Ipv4Addr::UNSPECIFIED),
+            anchor_prefix(&g1, false, other)
+        );
+        assert!(is_anchor_prefix(&anchor_prefix(&g1, true, other)));
+        assert!(
+            anchor_prefix(&g1, false, Ipv4Addr::UNSPECIFIED)
+                .to_string()
+                .starts_with("24")
+                || anchor_prefix(&g1, false, Ipv4Addr::UNSPECIFIED)
+                    .to_string()
+                    .starts_with("25")
+        );
+        assert!(anchor_prefix(&g1, true, Ipv4Addr::UNSPECIFIED)
+            .to_string()
+            .starts_with("100::"));
         let rds: BTreeSet<String> = routes.values().map(|r| r.route.rd.to_string()).collect();
         assert!(rds.contains("28763:2204857001") && rds.contains("28763:2204857002"));
         // The built UPDATE for gw1's v4 route is what GoBGP itself sends for vector 1, with

@@ -40,6 +40,8 @@ pub struct SessionConfig {
     pub connect_retry: Duration,
     /// The most the wait grows to.
     pub connect_retry_max: Duration,
+    /// Offer graceful restart for EVPN with this restart time, seconds (RFC 4724).
+    pub graceful_restart: Option<u16>,
 }
 
 impl SessionConfig {
@@ -71,6 +73,9 @@ pub enum Event<'a> {
     Start,
     /// Stop with an optional shutdown communication (RFC 9003); no automatic restart.
     Stop(Option<&'a str>),
+    /// Close the connection without a NOTIFICATION, so that a peer doing graceful restart
+    /// keeps our routes while we restart (RFC 4724 section 4.2); no automatic restart.
+    Abandon,
     /// The TCP connection is up (our connect succeeded, or we accepted the peer's).
     TcpConnected,
     /// Our connect attempt failed, or the connection closed or broke.
@@ -152,7 +157,10 @@ pub struct Session {
 
 impl Session {
     pub fn new(config: SessionConfig) -> Self {
-        let ours = Open::ours(config.local_as, config.hold_time, config.local_id);
+        let mut ours = Open::ours(config.local_as, config.hold_time, config.local_id);
+        if let Some(t) = config.graceful_restart {
+            ours = ours.with_graceful_restart(t);
+        }
         Self {
             backoff: config.connect_retry,
             config,
@@ -253,6 +261,11 @@ impl Session {
         match event {
             Event::Start => self.start(now),
             Event::Stop(message) => self.stop(message),
+            Event::Abandon => {
+                self.auto_start = false;
+                self.auto_start_at = None;
+                self.enter_idle("closed for a graceful restart".into());
+            }
             Event::TcpConnected => self.tcp_connected(now),
             Event::TcpFailed => self.tcp_failed(now),
             Event::Bytes(bytes) => self.bytes(now, bytes),
@@ -713,6 +726,7 @@ mod tests {
             passive: false,
             connect_retry: Duration::from_secs(1),
             connect_retry_max: Duration::from_secs(8),
+            graceful_restart: None,
         }
     }
 

@@ -73,7 +73,9 @@ enum Command {
     SetExports(ExportSet, oneshot::Sender<Result<(), ExportError>>),
     SetImport(Vec<RtMatch>, oneshot::Sender<()>),
     Status(oneshot::Sender<Status>),
-    Shutdown(Option<String>, oneshot::Sender<()>),
+    /// Stop every session: with a Cease and the message, or (`None` inside) without a
+    /// NOTIFICATION for a graceful restart.
+    Shutdown(Option<Option<String>>, oneshot::Sender<()>),
 }
 
 impl BgpHandle {
@@ -120,7 +122,21 @@ impl BgpHandle {
     /// little for it to leave, and stops the speaker.
     pub async fn shutdown(&self, message: Option<String>) {
         let (tx, rx) = oneshot::channel();
-        if self.send(Command::Shutdown(message, tx)).await.is_ok() {
+        if self
+            .send(Command::Shutdown(Some(message), tx))
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
+    /// Closes every session without a NOTIFICATION and stops: peers that negotiated
+    /// graceful restart keep the routes for the restart time (RFC 4724), until the next
+    /// bgpctl sends them again and its End-of-RIB.
+    pub async fn close_for_restart(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.send(Command::Shutdown(None, tx)).await.is_ok() {
             let _ = rx.await;
         }
     }
@@ -204,7 +220,16 @@ struct Core {
 /// every session. Must run inside a tokio runtime.
 pub async fn spawn(config: Config) -> Result<(BgpHandle, JoinHandle<()>), SpeakerError> {
     let export_set = config.export_set();
-    let desired = export_set.routes()?;
+    spawn_with(config, export_set).await
+}
+
+/// [`spawn`] with the export set to send from the first session on (a restarting bgpctl's
+/// persisted order: a graceful restart's peers purge what the first End-of-RIB lacks).
+pub async fn spawn_with(
+    config: Config,
+    export_set: ExportSet,
+) -> Result<(BgpHandle, JoinHandle<()>), SpeakerError> {
+    let desired = export_set.routes_of(config.router_id)?;
     let (io_tx, io_rx) = mpsc::unbounded_channel();
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -380,14 +405,14 @@ impl Core {
             tokio::select! {
                 cmd = cmd_rx.recv() => match cmd {
                     Some(Command::Shutdown(msg, done)) => {
-                        self.shutdown(msg.as_deref()).await;
+                        self.shutdown(msg.as_ref().map(Option::as_deref)).await;
                         let _ = done.send(());
                         return;
                     }
                     Some(c) => self.command(c),
                     // Every handle is gone: nobody can use the routes any more.
                     None => {
-                        self.shutdown(None).await;
+                        self.shutdown(Some(None)).await;
                         return;
                     }
                 },
@@ -404,10 +429,15 @@ impl Core {
         }
     }
 
-    async fn shutdown(&mut self, message: Option<&str>) {
+    /// `Some(message)`: a Cease to every peer; `None`: closed for a graceful restart.
+    async fn shutdown(&mut self, message: Option<Option<&str>>) {
         let now = Instant::now();
+        let event = match message {
+            Some(m) => Event::Stop(m),
+            None => Event::Abandon,
+        };
         for i in 0..self.peers.len() {
-            self.peers[i].session.handle(now, Event::Stop(message));
+            self.peers[i].session.handle(now, event);
             self.drive(i, now);
         }
         let closing = std::mem::take(&mut self.closing);
@@ -422,7 +452,7 @@ impl Core {
     fn command(&mut self, c: Command) {
         match c {
             Command::SetExports(set, reply) => {
-                let result = set.routes().map(|routes| {
+                let result = set.routes_of(self.router_id).map(|routes| {
                     tracing::info!(routes = routes.len(), "new export set");
                     self.desired = routes;
                     let mut policy = self.import.policy().clone();

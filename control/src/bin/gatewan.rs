@@ -197,7 +197,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gatewan: {e:#}");
+            eprintln!("gatewan: {}", cli::error_line(&e));
             ExitCode::FAILURE
         }
     }

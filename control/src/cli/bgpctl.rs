@@ -32,7 +32,11 @@ async fn serve(config: Config, path: &Path) -> anyhow::Result<()> {
         )?),
         None => None,
     };
-    let (handle, mut task) = speaker::spawn(config.clone()).await?;
+    let exports = sdwan
+        .as_ref()
+        .and_then(|sd| crate::bgp::sdwan::restored_exports(sd, &config))
+        .unwrap_or_else(|| config.export_set());
+    let (handle, mut task) = speaker::spawn_with(config.clone(), exports).await?;
     // In the SD-WAN the orders give the export set; the loop runs beside the speaker.
     let (loop_stop, loop_stopped) = tokio::sync::oneshot::channel::<()>();
     let mut sd_loop = match sdwan {
@@ -50,6 +54,8 @@ async fn serve(config: Config, path: &Path) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("SIGUSR1 handler")?;
+    let mut restart = false;
     let mut current = config;
     loop {
         tokio::select! {
@@ -83,6 +89,10 @@ async fn serve(config: Config, path: &Path) -> anyhow::Result<()> {
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = usr1.recv() => {
+                restart = true;
+                break;
+            }
             res = &mut task => {
                 res.context("the BGP speaker failed")?;
                 anyhow::bail!("the BGP speaker stopped");
@@ -98,10 +108,17 @@ async fn serve(config: Config, path: &Path) -> anyhow::Result<()> {
     if let Some(t) = sd_loop {
         let _ = t.await;
     }
-    tracing::info!("stopping: sending Cease to every peer");
-    handle
-        .shutdown(Some("gatewan bgpctl stopping".into()))
-        .await;
+    if restart {
+        tracing::info!(
+            "SIGUSR1: closing the sessions without a NOTIFICATION for a graceful restart"
+        );
+        handle.close_for_restart().await;
+    } else {
+        tracing::info!("stopping: sending Cease to every peer");
+        handle
+            .shutdown(Some("gatewan bgpctl stopping".into()))
+            .await;
+    }
     let _ = task.await;
     Ok(())
 }

@@ -1,11 +1,13 @@
 //! The datacenter fabric of the mesh test bed with [`super::Options::frr`]: per datacenter an
 //! FRR leaf (bgpd + zebra; L3VNI 100 in the default VRF over kernel VXLAN, its bridge the SVI
-//! whose MAC is the router MAC) with a host prefix of its own, and a bgpctl in its own
-//! namespace, peering with the leaf over eBGP and on the router's bridge for the mesh.
+//! whose MAC is the router MAC) with a host prefix of its own, and one or more bgpctls, each
+//! in its own namespace, peering with the leaf over eBGP and on the router's bridge for the
+//! mesh.
 //!
 //! ```text
 //!   host 10.d0.0.1 ── leaf d (FRR, VTEP 10.d.0.2) ── gateways' VTEPs 10.d.<id>.1
-//!                        └── 10.d.9.2 ── 10.d.9.1 bgpctl bgp-<dc> 172.16.0.(60+d) ── router
+//!                        ├── 10.d.9.2 ── 10.d.9.1 bgpctl bgp-<dc> 172.16.0.(60+d) ── router
+//!                        └── 10.d.8.2 ── 10.d.8.1 bgpctl bgp-<dc>-2 172.16.0.(70+d) ── router
 //! ```
 
 use std::path::PathBuf;
@@ -74,42 +76,73 @@ pub fn leaf(tb: &mut Testbed, gws: &[Gw], dc: &str, d: u8) -> Netns {
     leaf
 }
 
-/// One datacenter's FRR leaf and bgpctl.
-pub struct Fabric {
-    pub dc: &'static str,
-    pub d: u8,
-    pub frr: Frr,
-    pub bgp_netns: Netns,
+/// One bgpctl of a datacenter, in its own namespace.
+pub struct Bgpctl {
+    pub netns: Netns,
     pub name: String,
     pub config: PathBuf,
     pub socket: PathBuf,
     pub process: Option<ProcessId>,
 }
 
+/// One datacenter's FRR leaf and its bgpctls.
+pub struct Fabric {
+    pub dc: &'static str,
+    pub d: u8,
+    pub frr: Frr,
+    pub bgpctls: Vec<Bgpctl>,
+}
+
+/// Instance `k` of datacenter `d`'s bgpctls: its leaf link 10.d.(9-k).0/30 (bgpctl .1, the
+/// leaf .2) and its mesh address 172.16.0.(60+d+10k).
+fn addrs(d: u8, k: u8) -> (String, String, u8) {
+    let net = 9 - k;
+    (
+        format!("10.{d}.{net}.1"),
+        format!("10.{d}.{net}.2"),
+        60 + d + 10 * k,
+    )
+}
+
 impl Fabric {
-    /// Starts the leaf's FRR and writes bgpctl's configuration (started by
-    /// [`Mesh::start_bgpctl`]).
-    pub fn start(mesh: &mut Mesh, dc: &'static str, d: u8) -> Fabric {
+    /// Starts the leaf's FRR, peering with `count` bgpctls, and writes their configurations
+    /// (started by [`Mesh::start_bgpctl`]).
+    pub fn start(mesh: &mut Mesh, dc: &'static str, d: u8, count: u8) -> Fabric {
         let leaf = mesh.leaves[usize::from(d - 1)].clone();
-        let bgp_netns = mesh
-            .tb
-            .add_netns(&format!("bgp{d}"))
-            .expect("bgpctl namespace");
-        let (l, b) = mesh
-            .tb
-            .add_veth(&leaf, &bgp_netns, 1)
-            .expect("leaf to bgpctl");
-        l.add_addr(&format!("10.{d}.9.2/30")).expect("leaf side");
-        b.add_addr(&format!("10.{d}.9.1/30")).expect("bgpctl side");
-        let (up, router_side) = mesh
-            .tb
-            .add_veth(&bgp_netns, &mesh.router, 1)
-            .expect("bgpctl uplink");
-        up.add_addr(&format!("172.16.0.{}/24", 60 + d))
-            .expect("uplink address");
-        mesh.router
-            .ip(["link", "set", &router_side.name, "master", "br0"])
-            .expect("into the bridge");
+        let mut neighbors = String::new();
+        let mut activate = String::new();
+        let mut bgpctls = Vec::new();
+        for k in 0..count {
+            let (own, leaf_side, mesh_addr) = addrs(d, k);
+            let netns = mesh
+                .tb
+                .add_netns(&format!("bgp{d}{k}"))
+                .expect("bgpctl namespace");
+            let (l, b) = mesh.tb.add_veth(&leaf, &netns, 1).expect("leaf to bgpctl");
+            l.add_addr(&format!("{leaf_side}/30")).expect("leaf side");
+            b.add_addr(&format!("{own}/30")).expect("bgpctl side");
+            let (up, router_side) = mesh
+                .tb
+                .add_veth(&netns, &mesh.router, 1)
+                .expect("bgpctl uplink");
+            up.add_addr(&format!("172.16.0.{mesh_addr}/24"))
+                .expect("uplink address");
+            mesh.router
+                .ip(["link", "set", &router_side.name, "master", "br0"])
+                .expect("into the bridge");
+            neighbors.push_str(&format!(
+                " neighbor {own} remote-as 65100\n neighbor {own} timers 3 9\n"
+            ));
+            activate.push_str(&format!("  neighbor {own} activate\n"));
+            let name = if k == 0 {
+                format!("bgp-{dc}")
+            } else {
+                format!("bgp-{dc}-{}", k + 1)
+            };
+            bgpctls.push(Self::configure(
+                mesh, dc, d, netns, name, &own, &leaf_side, mesh_addr,
+            ));
+        }
         let zebra = "hostname leaf\nvrf default\n vni 100\nexit-vrf\n";
         let bgpd = format!(
             "hostname leaf{d}
@@ -117,14 +150,11 @@ router bgp 6500{d}
  bgp router-id 10.{d}.0.2
  no bgp ebgp-requires-policy
  no bgp default ipv4-unicast
- neighbor 10.{d}.9.1 remote-as 65100
- neighbor 10.{d}.9.1 timers 3 9
- address-family ipv4 unicast
+{neighbors} address-family ipv4 unicast
   network 10.{d}0.0.0/16
  exit-address-family
  address-family l2vpn evpn
-  neighbor 10.{d}.9.1 activate
-  advertise-all-vni
+{activate}  advertise-all-vni
   advertise ipv4 unicast
  exit-address-family
 "
@@ -132,7 +162,26 @@ router bgp 6500{d}
         let frr = Frr::start(&mut mesh.tb, &leaf, zebra, &bgpd).expect("FRR on the leaf");
         frr.wait_vtysh("show evpn vni 100", "Type: L3", Duration::from_secs(60))
             .expect("the L3VNI");
-        let name = format!("bgp-{dc}");
+        Fabric {
+            dc,
+            d,
+            frr,
+            bgpctls,
+        }
+    }
+
+    /// Writes one bgpctl's configuration.
+    #[allow(clippy::too_many_arguments)]
+    fn configure(
+        mesh: &Mesh,
+        dc: &str,
+        d: u8,
+        netns: Netns,
+        name: String,
+        own: &str,
+        leaf_side: &str,
+        mesh_addr: u8,
+    ) -> Bgpctl {
         let (cert, key) = mesh.issue("bgpctl", &name);
         let dir = mesh.tb.dir().to_path_buf();
         let (config, socket) = (
@@ -140,17 +189,16 @@ router bgp 6500{d}
             dir.join(format!("{name}.sock")),
         );
         let y = format!(
-            "local_as: 65100\nrouter_id: 10.{d}.9.1\ncontrol_socket: {sock}\nhold_time: 9\n\
+            "local_as: 65100\nrouter_id: {own}\ncontrol_socket: {sock}\nhold_time: 9\n\
              connect_retry: 0.5\nconnect_retry_max: 2\n\
-             peers: [{{address: 10.{d}.9.2, remote_as: 6500{d}}}]\n\
+             peers: [{{address: {leaf_side}, remote_as: 6500{d}}}]\n\
              import: {{route_targets: [\"*:100\"]}}\n\
              export: {{vni: 100, route_targets: [\"6500{d}:100\"]}}\n\
              sdwan:\n  name: {name}\n  datacenter: {dc}\n  refresh: 2s\n\
-             \x20 mesh:\n    bind: \"172.16.0.{addr}:7946\"\n    seeds: [\"{seed}\"]\n    keys: [\"{serf}\"]\n\
+             \x20 mesh:\n    bind: \"172.16.0.{mesh_addr}:7946\"\n    seeds: [\"{seed}\"]\n    keys: [\"{serf}\"]\n\
              \x20   rpc_auth: test-rpc-secret\n    state_dir: {state}\n    profile: local\n\
-             \x20 api:\n    listen: \"172.16.0.{addr}:7443\"\n    ca: {ca}\n    cert: {cert}\n    key: {key}\n",
+             \x20 api:\n    listen: \"172.16.0.{mesh_addr}:7443\"\n    ca: {ca}\n    cert: {cert}\n    key: {key}\n",
             sock = socket.display(),
-            addr = 60 + d,
             seed = mesh.seed,
             serf = mesh.serf_key,
             state = dir.join(format!("{name}-state")).display(),
@@ -159,11 +207,8 @@ router bgp 6500{d}
             key = key.display(),
         );
         std::fs::write(&config, y).expect("bgpctl configuration");
-        Fabric {
-            dc,
-            d,
-            frr,
-            bgp_netns,
+        Bgpctl {
+            netns,
             name,
             config,
             socket,
@@ -187,30 +232,36 @@ impl Mesh {
             .expect("a fabric of the test")
     }
 
-    pub fn start_bgpctl(&mut self, dc: &str) {
+    /// Starts bgpctl `k` of `dc`.
+    pub fn start_bgpctl(&mut self, dc: &str, k: usize) {
         let pos = self.fabric_pos(dc);
-        let f = &self.fabrics[pos];
+        let b = &self.fabrics[pos].bgpctls[k];
         let (netns, config, socket, name) = (
-            f.bgp_netns.clone(),
-            f.config.clone(),
-            f.socket.clone(),
-            f.name.clone(),
+            b.netns.clone(),
+            b.config.clone(),
+            b.socket.clone(),
+            b.name.clone(),
         );
         let p = self.spawn_until_socket(&netns, "bgpctl", &config, &socket, &name);
-        self.fabrics[pos].process = Some(p);
+        self.fabrics[pos].bgpctls[k].process = Some(p);
     }
 
-    pub fn stop_bgpctl(&mut self, dc: &str, crash: bool) {
+    /// Starts every bgpctl of `dc`.
+    pub fn start_bgpctls(&mut self, dc: &str) {
+        for k in 0..self.fabric(dc).bgpctls.len() {
+            self.start_bgpctl(dc, k);
+        }
+    }
+
+    pub fn stop_bgpctl(&mut self, dc: &str, k: usize, crash: bool) {
         let pos = self.fabric_pos(dc);
-        let p = self.fabrics[pos].process.take();
+        let p = self.fabrics[pos].bgpctls[k].process.take();
         self.end(p, crash);
     }
 
-    pub fn bgpctl_log(&self, dc: &str) -> String {
-        self.fabric(dc)
-            .process
-            .map(|p| self.tb.log(p))
-            .unwrap_or_default()
+    /// bgpctl `k` of `dc`: its process, when running.
+    pub fn bgpctl_process(&self, dc: &str, k: usize) -> Option<ProcessId> {
+        self.fabric(dc).bgpctls[k].process
     }
 
     /// `ip route show PREFIX` at the leaf of `dc`.

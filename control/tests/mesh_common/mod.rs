@@ -124,9 +124,11 @@ pub struct Options {
     /// Gateways serve the orders channel (`api:`), with certificates from `gatewan pki`.
     pub api: bool,
     pub probe_interval_ms: u32,
-    /// FRR leaves (bgpd + zebra, EVPN L3VNI 100) and a bgpctl per datacenter
+    /// FRR leaves (bgpd + zebra, EVPN L3VNI 100) and bgpctls per datacenter
     /// ([`fabric`]): no static route anywhere. Needs `api`.
     pub frr: bool,
+    /// With `frr`: how many bgpctls each datacenter runs.
+    pub bgpctls: u8,
 }
 
 impl Default for Options {
@@ -135,6 +137,7 @@ impl Default for Options {
             api: false,
             probe_interval_ms: 200,
             frr: false,
+            bgpctls: 1,
         }
     }
 }
@@ -545,7 +548,7 @@ pub fn build(plan: &[(&'static str, &'static str, u8)], options: &Options) -> Me
     mesh.gws = gws;
     if options.frr {
         for (dc, d) in [("dc-a", 1u8), ("dc-b", 2u8)] {
-            let f = fabric::Fabric::start(&mut mesh, dc, d);
+            let f = fabric::Fabric::start(&mut mesh, dc, d, options.bgpctls);
             mesh.fabrics.push(f);
         }
     }

@@ -169,6 +169,15 @@ pub async fn run(
     Ok(())
 }
 
+/// The export set of the order persisted by the last run, for the speaker to start with.
+pub fn restored_exports(sdwan: &Sdwan, config: &Config) -> Option<crate::bgp::rib::ExportSet> {
+    let (order, _) = crate::gateway::api::load_order::<BgpctlOrder>(&sdwan.api.order_file)?;
+    let mut intake = OrderIntake::new(&sdwan.datacenter);
+    intake
+        .restore(order)
+        .then(|| intake.export_set(&export_base(config), &[]))
+}
+
 fn export_base(config: &Config) -> ExportBase {
     config
         .export
