@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 pub mod frr;
+pub mod impair;
 pub mod lab;
 mod wireguard_go;
 pub use wireguard_go::{pubkey, WgKeys, WgPeer, WireguardGo};
