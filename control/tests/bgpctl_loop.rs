@@ -13,6 +13,7 @@ mod mesh_common;
 
 use std::time::{Duration, Instant};
 
+use gatewan_testbed::flows;
 use gatewan_testbed::{require, Need, Netns};
 use mesh_common::*;
 
@@ -152,7 +153,8 @@ fn netns_bgpctl_in_the_loop_with_frr_leaves() {
         &mesh.leaves[1],
         "10.20.0.1",
         8,
-    );
+    )
+    .expect("flows");
     std::thread::sleep(Duration::from_secs(3));
     let steady = steady.stop();
     let sent: u64 = steady.sent.iter().sum();
@@ -226,7 +228,8 @@ fn netns_bgpctl_in_the_loop_with_frr_leaves() {
         &mesh.leaves[1],
         "10.20.0.1",
         8,
-    );
+    )
+    .expect("flows");
     mesh.gw("a2")
         .netns
         .exec(
@@ -270,7 +273,8 @@ fn netns_bgpctl_in_the_loop_with_frr_leaves() {
         &mesh.leaves[1],
         "10.20.0.1",
         8,
-    );
+    )
+    .expect("flows");
     let before = received(&mesh, "a2");
     std::thread::sleep(Duration::from_secs(2));
     let after = received(&mesh, "a2");
@@ -309,7 +313,8 @@ fn netns_bgpctl_in_the_loop_with_frr_leaves() {
             &mesh.leaves[1],
             "10.20.0.1",
             8,
-        );
+        )
+        .expect("flows");
         std::thread::sleep(Duration::from_millis(500));
         let how = if k == 0 {
             mesh.stop_bgpctl("dc-a", k, true);

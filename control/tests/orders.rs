@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use gatewan_control::channel::http::Client;
 use gatewan_control::channel::{Identity, MemberRole, TlsFiles, TlsSetup};
 use gatewan_control::controller::orders::{Epoch, GatewayOrder, RefuseReason, Reply};
+use gatewan_testbed::flows;
 use gatewan_testbed::{require, Need, Netns};
 use hyper::Method;
 use mesh_common::*;
@@ -283,7 +284,8 @@ fn netns_orders_steady_state_local_repair_and_controller_failover() {
         &mesh.leaves[1],
         "10.20.0.1",
         8,
-    );
+    )
+    .expect("flows");
     std::thread::sleep(Duration::from_secs(3));
     let baseline = baseline.stop();
     println!(
@@ -298,7 +300,8 @@ fn netns_orders_steady_state_local_repair_and_controller_failover() {
         &mesh.leaves[1],
         "10.20.0.1",
         16,
-    );
+    )
+    .expect("flows");
     std::thread::sleep(Duration::from_secs(2));
     let b1 = mesh.gw("b1").netns.clone();
     b1.exec(

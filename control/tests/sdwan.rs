@@ -68,6 +68,34 @@ fn backend_of(socket: &Path) -> String {
     }
 }
 
+/// The lab's failover tour (`gatewan_testbed::lab::failover`, what `cargo xtask lab` runs)
+/// against the design's goals, with margins for a loaded 2-core machine: a blackholed
+/// transit loses at most 500 ms (checked: 1 s), a brownout is acted on within 15 s (checked:
+/// 30 s), a healed transit comes back (after the 20 s recovery hold). A missing figure fails.
+#[test]
+fn netns_lab_failover_figures_meet_the_goals() {
+    require(&[
+        Need::Root,
+        Need::Tool("wg"),
+        Need::Tool("nft"),
+        Need::Tool("bridge"),
+        Need::Tool("serf"),
+    ]);
+    let mut lab = Lab::start_with(Path::new(GATEWAN), 2, "100ms", "socket").expect("the lab");
+    all_established(&mut lab);
+    let fig = gatewan_testbed::lab::failover::run(&lab, Path::new(GATEWAN)).expect("the tour");
+    println!("{fig:?}");
+    let blackhole = fig.blackhole_loss_ms.expect("blackhole_loss_ms");
+    assert!(blackhole <= 1000.0, "blackhole loss window {blackhole} ms");
+    let brownout = fig.brownout_reaction_s.expect("brownout_reaction_s");
+    assert!(brownout <= 30.0, "brownout acted on after {brownout} s");
+    let recovery = fig.recovery_s.expect("recovery_s");
+    assert!(
+        recovery >= 15.0,
+        "back before the recovery hold: {recovery} s"
+    );
+}
+
 #[test]
 fn netns_two_datacenters_through_vxlan_wireguard_vxlan_on_sockets() {
     two_datacenters("socket");

@@ -2,7 +2,9 @@
 //! namespaces on this machine (see `gatewan_testbed::lab`): each datacenter a leaf with a
 //! kernel VXLAN device and a gatewan gateway with two transits, four WireGuard tunnels between
 //! the gateways through a transit namespace. It sends traffic between hosts of the two
-//! datacenters, shows `gatewan status` on both gateways, and tears everything down.
+//! datacenters, shows `gatewan status` on both gateways, blackholes a transit, heals it and
+//! browns out the other (`failover`), writes `target/lab/summary.json`, and tears everything
+//! down.
 
 use std::path::Path;
 use std::process::Command;
@@ -13,6 +15,7 @@ use gatewan_testbed::lab::Lab;
 use gatewan_testbed::Need;
 
 use crate::{run_cmd, setup};
+use gatewan_testbed::lab::failover;
 
 pub fn run(backend: &str) -> anyhow::Result<()> {
     setup::run()?;
@@ -28,6 +31,7 @@ pub fn run(backend: &str) -> anyhow::Result<()> {
     let gatewan = std::env::current_dir()?.join("target/release/gatewan");
 
     println!("lab: starting two datacenters (leaf + gateway each) and a transit between them");
+    let started = Instant::now();
     let mut lab = Lab::start_with(&gatewan, 2, "100ms", backend)?;
     println!(
         "lab: dc-a: host {} behind leaf {}, gateway {}\nlab: dc-b: host {} behind leaf {}, gateway {}",
@@ -39,6 +43,7 @@ pub fn run(backend: &str) -> anyhow::Result<()> {
         lab.b.gateway.name()
     );
     wait_established(&mut lab, &gatewan)?;
+    let bootstrap_s = started.elapsed().as_secs_f64();
     wait_ordered(&lab, &gatewan)?;
 
     println!("\nlab: ping dc-a host -> dc-b host (VXLAN -> WireGuard -> VXLAN)");
@@ -59,14 +64,19 @@ pub fn run(backend: &str) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(300));
     let iperf = lab.a.leaf.exec(
         "iperf3",
-        ["-c", lab.b.host, "-B", lab.a.host, "-t", "3", "-P", "4"],
+        [
+            "-c", lab.b.host, "-B", lab.a.host, "-t", "3", "-P", "4", "-J",
+        ],
     )?;
-    for line in iperf
-        .lines()
-        .filter(|l| l.contains("SUM") || l.contains("receiver") && !l.contains("[SUM]"))
-    {
-        println!("  {line}");
-    }
+    let iperf: serde_json::Value = serde_json::from_str(&iperf)?;
+    let tcp_gbps = iperf["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .map(|b| b / 1e9);
+    println!(
+        "  received {:.2} Gbit/s, {} retransmits",
+        tcp_gbps.unwrap_or(0.0),
+        iperf["end"]["sum_sent"]["retransmits"]
+    );
     lab.tb.stop(server, Duration::from_secs(1));
     // Let a status period pass so the rates reflect the transfer.
     std::thread::sleep(Duration::from_millis(1100));
@@ -165,8 +175,39 @@ pub fn run(backend: &str) -> anyhow::Result<()> {
             println!("  towards {dc}: {}", list.join(" "));
         }
     }
-    println!("\nlab: done; the namespaces are torn down. See README.md for what works today.");
+    let fig = failover::run(&lab, &gatewan)?;
+    let established = count_established(&lab, &gatewan);
+    let summary = serde_json::json!({
+        "bootstrap_s": bootstrap_s,
+        "blackhole_loss_ms": fig.blackhole_loss_ms,
+        "recovery_s": fig.recovery_s,
+        "brownout_reaction_s": fig.brownout_reaction_s,
+        "tcp_gbps": tcp_gbps,
+        "tunnels_established": established,
+        "tunnels_expected": lab.tunnels * 2,
+    });
+    let dir = std::env::current_dir()?.join("target/lab");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)?;
+    println!("\nlab: summary");
+    for (k, v) in summary.as_object().into_iter().flatten() {
+        println!("  {k:<22} {v}");
+    }
+    println!("lab: written to {}", path.display());
+    println!("lab: done; the namespaces are torn down. See README.md for what works today.");
     Ok(())
+}
+
+/// Established tunnels on both gateways together.
+fn count_established(lab: &Lab, gatewan: &Path) -> usize {
+    [&lab.a, &lab.b]
+        .iter()
+        .filter_map(|site| status(gatewan, &site.socket, true).ok())
+        .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .flat_map(|all| all.as_array().cloned().unwrap_or_default())
+        .filter(|t| t["state"] == "Established")
+        .count()
 }
 
 /// `gatewan ARGS SOCKET`, its standard output.

@@ -22,7 +22,6 @@ use gatewan_testbed::{Netns, ProcessId, Testbed, WgKeys};
 use crate::common::GATEWAN;
 
 pub mod fabric;
-pub mod flows;
 
 /// The failed member's grace period in these tests.
 pub const GRACE: Duration = Duration::from_secs(12);

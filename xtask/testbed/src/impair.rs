@@ -110,17 +110,11 @@ impl ImpairedLink {
     pub fn set(&self, imp: &Impairment) -> Result<()> {
         self.delay.set(imp.latency, imp.jitter);
         let e = &self.edge.name;
-        let mut rules = Vec::new();
-        for dir in ["iifname", "oifname"] {
-            if imp.blackhole {
-                rules.push(format!("{dir} \"{e}\" drop"));
-                continue;
-            }
-            if imp.loss_pct > 0.0 {
-                let n = (imp.loss_pct.clamp(0.0, 100.0) * 100.0).round() as u32;
-                rules.push(format!("{dir} \"{e}\" numgen random mod 10000 < {n} drop"));
-            }
-        }
+        let script = nft_script(
+            &self.table,
+            &[format!("iifname \"{e}\""), format!("oifname \"{e}\"")],
+            imp,
+        );
         for w in &self.wires {
             let _ = self.router.exec("tc", ["qdisc", "del", "dev", w, "root"]);
             if let Some(mbit) = imp.rate_mbit {
@@ -146,22 +140,6 @@ impl ImpairedLink {
                 )?;
             }
         }
-        let t = &self.table;
-        let mut script = format!("table inet {t} {{}}\ndelete table inet {t}\ntable inet {t} {{\n");
-        for (chain, hook) in [
-            ("c_forward", "forward"),
-            ("c_input", "input"),
-            ("c_output", "output"),
-        ] {
-            script.push_str(&format!(
-                " chain {chain} {{\n  type filter hook {hook} priority -10;\n"
-            ));
-            for r in &rules {
-                script.push_str(&format!("  {r}\n"));
-            }
-            script.push_str(" }\n");
-        }
-        script.push_str("}\n");
         self.router.nft(&script)
     }
 
@@ -183,6 +161,82 @@ impl ImpairedLink {
             self.delay.carried[0].load(Ordering::Relaxed),
             self.delay.carried[1].load(Ordering::Relaxed),
         )
+    }
+}
+
+/// An nft script that (re)creates `table` with `imp`'s blackhole and loss rules for packets
+/// matching each of `matches` (one per direction), in the forward, input and output hooks.
+fn nft_script(table: &str, matches: &[String], imp: &Impairment) -> String {
+    let mut rules = Vec::new();
+    for m in matches {
+        if imp.blackhole {
+            rules.push(format!("{m} drop"));
+        } else if imp.loss_pct > 0.0 {
+            let n = (imp.loss_pct.clamp(0.0, 100.0) * 100.0).round() as u32;
+            rules.push(format!("{m} numgen random mod 10000 < {n} drop"));
+        }
+    }
+    let t = table;
+    let mut script = format!("table inet {t} {{}}\ndelete table inet {t}\ntable inet {t} {{\n");
+    for (chain, hook) in [
+        ("c_forward", "forward"),
+        ("c_input", "input"),
+        ("c_output", "output"),
+    ] {
+        script.push_str(&format!(
+            " chain {chain} {{\n  type filter hook {hook} priority -10;\n"
+        ));
+        for r in &rules {
+            script.push_str(&format!("  {r}\n"));
+        }
+        script.push_str(" }\n");
+    }
+    script.push_str("}\n");
+    script
+}
+
+/// One transit endpoint (an address and UDP port of a gateway) where several transits share
+/// one link, as the lab's do: blackhole and loss as nftables rules in the router namespace on
+/// the datagrams from and to it. Latency and a rate cap need a link of their own
+/// ([`ImpairedLink`]).
+pub struct EndpointImpairment {
+    router: Netns,
+    table: String,
+    addr: std::net::IpAddr,
+    port: u16,
+}
+
+impl EndpointImpairment {
+    /// Rules for `addr`:`port` in `router`, clean; `tag` names the nft table (unique per bed).
+    pub fn new(router: &Netns, tag: &str, addr: std::net::IpAddr, port: u16) -> Result<Self> {
+        let e = EndpointImpairment {
+            router: router.clone(),
+            table: format!("imp_{tag}"),
+            addr,
+            port,
+        };
+        e.set(&Impairment::default())?;
+        Ok(e)
+    }
+
+    /// Applies `imp`'s blackhole and loss now (refused: latency and a rate cap).
+    pub fn set(&self, imp: &Impairment) -> Result<()> {
+        if !imp.latency.is_zero() || imp.rate_mbit.is_some() {
+            return Err(TestbedError::Other(
+                "latency and rate caps need an ImpairedLink of the transit's own".into(),
+            ));
+        }
+        let family = if self.addr.is_ipv6() { "ip6" } else { "ip" };
+        let (a, p) = (self.addr, self.port);
+        let script = nft_script(
+            &self.table,
+            &[
+                format!("{family} saddr {a} udp sport {p}"),
+                format!("{family} daddr {a} udp dport {p}"),
+            ],
+            imp,
+        );
+        self.router.nft(&script)
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+pub mod flows;
 pub mod frr;
 pub mod impair;
 pub mod lab;

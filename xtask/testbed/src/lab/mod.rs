@@ -24,6 +24,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod failover;
+
 use crate::{Netns, ProcessId, Result, Testbed, TestbedError, WgKeys};
 
 /// One datacenter of the lab.
@@ -38,6 +40,9 @@ pub struct Site {
     /// The gateway's control socket (for `gatewan status --socket`).
     pub socket: PathBuf,
     pub config: PathBuf,
+    /// Its transits, by name, each impairable on its own in the transit namespace (both
+    /// share the gateway's uplink: a transit is its address and WireGuard port there).
+    pub transits: Vec<(&'static str, crate::impair::EndpointImpairment)>,
 }
 
 pub struct Lab {
@@ -231,8 +236,20 @@ impl Lab {
                 ],
                 &socket,
             )?;
+            let mut impairable = Vec::new();
+            for (t, name) in plan.transits.iter().take(transits).enumerate() {
+                let addr = format!("172.16.{}.1", plan.index)
+                    .parse()
+                    .map_err(|_| TestbedError::Other("transit address".into()))?;
+                let tag = format!("{}_{name}", plan.name.replace('-', ""));
+                impairable.push((
+                    *name,
+                    crate::impair::EndpointImpairment::new(&transit, &tag, addr, 51820 + t as u16)?,
+                ));
+            }
             sites.push(Site {
                 name: plan.name,
+                transits: impairable,
                 prefix: plan.prefix,
                 host: plan.host,
                 leaf,
