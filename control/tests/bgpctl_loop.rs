@@ -57,6 +57,18 @@ fn received(mesh: &Mesh, gw: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Eight constant-rate UDP flows from host A (10.10.0.1) to host B (10.20.0.1).
+fn flows_a_to_b(mesh: &Mesh) -> flows::Flows {
+    flows::start(
+        &mesh.leaves[0],
+        "10.10.0.1",
+        &mesh.leaves[1],
+        "10.20.0.1",
+        8,
+    )
+    .expect("flows")
+}
+
 /// Drops on a gateway's tunnels so far, by reason.
 fn tunnel_drops(mesh: &Mesh, gw: &str) -> std::collections::BTreeMap<String, u64> {
     let mut out = std::collections::BTreeMap::new();
@@ -147,14 +159,7 @@ fn netns_bgpctl_in_the_loop_with_frr_leaves() {
     within(Duration::from_secs(30), "host A reaching host B", || {
         pings(&mesh.leaves[0], "10.10.0.1", "10.20.0.1")
     });
-    let steady = flows::start(
-        &mesh.leaves[0],
-        "10.10.0.1",
-        &mesh.leaves[1],
-        "10.20.0.1",
-        8,
-    )
-    .expect("flows");
+    let steady = flows_a_to_b(&mesh);
     std::thread::sleep(Duration::from_secs(3));
     let steady = steady.stop();
     let sent: u64 = steady.sent.iter().sum();
@@ -222,14 +227,7 @@ fn netns_bgpctl_in_the_loop_with_frr_leaves() {
 
     // a2 loses its transits: the controller drops it from its order towards dc-b, bgpctl
     // withdraws its routes, and the leaf stops sending to it.
-    let flows = flows::start(
-        &mesh.leaves[0],
-        "10.10.0.1",
-        &mesh.leaves[1],
-        "10.20.0.1",
-        8,
-    )
-    .expect("flows");
+    let flows = flows_a_to_b(&mesh);
     mesh.gw("a2")
         .netns
         .exec(
@@ -267,14 +265,7 @@ fn netns_bgpctl_in_the_loop_with_frr_leaves() {
     );
     // From then on everything goes through a1: nothing reaches a2, nothing is lost (the
     // anchors keep a1's neighbour and fdb entries at leaf A, docs/bgp.md).
-    let flows = flows::start(
-        &mesh.leaves[0],
-        "10.10.0.1",
-        &mesh.leaves[1],
-        "10.20.0.1",
-        8,
-    )
-    .expect("flows");
+    let flows = flows_a_to_b(&mesh);
     let before = received(&mesh, "a2");
     std::thread::sleep(Duration::from_secs(2));
     let after = received(&mesh, "a2");
@@ -307,14 +298,7 @@ fn netns_bgpctl_in_the_loop_with_frr_leaves() {
     // (docs/bgp.md) and drops the paths of the one away; the other's keep leaf A routed, and
     // its own anchors keep a1's neighbour and fdb entries installed.
     for k in 0..2 {
-        let flows = flows::start(
-            &mesh.leaves[0],
-            "10.10.0.1",
-            &mesh.leaves[1],
-            "10.20.0.1",
-            8,
-        )
-        .expect("flows");
+        let flows = flows_a_to_b(&mesh);
         std::thread::sleep(Duration::from_millis(500));
         let how = if k == 0 {
             mesh.stop_bgpctl("dc-a", k, true);
