@@ -195,6 +195,14 @@ pub fn run(backend: &str) -> anyhow::Result<()> {
         println!("  {k:<22} {v}");
     }
     println!("lab: written to {}", path.display());
+    match crate::lab_plot::write(&fig.timeline, &dir) {
+        Ok(paths) => {
+            for p in paths {
+                println!("lab: plot of the failover run: {}", p.display());
+            }
+        }
+        Err(e) => println!("lab: no plot: {e:#}"),
+    }
     println!("lab: done; the namespaces are torn down. See README.md for what works today.");
     Ok(())
 }

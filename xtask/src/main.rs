@@ -11,6 +11,7 @@
 
 mod bench;
 mod lab;
+mod lab_plot;
 mod mesh_scale;
 mod setup;
 mod simulate;

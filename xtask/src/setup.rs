@@ -25,6 +25,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "frr",
     "serf",
     "nftables",
+    "fonts-dejavu-core",
 ];
 
 /// What setup found and did.

@@ -12,11 +12,27 @@ use crate::{Netns, Result};
 
 /// Time between two packets of one flow.
 pub const INTERVAL: Duration = Duration::from_millis(5);
+/// The resolution of the time series: arrivals and sends are counted per bucket.
+pub const BUCKET: Duration = Duration::from_millis(10);
+/// Buckets kept at most (10 minutes); later packets are counted but not placed in time.
+const MAX_BUCKETS: usize = 60_000;
 
 pub struct Flows {
+    started: Instant,
     stop: Arc<AtomicBool>,
-    sender: JoinHandle<Vec<u64>>,
+    sender: JoinHandle<(Vec<u64>, Vec<u32>)>,
     receiver: JoinHandle<Vec<FlowRx>>,
+}
+
+/// Counts one event at `at` in `buckets` (time since `started`).
+fn count_in(buckets: &mut Vec<u32>, started: Instant, at: Instant) {
+    let i = (at.saturating_duration_since(started).as_millis() / BUCKET.as_millis()) as usize;
+    if i < MAX_BUCKETS {
+        if buckets.len() <= i {
+            buckets.resize(i + 1, 0);
+        }
+        buckets[i] += 1;
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -26,11 +42,16 @@ pub struct FlowRx {
     pub max_gap: Duration,
     /// When the longest gap ended.
     pub gap_end: Option<Instant>,
+    /// Arrivals per [`BUCKET`] since the flows started.
+    pub arrivals: Vec<u32>,
 }
 
 #[derive(Debug)]
 pub struct FlowStats {
+    pub started: Instant,
     pub sent: Vec<u64>,
+    /// Datagrams sent, all flows, per [`BUCKET`] since the start.
+    pub sent_buckets: Vec<u32>,
     pub rx: Vec<FlowRx>,
 }
 
@@ -61,6 +82,51 @@ impl FlowStats {
     pub fn total_lost(&self) -> u64 {
         (0..self.sent.len()).map(|f| self.lost(f)).sum()
     }
+
+    /// The longest time any flow received nothing within `[from, to)` (times since the
+    /// start), to a [`BUCKET`]: the loss window of an event in that span.
+    pub fn longest_silence(&self, from: Duration, to: Duration) -> Duration {
+        let index = |d: Duration| (d.as_millis() / BUCKET.as_millis()) as usize;
+        let (a, b) = (index(from), index(to));
+        let mut longest = 0;
+        for r in &self.rx {
+            let mut run = 0;
+            for i in a..b {
+                if r.arrivals.get(i).copied().unwrap_or(0) == 0 {
+                    run += 1;
+                    longest = longest.max(run);
+                } else {
+                    run = 0;
+                }
+            }
+        }
+        BUCKET * longest
+    }
+
+    /// (seconds since the start, percent of the datagrams sent in that window not received),
+    /// per window of `step` (a multiple of [`BUCKET`]).
+    pub fn loss_series(&self, step: Duration) -> Vec<(f64, f64)> {
+        let per = ((step.as_millis() / BUCKET.as_millis()) as usize).max(1);
+        let received = |i: usize| -> u32 {
+            self.rx
+                .iter()
+                .map(|r| r.arrivals.get(i).copied().unwrap_or(0))
+                .sum()
+        };
+        (0..self.sent_buckets.len() / per)
+            .map(|w| {
+                let span = w * per..(w + 1) * per;
+                let sent: u32 = span.clone().map(|i| self.sent_buckets[i]).sum();
+                let got: u32 = span.map(received).sum();
+                let lost = if sent == 0 {
+                    0.0
+                } else {
+                    f64::from(sent.saturating_sub(got)) * 100.0 / f64::from(sent)
+                };
+                ((w * per) as f64 * BUCKET.as_secs_f64(), lost)
+            })
+            .collect()
+    }
 }
 
 /// Starts `flows` flows from `src` (an address of `from`) to `dst`:9000 (of `to`), one
@@ -77,6 +143,7 @@ pub fn start(from: &Netns, src: &str, to: &Netns, dst: &str, flows: u16) -> Resu
             .map(|f| UdpSocket::bind(format!("{src}:{}", 20000 + f)))
             .collect::<std::io::Result<Vec<_>>>()
     })??;
+    let started = Instant::now();
     let stop_rx = Arc::clone(&stop);
     let n = usize::from(flows);
     let receiver = std::thread::spawn(move || {
@@ -109,12 +176,14 @@ pub fn start(from: &Netns, src: &str, to: &Netns, dst: &str, flows: u16) -> Resu
             }
             r.last = Some(now);
             r.received += 1;
+            count_in(&mut r.arrivals, started, now);
         }
         rx
     });
     let stop_tx = Arc::clone(&stop);
     let sender = std::thread::spawn(move || {
         let mut sent = vec![0u64; n];
+        let mut buckets = Vec::new();
         let mut next = Instant::now();
         while !stop_tx.load(Ordering::Relaxed) {
             for (f, s) in tx_sockets.iter().enumerate() {
@@ -123,6 +192,7 @@ pub fn start(from: &Netns, src: &str, to: &Netns, dst: &str, flows: u16) -> Resu
                 payload[2..10].copy_from_slice(&sent[f].to_be_bytes());
                 if s.send_to(&payload, dst_addr).is_ok() {
                     sent[f] += 1;
+                    count_in(&mut buckets, started, Instant::now());
                 }
             }
             next += INTERVAL;
@@ -130,9 +200,10 @@ pub fn start(from: &Netns, src: &str, to: &Netns, dst: &str, flows: u16) -> Resu
                 std::thread::sleep(wait);
             }
         }
-        sent
+        (sent, buckets)
     });
     Ok(Flows {
+        started,
         stop,
         sender,
         receiver,
@@ -143,8 +214,18 @@ impl Flows {
     pub fn stop(self) -> FlowStats {
         self.stop.store(true, Ordering::Relaxed);
         // The threads only count; one that panicked counts nothing.
-        let sent = self.sender.join().unwrap_or_default();
+        let (sent, sent_buckets) = self.sender.join().unwrap_or_default();
         let rx = self.receiver.join().unwrap_or_default();
-        FlowStats { sent, rx }
+        FlowStats {
+            started: self.started,
+            sent,
+            sent_buckets,
+            rx,
+        }
+    }
+
+    /// When the flows started: the origin of their time series.
+    pub fn started(&self) -> Instant {
+        self.started
     }
 }
