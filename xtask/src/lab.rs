@@ -17,7 +17,20 @@ use gatewan_testbed::Need;
 use crate::{run_cmd, setup};
 use gatewan_testbed::lab::failover;
 
-pub fn run(backend: &str) -> anyhow::Result<()> {
+/// What `cargo xtask lab` was asked for.
+pub struct Options {
+    pub backend: String,
+    /// `steady` (traffic and every part's status) or `failover`; both when none.
+    pub scenario: Option<String>,
+    /// Leave everything running after the tour, until SIGINT/SIGTERM or `lab down`.
+    pub keep: bool,
+}
+
+/// Where a kept lab writes its PID, for `cargo xtask lab down`.
+const PID_FILE: &str = "target/lab/lab.pid";
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    let backend = opts.backend.as_str();
     setup::run()?;
     Need::Root
         .check()
@@ -46,6 +59,54 @@ pub fn run(backend: &str) -> anyhow::Result<()> {
     let bootstrap_s = started.elapsed().as_secs_f64();
     wait_ordered(&lab, &gatewan)?;
 
+    let wanted = |s: &str| opts.scenario.as_deref().is_none_or(|w| w == s);
+    let tcp_gbps = if wanted("steady") {
+        steady(&mut lab, &gatewan)?
+    } else {
+        None
+    };
+    let fig = if wanted("failover") {
+        failover::run(&lab, &gatewan)?
+    } else {
+        failover::Figures::default()
+    };
+    let established = count_established(&lab, &gatewan);
+    let summary = serde_json::json!({
+        "bootstrap_s": bootstrap_s,
+        "blackhole_loss_ms": fig.blackhole_loss_ms,
+        "recovery_s": fig.recovery_s,
+        "brownout_reaction_s": fig.brownout_reaction_s,
+        "tcp_gbps": tcp_gbps,
+        "tunnels_established": established,
+        "tunnels_expected": lab.tunnels * 2,
+    });
+    let dir = std::env::current_dir()?.join("target/lab");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)?;
+    println!("\nlab: summary");
+    for (k, v) in summary.as_object().into_iter().flatten() {
+        println!("  {k:<22} {v}");
+    }
+    println!("lab: written to {}", path.display());
+    match crate::lab_plot::write(&fig.timeline, &dir) {
+        Ok(paths) => {
+            for p in paths {
+                println!("lab: plot of the failover run: {}", p.display());
+            }
+        }
+        Err(e) => println!("lab: no plot: {e:#}"),
+    }
+    if opts.keep {
+        explore(&lab, &gatewan)?;
+    }
+    println!("lab: done; the namespaces are torn down. See README.md for what works today.");
+    Ok(())
+}
+
+/// Traffic between the hosts and every part's status; the TCP rate, Gbit/s.
+fn steady(lab: &mut Lab, gatewan: &Path) -> anyhow::Result<Option<f64>> {
+    let gatewan = gatewan.to_path_buf();
     println!("\nlab: ping dc-a host -> dc-b host (VXLAN -> WireGuard -> VXLAN)");
     let ping = lab.a.leaf.exec(
         "ping",
@@ -175,36 +236,7 @@ pub fn run(backend: &str) -> anyhow::Result<()> {
             println!("  towards {dc}: {}", list.join(" "));
         }
     }
-    let fig = failover::run(&lab, &gatewan)?;
-    let established = count_established(&lab, &gatewan);
-    let summary = serde_json::json!({
-        "bootstrap_s": bootstrap_s,
-        "blackhole_loss_ms": fig.blackhole_loss_ms,
-        "recovery_s": fig.recovery_s,
-        "brownout_reaction_s": fig.brownout_reaction_s,
-        "tcp_gbps": tcp_gbps,
-        "tunnels_established": established,
-        "tunnels_expected": lab.tunnels * 2,
-    });
-    let dir = std::env::current_dir()?.join("target/lab");
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("summary.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)?;
-    println!("\nlab: summary");
-    for (k, v) in summary.as_object().into_iter().flatten() {
-        println!("  {k:<22} {v}");
-    }
-    println!("lab: written to {}", path.display());
-    match crate::lab_plot::write(&fig.timeline, &dir) {
-        Ok(paths) => {
-            for p in paths {
-                println!("lab: plot of the failover run: {}", p.display());
-            }
-        }
-        Err(e) => println!("lab: no plot: {e:#}"),
-    }
-    println!("lab: done; the namespaces are torn down. See README.md for what works today.");
-    Ok(())
+    Ok(tcp_gbps)
 }
 
 /// Established tunnels on both gateways together.
@@ -303,5 +335,76 @@ fn wait_established(lab: &mut Lab, gatewan: &Path) -> anyhow::Result<()> {
         lab.tunnels,
         start.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// Leaves the lab running: how to look around, then waits for SIGINT or SIGTERM (what
+/// `cargo xtask lab down` sends, by the PID in [`PID_FILE`]).
+fn explore(lab: &Lab, gatewan: &Path) -> anyhow::Result<()> {
+    static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    extern "C" fn on_signal(_: libc::c_int) {
+        STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+    std::fs::write(PID_FILE, std::process::id().to_string())?;
+    let g = gatewan.display();
+    println!("\nlab: kept running. Enter a namespace with `ip netns exec NAME bash`:");
+    for site in [&lab.a, &lab.b] {
+        println!(
+            "  {}: leaf {} (host {}), gateway {}",
+            site.name,
+            site.leaf.name(),
+            site.host,
+            site.gateway.name()
+        );
+        println!("    {g} status --socket {}", site.socket.display());
+        println!(
+            "    {g} status --gateway --socket {}",
+            site.socket.display()
+        );
+        println!("    {g} orders --socket {}", site.socket.display());
+    }
+    println!(
+        "  controller {} in {}: {g} controller status --socket {}",
+        lab.controller.name,
+        lab.controller.netns.name(),
+        lab.controller.socket.display()
+    );
+    println!(
+        "  from the leaf of dc-a: ping -I {} {}",
+        lab.a.host, lab.b.host
+    );
+    println!("lab: Ctrl-C here, or `cargo xtask lab down`, tears it down");
+    while !STOP.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = std::fs::remove_file(PID_FILE);
+    Ok(())
+}
+
+/// `cargo xtask lab down`: stops a kept lab (SIGTERM to the PID it wrote) and removes what a
+/// lab that died left behind.
+pub fn down() -> anyhow::Result<()> {
+    if let Ok(pid) = std::fs::read_to_string(PID_FILE) {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            // SAFETY: a signal to the PID the kept lab wrote; it may be gone already.
+            if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+                println!("lab down: asked the kept lab (PID {pid}) to tear down");
+                let start = Instant::now();
+                // SAFETY: signal 0 only checks that the process exists.
+                while unsafe { libc::kill(pid, 0) } == 0
+                    && start.elapsed() < Duration::from_secs(30)
+                {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+        let _ = std::fs::remove_file(PID_FILE);
+    }
+    let reaped = gatewan_testbed::reap_stale_namespaces();
+    println!("lab down: {reaped} namespaces left by dead labs or tests removed");
     Ok(())
 }

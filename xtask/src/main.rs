@@ -36,11 +36,22 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         nextest_args: Vec<String>,
     },
-    /// Run the most complete gatewan topology that works today, in network namespaces.
+    /// Run the most complete gatewan topology that works today, in network namespaces
+    /// (`lab down` stops a kept one and removes what dead labs left).
     Lab {
+        /// `down`: stop a lab left running with `--keep`.
+        #[arg(value_parser = ["down"])]
+        action: Option<String>,
         /// The gateways' `dataplane.backend`.
         #[arg(long, default_value = "auto", value_parser = ["auto", "socket", "afxdp"])]
         backend: String,
+        /// Run one step of the tour after the start: `steady` (traffic and status) or
+        /// `failover` (blackhole, recovery, brownout).
+        #[arg(long, value_parser = ["steady", "failover"])]
+        scenario: Option<String>,
+        /// Leave everything running after the tour, until Ctrl-C or `lab down`.
+        #[arg(long)]
+        keep: bool,
     },
     /// Measure forwarding through two gateways: gatewan AF_XDP, gatewan sockets, wireguard-go.
     Bench(bench::BenchArgs),
@@ -65,7 +76,19 @@ fn main() -> std::process::ExitCode {
         .and_then(|()| match args.command {
             Command::Setup => setup::run().map(drop),
             Command::Test { nextest_args } => test::run(&nextest_args),
-            Command::Lab { backend } => lab::run(&backend),
+            Command::Lab {
+                action: Some(_), ..
+            } => lab::down(),
+            Command::Lab {
+                action: None,
+                backend,
+                scenario,
+                keep,
+            } => lab::run(&lab::Options {
+                backend,
+                scenario,
+                keep,
+            }),
             Command::Bench(args) => bench::run(args),
             Command::Simulate { args } => simulate::run(&args),
             Command::MeshScale { remotes } => mesh_scale::run(remotes),

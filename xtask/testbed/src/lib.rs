@@ -594,10 +594,11 @@ pub(crate) fn run_checked(cmd: &mut Command) -> Result<String> {
 }
 
 /// Deletes namespaces whose creating process (the PID in their name) no longer exists: what a
-/// test run killed by SIGKILL leaves behind.
-fn reap_stale_namespaces() {
+/// test run killed by SIGKILL leaves behind. How many it deleted.
+pub fn reap_stale_namespaces() -> usize {
+    let mut reaped = 0;
     let Ok(entries) = fs::read_dir(NETNS_DIR) else {
-        return;
+        return 0;
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -607,8 +608,14 @@ fn reap_stale_namespaces() {
         let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        if !Path::new(&format!("/proc/{pid}")).exists()
+            && Command::new("ip")
+                .args(["netns", "del", &name])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        {
+            reaped += 1;
         }
     }
+    reaped
 }
