@@ -1,21 +1,21 @@
-//! `cargo xtask lab`: the README's main job. A two-datacenter gatewan SD-WAN in network
-//! namespaces on this machine (see `gatewan_testbed::lab`): each datacenter a leaf with a
-//! kernel VXLAN device and a gatewan gateway with two transits, four WireGuard tunnels between
-//! the gateways through a transit namespace. It sends traffic between hosts of the two
-//! datacenters, shows `gatewan status` on both gateways, blackholes a transit, heals it and
-//! browns out the other (`failover`), writes `target/lab/summary.json`, and tears everything
-//! down.
+//! `cargo xtask lab`: the README's main job. The [`Plan::tour`] of `gatewan_testbed::lab` in
+//! network namespaces on this machine: three datacenters, each an FRR leaf with a host, two
+//! gatewan gateways with two transits each and a bgpctl, two controllers, one Serf mesh, a
+//! transit namespace between them. It waits for the full mesh (`bootstrap_s`), shows traffic
+//! and every part's status (`steady`), runs the failover tour (`failover`), writes
+//! `target/lab/summary.json` and the plot, and tears everything down (or, with `--keep`,
+//! leaves it running until `cargo xtask lab down`).
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use gatewan_testbed::lab::Lab;
+use gatewan_testbed::lab::failover::{self, gatewan_json};
+use gatewan_testbed::lab::{Lab, Plan};
 use gatewan_testbed::Need;
 
 use crate::{run_cmd, setup};
-use gatewan_testbed::lab::failover;
 
 /// What `cargo xtask lab` was asked for.
 pub struct Options {
@@ -30,7 +30,6 @@ pub struct Options {
 const PID_FILE: &str = "target/lab/lab.pid";
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
-    let backend = opts.backend.as_str();
     setup::run()?;
     Need::Root
         .check()
@@ -43,19 +42,15 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     )?;
     let gatewan = std::env::current_dir()?.join("target/release/gatewan");
 
-    println!("lab: starting two datacenters (leaf + gateway each) and a transit between them");
-    let started = Instant::now();
-    let mut lab = Lab::start_with(&gatewan, 2, "100ms", backend)?;
+    let plan = Plan::tour(&opts.backend);
     println!(
-        "lab: dc-a: host {} behind leaf {}, gateway {}\nlab: dc-b: host {} behind leaf {}, gateway {}",
-        lab.a.host,
-        lab.a.leaf.name(),
-        lab.a.gateway.name(),
-        lab.b.host,
-        lab.b.leaf.name(),
-        lab.b.gateway.name()
+        "lab: starting {} datacenters ({} gateways with {} transits each, an FRR leaf with a host, a bgpctl), {} controllers, one Serf mesh",
+        plan.datacenters, plan.gateways, plan.transits, plan.controllers
     );
-    wait_established(&mut lab, &gatewan)?;
+    let started = Instant::now();
+    let mut lab = Lab::start(&gatewan, plan)?;
+    describe(&lab);
+    wait_established(&lab, &gatewan)?;
     let bootstrap_s = started.elapsed().as_secs_f64();
     wait_ordered(&lab, &gatewan)?;
 
@@ -66,19 +61,25 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         None
     };
     let fig = if wanted("failover") {
-        failover::run(&lab, &gatewan)?
+        failover::run(&mut lab, &gatewan)?
     } else {
         failover::Figures::default()
     };
-    let established = count_established(&lab, &gatewan);
     let summary = serde_json::json!({
         "bootstrap_s": bootstrap_s,
         "blackhole_loss_ms": fig.blackhole_loss_ms,
         "recovery_s": fig.recovery_s,
         "brownout_reaction_s": fig.brownout_reaction_s,
+        "gateway_kill_loss_ms": fig.gateway_kill_loss_ms,
+        "rt5_withdrawn_s": fig.rt5_withdrawn_s,
+        "controller_takeover_s": fig.controller_takeover_s,
+        "controller_kill_lost": fig.controller_kill_lost,
+        "untouched_lost": fig.untouched_lost,
+        "datagrams_sent": fig.sent,
+        "datagrams_lost": fig.lost,
         "tcp_gbps": tcp_gbps,
-        "tunnels_established": established,
-        "tunnels_expected": lab.tunnels * 2,
+        "tunnels_established": count_established(&lab, &gatewan),
+        "tunnels_expected": lab.tunnels_per_gateway() * lab.gateways().count(),
     });
     let dir = std::env::current_dir()?.join("target/lab");
     std::fs::create_dir_all(&dir)?;
@@ -104,32 +105,85 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Traffic between the hosts and every part's status; the TCP rate, Gbit/s.
-fn steady(lab: &mut Lab, gatewan: &Path) -> anyhow::Result<Option<f64>> {
-    let gatewan = gatewan.to_path_buf();
-    println!("\nlab: ping dc-a host -> dc-b host (VXLAN -> WireGuard -> VXLAN)");
-    let ping = lab.a.leaf.exec(
-        "ping",
-        ["-c", "5", "-i", "0.2", "-I", lab.a.host, lab.b.host],
-    )?;
-    for line in ping
-        .lines()
-        .filter(|l| l.contains("bytes from") || l.contains("transmitted") || l.contains("rtt"))
-    {
+/// Who is where.
+fn describe(lab: &Lab) {
+    for s in &lab.sites {
+        let gws: Vec<String> = s
+            .gateways
+            .iter()
+            .map(|g| {
+                format!(
+                    "{} (VTEP {}, transits {})",
+                    g.daemon.name,
+                    g.vtep,
+                    g.transits.iter().map(|t| t.0).collect::<Vec<_>>().join("+")
+                )
+            })
+            .collect();
+        println!(
+            "lab: {}: host {} ({}) behind {}, gateways {}{}",
+            s.dc,
+            s.host,
+            s.prefix,
+            s.leaf.name(),
+            gws.join(", "),
+            s.bgpctl
+                .as_ref()
+                .map_or(String::new(), |b| format!(", {}", b.name))
+        );
+    }
+    let ctls: Vec<&str> = lab.controllers.iter().map(|c| c.name.as_str()).collect();
+    println!("lab: controllers {}", ctls.join(", "));
+}
+
+/// Prints `out`'s lines indented, at most `max` of them.
+fn print_lines(out: &str, max: usize) {
+    let lines: Vec<&str> = out.lines().collect();
+    for line in lines.iter().take(max) {
         println!("  {line}");
     }
-    println!("\nlab: iperf3, 4 TCP flows dc-a -> dc-b for 3 s (flows spread over the tunnels the order weights)");
-    let server = lab
-        .tb
-        .spawn(&lab.b.leaf, "iperf3", ["-s", "-B", lab.b.host])?;
+    if lines.len() > max {
+        println!("  ... ({} more lines)", lines.len() - max);
+    }
+}
+
+/// Traffic between the hosts and every part's status; the TCP rate, Gbit/s.
+fn steady(lab: &mut Lab, gatewan: &Path) -> anyhow::Result<Option<f64>> {
+    let (a, b) = (&lab.sites[0], &lab.sites[1]);
+    for remote in lab.sites.iter().skip(1) {
+        println!(
+            "\nlab: ping {} host -> {} host (VXLAN -> WireGuard -> VXLAN)",
+            a.dc, remote.dc
+        );
+        let ping = a.leaf.exec(
+            "ping",
+            ["-c", "5", "-i", "0.2", "-I", &a.host, &remote.host],
+        )?;
+        for line in ping
+            .lines()
+            .filter(|l| l.contains("transmitted") || l.contains("rtt"))
+        {
+            println!("  {line}");
+        }
+    }
+    println!(
+        "\nlab: iperf3, 4 TCP flows {} -> {} for 3 s (spread by the leaf over both gateways, by the gateways over the tunnels the order weights)",
+        a.dc, b.dc
+    );
+    let (a_leaf, a_host, b_leaf, b_host) = (
+        a.leaf.clone(),
+        a.host.clone(),
+        b.leaf.clone(),
+        b.host.clone(),
+    );
+    let server = lab.tb.spawn(&b_leaf, "iperf3", ["-s", "-B", &b_host])?;
     std::thread::sleep(Duration::from_millis(300));
-    let iperf = lab.a.leaf.exec(
+    let iperf = a_leaf.exec(
         "iperf3",
-        [
-            "-c", lab.b.host, "-B", lab.a.host, "-t", "3", "-P", "4", "-J",
-        ],
-    )?;
-    let iperf: serde_json::Value = serde_json::from_str(&iperf)?;
+        ["-c", &b_host, "-B", &a_host, "-t", "3", "-P", "4", "-J"],
+    );
+    lab.tb.stop(server, Duration::from_secs(1));
+    let iperf: serde_json::Value = serde_json::from_str(&iperf?)?;
     let tcp_gbps = iperf["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .map(|b| b / 1e9);
@@ -138,113 +192,110 @@ fn steady(lab: &mut Lab, gatewan: &Path) -> anyhow::Result<Option<f64>> {
         tcp_gbps.unwrap_or(0.0),
         iperf["end"]["sum_sent"]["retransmits"]
     );
-    lab.tb.stop(server, Duration::from_secs(1));
     // Let a status period pass so the rates reflect the transfer.
     std::thread::sleep(Duration::from_millis(1100));
 
-    for site in [&lab.a, &lab.b] {
-        println!(
-            "\nlab: gatewan status on {} (first tunnel; all {} with --json)",
-            site.name, lab.tunnels
-        );
-        let out = status(&gatewan, &site.socket, false)?;
-        // The first tunnel's entry, as operators read it.
-        let first: Vec<&str> = out
-            .lines()
-            .enumerate()
-            .take_while(|(i, l)| *i == 0 || !l.starts_with("- "))
-            .map(|(_, l)| l)
-            .collect();
-        for line in first {
-            println!("  {line}");
-        }
-        let all: serde_json::Value = serde_json::from_str(&status(&gatewan, &site.socket, true)?)?;
-        for t in all.as_array().into_iter().flatten() {
-            println!(
-                "  {} {} -> {}/{}: {} latency {} loss {} tx {} pkts, rx {} pkts",
-                t["interface"].as_str().unwrap_or("?"),
-                t["meta"]["sdwan_local_transit"].as_str().unwrap_or("?"),
-                t["peer"].as_str().unwrap_or("?"),
-                t["meta"]["sdwan_peer_transit"].as_str().unwrap_or("?"),
-                t["state"].as_str().unwrap_or("?"),
-                t["probe"]["latency"].as_str().unwrap_or("?"),
-                t["probe"]["loss"].as_str().unwrap_or("?"),
-                t["counters"]["tx_packets"],
-                t["counters"]["rx_packets"],
-            );
-        }
-        println!("lab: gatewan status --gateway on {}", site.name);
-        for line in status_with(&gatewan, &site.socket, &["--gateway"])?.lines() {
-            println!("  {line}");
-        }
-    }
+    let a1 = &lab.sites[0].gateways[0];
+    let g = gatewan.display().to_string();
     println!(
-        "\nlab: gatewan controller status ({} in its own namespace, over the mesh)",
-        lab.controller.name
+        "\nlab: gatewan members (the mesh, as {}'s agent sees it)",
+        a1.daemon.name
     );
-    let st: serde_json::Value = serde_json::from_str(&run_gatewan(
-        &gatewan,
-        &["controller", "status", "--json", "--socket"],
-        &lab.controller.socket,
-    )?)?;
+    let members = a1.daemon.netns.exec(
+        &g,
+        [
+            "members",
+            "--no-prefixes",
+            "--config",
+            &a1.daemon.config.display().to_string(),
+        ],
+    )?;
+    print_lines(&members, 20);
     println!(
-        "  authoritative {} epoch {}/{}, {} cycles, last {} ms (pull {} ms), {} of {} gateways reached, {} input issues",
-        st["authoritative"],
-        st["epoch"]["controller"].as_str().unwrap_or("?"),
-        st["epoch"]["term"],
-        st["cycles"],
-        st["last_cycle_ms"],
-        st["pull_ms"],
-        st["gateways_reached"],
-        st["gateways_in_mesh"],
-        st["input_issues"].as_array().map_or(0, Vec::len),
+        "\nlab: gatewan status on {} ({} tunnels: one per remote gateway and pair of transits)",
+        a1.daemon.name,
+        lab.tunnels_per_gateway()
     );
-    for (gw, r) in st["recipients"].as_object().into_iter().flatten() {
+    let all = gatewan_json(
+        gatewan,
+        &["status", "--json", "--socket"],
+        &a1.daemon.socket,
+    )?;
+    for t in all.as_array().into_iter().flatten() {
         println!(
-            "  {gw}: order version {} {}",
-            r["version"],
-            r["result"].as_str().unwrap_or("?")
+            "  {} {} -> {}/{}: {} latency {} loss {} tx {} pkts, rx {} pkts",
+            t["interface"].as_str().unwrap_or("?"),
+            t["meta"]["sdwan_local_transit"].as_str().unwrap_or("?"),
+            t["peer"].as_str().unwrap_or("?"),
+            t["meta"]["sdwan_peer_transit"].as_str().unwrap_or("?"),
+            t["state"].as_str().unwrap_or("?"),
+            t["probe"]["latency"].as_str().unwrap_or("?"),
+            t["probe"]["loss"].as_str().unwrap_or("?"),
+            t["counters"]["tx_packets"],
+            t["counters"]["rx_packets"],
         );
     }
-    for site in [&lab.a, &lab.b] {
-        println!("lab: gatewan orders on {}", site.name);
-        let o: serde_json::Value = serde_json::from_str(&run_gatewan(
-            &gatewan,
-            &["orders", "--json", "--socket"],
-            &site.socket,
-        )?)?;
-        println!(
-            "  version {} from {} (term {}), applied {:.1} s ago",
-            o["order"]["version"],
-            o["epoch"]["controller"].as_str().unwrap_or("?"),
-            o["epoch"]["term"],
-            o["age_s"].as_f64().unwrap_or(0.0)
+    println!("lab: gatewan status --gateway on {}", a1.daemon.name);
+    print_lines(
+        &run_gatewan(
+            gatewan,
+            &["status", "--gateway", "--socket"],
+            &a1.daemon.socket,
+        )?,
+        30,
+    );
+    println!("lab: gatewan orders on {}", a1.daemon.name);
+    print_lines(
+        &run_gatewan(gatewan, &["orders", "--socket"], &a1.daemon.socket)?,
+        30,
+    );
+    if let Some(bgp) = lab.sites[0].bgpctl.as_ref() {
+        println!("\nlab: gatewan routes on {} (sessions, imported fabric prefixes, RT-5 exported per gateway)", bgp.name);
+        print_lines(
+            &run_gatewan(gatewan, &["routes", "--socket"], &bgp.socket)?,
+            40,
         );
-        for (dc, ws) in o["in_force"].as_object().into_iter().flatten() {
-            let list: Vec<String> = ws
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|w| {
-                    format!(
-                        "{}={}",
-                        w["tunnel"].as_str().unwrap_or("?").get(..8).unwrap_or("?"),
-                        w["weight"]
-                    )
-                })
-                .collect();
-            println!("  towards {dc}: {}", list.join(" "));
+        println!(
+            "lab: ip route on {} (remote prefixes via the gateways' VTEPs, from BGP only)",
+            lab.sites[0].leaf.name()
+        );
+        for remote in lab.sites.iter().skip(1) {
+            print_lines(&lab.sites[0].leaf.ip(["route", "show", &remote.prefix])?, 6);
         }
+    }
+    for c in &lab.controllers {
+        println!("\nlab: gatewan controller status on {}", c.name);
+        print_lines(
+            &run_gatewan(gatewan, &["controller", "status", "--socket"], &c.socket)?,
+            14,
+        );
+    }
+    if let Some(c) = lab.controllers.first() {
+        println!(
+            "\nlab: gatewan controller explain {} {} (why the order is what it is)",
+            lab.sites[0].dc, lab.sites[1].dc
+        );
+        let out = Command::new(gatewan)
+            .args([
+                "controller",
+                "explain",
+                lab.sites[0].dc,
+                lab.sites[1].dc,
+                "--socket",
+            ])
+            .arg(&c.socket)
+            .output()?;
+        print_lines(&String::from_utf8_lossy(&out.stdout), 25);
     }
     Ok(tcp_gbps)
 }
 
-/// Established tunnels on both gateways together.
+/// Established tunnels on every gateway together.
 fn count_established(lab: &Lab, gatewan: &Path) -> usize {
-    [&lab.a, &lab.b]
-        .iter()
-        .filter_map(|site| status(gatewan, &site.socket, true).ok())
-        .filter_map(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    lab.gateways()
+        .filter_map(|g| {
+            gatewan_json(gatewan, &["status", "--json", "--socket"], &g.daemon.socket).ok()
+        })
         .flat_map(|all| all.as_array().cloned().unwrap_or_default())
         .filter(|t| t["state"] == "Established")
         .count()
@@ -262,77 +313,66 @@ fn run_gatewan(gatewan: &Path, args: &[&str], socket: &Path) -> anyhow::Result<S
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Waits until both gateways hold an order of the controller.
+/// Waits until every gateway holds an order of a controller.
 fn wait_ordered(lab: &Lab, gatewan: &Path) -> anyhow::Result<()> {
     let start = Instant::now();
-    for site in [&lab.a, &lab.b] {
+    for g in lab.gateways() {
         loop {
-            let o = run_gatewan(gatewan, &["orders", "--json", "--socket"], &site.socket)
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+            let o = gatewan_json(gatewan, &["orders", "--json", "--socket"], &g.daemon.socket).ok();
             if o.is_some_and(|o| o["order"]["version"].as_u64().is_some()) {
                 break;
             }
             anyhow::ensure!(
-                start.elapsed() < Duration::from_secs(30),
-                "{} got no order from the controller:\n{}",
-                site.name,
-                lab.tb.log(lab.controller.process)
+                start.elapsed() < Duration::from_secs(60),
+                "{} got no order from a controller:\n{}",
+                g.daemon.name,
+                lab.controllers
+                    .iter()
+                    .map(|c| lab.log(c))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
     println!(
-        "lab: the controller's orders applied on both gateways {:.1} s after the tunnels were up",
+        "lab: the controller's orders applied on every gateway {:.1} s after the tunnels were up",
         start.elapsed().as_secs_f64()
     );
     Ok(())
 }
 
-fn status(gatewan: &Path, socket: &Path, json: bool) -> anyhow::Result<String> {
-    status_with(gatewan, socket, if json { &["--json"] } else { &[] })
-}
-
-fn status_with(gatewan: &Path, socket: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let mut cmd = Command::new(gatewan);
-    cmd.arg("status").arg("--socket").arg(socket).args(args);
-    let out = cmd.output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "gatewan status: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn wait_established(lab: &mut Lab, gatewan: &Path) -> anyhow::Result<()> {
+/// Waits until every gateway has all its tunnels, built from the mesh, established and
+/// routing the remote datacenters' prefixes (their lists arrived).
+fn wait_established(lab: &Lab, gatewan: &Path) -> anyhow::Result<()> {
     let start = Instant::now();
-    let deadline = start + Duration::from_secs(60);
-    for site in [&lab.a, &lab.b] {
+    let want = lab.tunnels_per_gateway();
+    for g in lab.gateways() {
         loop {
-            let all: serde_json::Value =
-                serde_json::from_str(&status(gatewan, &site.socket, true)?)?;
-            let tunnels = all.as_array().cloned().unwrap_or_default();
-            // Built from the mesh: established, and routing the other datacenter's prefixes
-            // once its list has arrived.
+            let tunnels =
+                gatewan_json(gatewan, &["status", "--json", "--socket"], &g.daemon.socket)
+                    .ok()
+                    .and_then(|all| all.as_array().cloned())
+                    .unwrap_or_default();
             let routed = |t: &serde_json::Value| {
                 t["state"] == "Established" && t["networks"].as_str().is_some_and(|n| !n.is_empty())
             };
-            if tunnels.len() == lab.tunnels && tunnels.iter().all(routed) {
+            if tunnels.len() == want && tunnels.iter().all(routed) {
                 break;
             }
             anyhow::ensure!(
-                Instant::now() < deadline,
-                "the tunnels of {} did not come up:\n{}",
-                site.name,
-                lab.tb.log(site.gateway_process)
+                start.elapsed() < Duration::from_secs(90),
+                "the tunnels of {} did not come up ({} of {want}):\n{}",
+                g.daemon.name,
+                tunnels.iter().filter(|t| routed(t)).count(),
+                lab.log(&g.daemon)
             );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
     println!(
-        "lab: all {} tunnels built from the mesh, established and routed on both gateways after {:.1} s",
-        lab.tunnels,
+        "lab: the full mesh: all {want} tunnels of each of the {} gateways built from the mesh, established and routed after {:.1} s",
+        lab.gateways().count(),
         start.elapsed().as_secs_f64()
     );
     Ok(())
@@ -352,31 +392,50 @@ fn explore(lab: &Lab, gatewan: &Path) -> anyhow::Result<()> {
     std::fs::write(PID_FILE, std::process::id().to_string())?;
     let g = gatewan.display();
     println!("\nlab: kept running. Enter a namespace with `ip netns exec NAME bash`:");
-    for site in [&lab.a, &lab.b] {
+    for site in &lab.sites {
         println!(
-            "  {}: leaf {} (host {}), gateway {}",
-            site.name,
+            "  {}: leaf {} (host {})",
+            site.dc,
             site.leaf.name(),
-            site.host,
-            site.gateway.name()
+            site.host
         );
-        println!("    {g} status --socket {}", site.socket.display());
-        println!(
-            "    {g} status --gateway --socket {}",
-            site.socket.display()
-        );
-        println!("    {g} orders --socket {}", site.socket.display());
+        for gw in &site.gateways {
+            let (n, s) = (gw.daemon.netns.name(), gw.daemon.socket.display());
+            println!("    gateway {} in {n}:", gw.daemon.name);
+            println!("      {g} status --socket {s}");
+            println!("      {g} status --gateway --socket {s}");
+            println!("      {g} orders --socket {s}");
+            println!(
+                "      ip netns exec {n} {g} members --config {}",
+                gw.daemon.config.display()
+            );
+        }
+        if let Some(b) = &site.bgpctl {
+            println!(
+                "    {} in {}: {g} routes --socket {}",
+                b.name,
+                b.netns.name(),
+                b.socket.display()
+            );
+        }
     }
-    println!(
-        "  controller {} in {}: {g} controller status --socket {}",
-        lab.controller.name,
-        lab.controller.netns.name(),
-        lab.controller.socket.display()
-    );
-    println!(
-        "  from the leaf of dc-a: ping -I {} {}",
-        lab.a.host, lab.b.host
-    );
+    for c in &lab.controllers {
+        println!(
+            "  controller {} in {}: {g} controller status --socket {}",
+            c.name,
+            c.netns.name(),
+            c.socket.display()
+        );
+    }
+    if let (Some(a), Some(b)) = (lab.sites.first(), lab.sites.get(1)) {
+        println!(
+            "  from dc-a's leaf: ip netns exec {} ping -I {} {}",
+            a.leaf.name(),
+            a.host,
+            b.host
+        );
+    }
+    println!("  configurations and logs: {}", lab.tb.dir().display());
     println!("lab: Ctrl-C here, or `cargo xtask lab down`, tears it down");
     while !STOP.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));

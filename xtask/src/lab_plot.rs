@@ -1,5 +1,6 @@
-//! The lab's plot: gw-a's tunnels (datagrams sent per second) over the failover run, the
-//! receiving host's loss below, each event a vertical line, as PNG and SVG.
+//! The lab's plot: dc-a's gateways' tunnels by local transit (datagrams sent per second) over
+//! the failover run, the loss at the receiving hosts below, each event a vertical line, as
+//! PNG and SVG.
 
 use std::path::Path;
 
@@ -54,7 +55,7 @@ where
         * 1.1;
     let mut chart = ChartBuilder::on(&top)
         .caption(
-            "gw-a's tunnels: datagrams sent per second (flows and probes)",
+            "dc-a's gateways: datagrams their tunnels sent per second, by transit (flows and probes)",
             ("sans-serif", 20),
         )
         .margin(10)
@@ -89,7 +90,7 @@ where
 
     let mut loss = ChartBuilder::on(&bottom)
         .caption(
-            "loss at the receiving host (dc-b), per 100 ms",
+            "loss at the receiving hosts, all flows, per 100 ms",
             ("sans-serif", 20),
         )
         .margin(10)

@@ -106,26 +106,49 @@ impl FlowStats {
     /// (seconds since the start, percent of the datagrams sent in that window not received),
     /// per window of `step` (a multiple of [`BUCKET`]).
     pub fn loss_series(&self, step: Duration) -> Vec<(f64, f64)> {
+        self.loss_counts(step)
+            .into_iter()
+            .map(|(t, pct, _)| (t, pct))
+            .collect()
+    }
+
+    /// [`FlowStats::loss_series`] with the datagrams sent in each window.
+    pub fn loss_counts(&self, step: Duration) -> Vec<(f64, f64, f64)> {
         let per = ((step.as_millis() / BUCKET.as_millis()) as usize).max(1);
-        let received = |i: usize| -> u32 {
-            self.rx
-                .iter()
-                .map(|r| r.arrivals.get(i).copied().unwrap_or(0))
-                .sum()
-        };
         (0..self.sent_buckets.len() / per)
             .map(|w| {
-                let span = w * per..(w + 1) * per;
-                let sent: u32 = span.clone().map(|i| self.sent_buckets[i]).sum();
-                let got: u32 = span.map(received).sum();
+                let (sent, got) = self.counts(w * per..(w + 1) * per);
                 let lost = if sent == 0 {
                     0.0
                 } else {
-                    f64::from(sent.saturating_sub(got)) * 100.0 / f64::from(sent)
+                    sent.saturating_sub(got) as f64 * 100.0 / sent as f64
                 };
-                ((w * per) as f64 * BUCKET.as_secs_f64(), lost)
+                ((w * per) as f64 * BUCKET.as_secs_f64(), lost, sent as f64)
             })
             .collect()
+    }
+
+    /// Datagrams sent within `[from, to)` (times since the start) and not received, to a
+    /// [`BUCKET`].
+    pub fn lost_between(&self, from: Duration, to: Duration) -> u64 {
+        let index = |d: Duration| (d.as_millis() / BUCKET.as_millis()) as usize;
+        let (sent, got) = self.counts(index(from)..index(to));
+        sent.saturating_sub(got)
+    }
+
+    /// Datagrams sent and received, all flows, in a span of buckets.
+    fn counts(&self, span: std::ops::Range<usize>) -> (u64, u64) {
+        let mut sent = 0u64;
+        let mut got = 0u64;
+        for i in span {
+            sent += u64::from(self.sent_buckets.get(i).copied().unwrap_or(0));
+            got += self
+                .rx
+                .iter()
+                .map(|r| u64::from(r.arrivals.get(i).copied().unwrap_or(0)))
+                .sum::<u64>();
+        }
+        (sent, got)
     }
 }
 

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
+pub mod config;
 pub mod flows;
 pub mod frr;
 pub mod impair;

@@ -1,6 +1,8 @@
-//! The lab's failover steps: a transit blackholed, then healed (recovery after the
-//! controller's hold), then another browned out, each measured with constant-rate UDP flows
-//! between the datacenters' hosts and with the orders in force at the gateways.
+//! The lab's failover tour: a transit of a1 blackholed, then healed (recovery after the
+//! controller's hold), its other transit browned out, a1 killed, the leading controller
+//! killed. Constant-rate UDP flows run between the hosts of every pair of datacenters
+//! throughout (dc-a -> dc-b, dc-c -> dc-a, dc-b -> dc-c); each step is measured at the
+//! receiving hosts, in the orders in force at the gateways and at the leaves.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,20 +10,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Lab, Site};
-use crate::flows;
+use super::{Gateway, Lab};
+use crate::flows::{self, FlowStats, Flows};
 use crate::impair::Impairment;
 use crate::{Result, TestbedError};
 
 /// `gatewan ARGS SOCKET` parsed as JSON.
-fn gatewan_json(gatewan: &Path, args: &[&str], socket: &Path) -> Result<serde_json::Value> {
+pub fn gatewan_json(gatewan: &Path, args: &[&str], socket: &Path) -> Result<serde_json::Value> {
     let out = crate::run_checked(std::process::Command::new(gatewan).args(args).arg(socket))?;
     serde_json::from_str(&out)
         .map_err(|e| TestbedError::Other(format!("gatewan {}: {e}", args.join(" "))))
 }
 
-/// UDP flows dc-a -> dc-b during each step (one datagram per flow every 5 ms).
-const FLOWS: u16 = 4;
+/// UDP flows per pair of datacenters (one datagram per flow every 5 ms): enough that the
+/// leaf's hash gives each of its gateways some.
+const FLOWS: u16 = 8;
 
 /// What the steps measured, for the summary, and the run as time series for the plot.
 #[derive(Debug, Default)]
@@ -29,25 +32,39 @@ pub struct Figures {
     pub blackhole_loss_ms: Option<f64>,
     pub recovery_s: Option<f64>,
     pub brownout_reaction_s: Option<f64>,
+    /// The longest time a flow through dc-a received nothing after a1 was killed.
+    pub gateway_kill_loss_ms: Option<f64>,
+    /// Until dc-a's leaf routed no remote prefix via a1 (its RT-5 routes withdrawn).
+    pub rt5_withdrawn_s: Option<f64>,
+    /// Until the standby controller led and every gateway held its order.
+    pub controller_takeover_s: Option<f64>,
+    /// Datagrams lost, all flows, from the leading controller's death until the takeover.
+    pub controller_kill_lost: Option<u64>,
+    /// Datagrams lost over the whole run by the flows no event touches (dc-b -> dc-c).
+    pub untouched_lost: Option<u64>,
+    /// Datagrams sent in all, and lost, over the whole run.
+    pub sent: u64,
+    pub lost: u64,
     pub timeline: Timeline,
 }
 
 /// The failover run over time, seconds since the flows started.
 #[derive(Debug, Default)]
 pub struct Timeline {
-    /// Per tunnel of gw-a (`local transit -> peer transit`): datagrams it sent per second.
+    /// Per gateway of dc-a and transit (`a1 lumen`): datagrams its tunnels over that transit
+    /// sent per second.
     pub tunnels: BTreeMap<String, Vec<(f64, f64)>>,
-    /// Percent of the flows' datagrams lost, per 100 ms.
+    /// Percent of all flows' datagrams lost, per 100 ms.
     pub loss: Vec<(f64, f64)>,
     /// What happened when.
     pub events: Vec<(f64, String)>,
 }
 
-/// Samples the tx counters of `site`'s tunnels every second (the gateway publishes its
-/// counters once a second) until `stop`.
+/// Samples the tx counters of the gateways' tunnels by local transit every second (a
+/// gateway publishes its counters once a second) until `stop`.
 fn sample_tunnels(
     gatewan: PathBuf,
-    socket: PathBuf,
+    gateways: Vec<(String, PathBuf)>,
     started: Instant,
     stop: Arc<AtomicBool>,
 ) -> BTreeMap<String, Vec<(f64, f64)>> {
@@ -55,16 +72,17 @@ fn sample_tunnels(
     let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
     while !stop.load(Ordering::Relaxed) {
         let t = started.elapsed().as_secs_f64();
-        if let Ok(all) = gatewan_json(&gatewan, &["status", "--json", "--socket"], &socket) {
+        for (name, socket) in &gateways {
+            let Ok(all) = gatewan_json(&gatewan, &["status", "--json", "--socket"], socket) else {
+                continue;
+            };
+            let mut by_transit: BTreeMap<String, u64> = BTreeMap::new();
             for tun in all.as_array().into_iter().flatten() {
-                let label = format!(
-                    "{} -> {}",
-                    tun["meta"]["sdwan_local_transit"].as_str().unwrap_or("?"),
-                    tun["meta"]["sdwan_peer_transit"].as_str().unwrap_or("?")
-                );
-                let Some(tx) = tun["counters"]["tx_packets"].as_u64() else {
-                    continue;
-                };
+                let transit = tun["meta"]["sdwan_local_transit"].as_str().unwrap_or("?");
+                let tx = tun["counters"]["tx_packets"].as_u64().unwrap_or(0);
+                *by_transit.entry(format!("{name} {transit}")).or_default() += tx;
+            }
+            for (label, tx) in by_transit {
                 if let Some((t0, tx0)) = last.insert(label.clone(), (t, tx)) {
                     if t > t0 {
                         let rate = tx.saturating_sub(tx0) as f64 / (t - t0);
@@ -78,9 +96,13 @@ fn sample_tunnels(
     out
 }
 
-/// The local transit of each tunnel of `site`, by tunnel id.
-fn transit_of(gatewan: &Path, site: &Site) -> Result<BTreeMap<String, String>> {
-    let all = gatewan_json(gatewan, &["status", "--json", "--socket"], &site.socket)?;
+/// The local transit of each tunnel of `gw`, by tunnel id.
+fn transit_of(gatewan: &Path, gw: &Gateway) -> Result<BTreeMap<String, String>> {
+    let all = gatewan_json(
+        gatewan,
+        &["status", "--json", "--socket"],
+        &gw.daemon.socket,
+    )?;
     Ok(all
         .as_array()
         .into_iter()
@@ -94,10 +116,14 @@ fn transit_of(gatewan: &Path, site: &Site) -> Result<BTreeMap<String, String>> {
         .collect())
 }
 
-/// The weight the order in force at `site` gives, in all, to tunnels over `transit`.
-pub fn ordered_weight(gatewan: &Path, site: &Site, transit: &str) -> Result<u64> {
-    let of = transit_of(gatewan, site)?;
-    let o = gatewan_json(gatewan, &["orders", "--json", "--socket"], &site.socket)?;
+/// The weight the order in force at `gw` gives, in all, to tunnels over `transit`.
+pub fn ordered_weight(gatewan: &Path, gw: &Gateway, transit: &str) -> Result<u64> {
+    let of = transit_of(gatewan, gw)?;
+    let o = gatewan_json(
+        gatewan,
+        &["orders", "--json", "--socket"],
+        &gw.daemon.socket,
+    )?;
     Ok(o["in_force"]
         .as_object()
         .into_iter()
@@ -124,130 +150,312 @@ fn until(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {
     None
 }
 
-fn set(site: &Site, t: usize, imp: &Impairment) -> Result<&'static str> {
-    let (name, endpoint) = site
+/// The transit of `gw` its order gives the most weight: the one its traffic is on.
+fn busiest_transit(gatewan: &Path, gw: &Gateway) -> usize {
+    (0..gw.transits.len())
+        .max_by_key(|&t| ordered_weight(gatewan, gw, gw.transits[t].0).unwrap_or(0))
+        .unwrap_or(0)
+}
+
+fn set(gw: &Gateway, t: usize, imp: &Impairment) -> Result<&'static str> {
+    let (name, endpoint) = gw
         .transits
         .get(t)
-        .ok_or_else(|| TestbedError::Other(format!("{} has no transit {t}", site.name)))?;
+        .ok_or_else(|| TestbedError::Other(format!("{} has no transit {t}", gw.daemon.name)))?;
     endpoint.set(imp)?;
     Ok(name)
 }
 
-/// Runs the steps on `lab` (`gatewan`: the binary whose CLI reads the gateways), printing
-/// each with what to look at and what it measured.
-pub fn run(lab: &Lab, gatewan: &Path) -> Result<Figures> {
+/// One set of flows between two datacenters' hosts.
+struct FlowSet {
+    label: String,
+    /// Whether an event of the tour touches it (it enters or leaves dc-a).
+    touched: bool,
+    flows: Flows,
+}
+
+/// Its results.
+struct FlowResult {
+    touched: bool,
+    stats: FlowStats,
+}
+
+/// The datacenter pairs the flows run between, by site index: every pair once, dc-a's in
+/// both directions when there are only two.
+fn pairs(sites: usize) -> Vec<(usize, usize)> {
+    if sites >= 3 {
+        vec![(0, 1), (2, 0), (1, 2)]
+    } else {
+        vec![(0, 1), (1, 0)]
+    }
+}
+
+fn start_flows(lab: &Lab) -> Result<Vec<FlowSet>> {
+    let mut sets = Vec::new();
+    for (from, to) in pairs(lab.sites.len()) {
+        let (f, t) = (&lab.sites[from], &lab.sites[to]);
+        sets.push(FlowSet {
+            label: format!("{} -> {}", f.dc, t.dc),
+            touched: from == 0 || to == 0,
+            flows: flows::start(&f.leaf, &f.host, &t.leaf, &t.host, FLOWS)?,
+        });
+    }
+    Ok(sets)
+}
+
+/// What happened when, as instants; turned into seconds since the flows started at the end.
+#[derive(Default)]
+struct Events {
+    list: Vec<(Instant, String)>,
+}
+
+impl Events {
+    fn mark(&mut self, what: impl Into<String>) -> Instant {
+        let now = Instant::now();
+        self.list.push((now, what.into()));
+        now
+    }
+}
+
+/// When each measured event began, for the loss windows.
+#[derive(Default)]
+struct Marks {
+    blackholed: Option<Instant>,
+    gateway_killed: Option<(Instant, Instant)>,
+    controller_killed: Option<(Instant, Instant)>,
+}
+
+/// Runs the tour on `lab` (`gatewan`: the binary whose CLI reads the daemons), printing each
+/// step with what to look at and what it measured.
+pub fn run(lab: &mut Lab, gatewan: &Path) -> Result<Figures> {
     let mut fig = Figures::default();
-    if lab.a.transits.len() < 2 {
+    if lab.plan.transits < 2 {
         println!("\nlab: one transit per gateway: no failover to show");
         return Ok(fig);
     }
-    let a = &lab.a;
-    let flows = flows::start(&a.leaf, a.host, &lab.b.leaf, lab.b.host, FLOWS)?;
-    let started = flows.started();
+    let sets = start_flows(lab)?;
+    let started = sets
+        .first()
+        .map(|s| s.flows.started())
+        .unwrap_or_else(Instant::now);
+    println!(
+        "\nlab: {FLOWS} UDP flows each way {} (one datagram per flow every 5 ms)",
+        sets.iter()
+            .map(|s| s.label.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = {
-        let (g, s, stop) = (gatewan.to_path_buf(), a.socket.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || sample_tunnels(g, s, started, stop))
+        let gws = lab.sites[0]
+            .gateways
+            .iter()
+            .map(|g| (g.daemon.name.clone(), g.daemon.socket.clone()))
+            .collect();
+        let (g, stop) = (gatewan.to_path_buf(), Arc::clone(&stop));
+        std::thread::spawn(move || sample_tunnels(g, gws, started, stop))
     };
-    let mut events = Vec::new();
-    let mut event = |what: String| {
-        events.push((started.elapsed().as_secs_f64(), what));
-        started.elapsed()
-    };
-    let steps = steps(lab, gatewan, &mut fig, &mut event);
+    let mut events = Events::default();
+    let mut marks = Marks::default();
+    let steps = steps(lab, gatewan, &mut fig, &mut events, &mut marks);
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
-    let stats = flows.stop();
+    let results: Vec<FlowResult> = sets
+        .into_iter()
+        .map(|s| FlowResult {
+            touched: s.touched,
+            stats: s.flows.stop(),
+        })
+        .collect();
     fig.timeline.tunnels = sampler.join().unwrap_or_default();
-    fig.timeline.loss = stats.loss_series(Duration::from_millis(100));
-    fig.timeline.events = events;
-    let blackholed = steps?;
-    let window = stats.longest_silence(blackholed, blackholed + Duration::from_secs(5));
-    fig.blackhole_loss_ms = Some(window.as_secs_f64() * 1000.0);
-    println!(
-        "\nlab: blackhole loss window {:.0} ms (the longest any flow received nothing after it); \
-         {} of {} datagrams lost over the whole run",
-        window.as_secs_f64() * 1000.0,
-        stats.total_lost(),
-        stats.sent.iter().sum::<u64>()
-    );
+    fig.timeline.events = events
+        .list
+        .iter()
+        .map(|(at, what)| {
+            (
+                at.saturating_duration_since(started).as_secs_f64(),
+                what.clone(),
+            )
+        })
+        .collect();
+    steps?;
+    measure(&mut fig, &results, &marks, started);
     Ok(fig)
 }
 
-/// The steps; returns when the blackhole began (since the flows started).
+/// The loss windows and counts from the flows' results.
+fn measure(fig: &mut Figures, results: &[FlowResult], marks: &Marks, started: Instant) {
+    // Each flow set's own origin, for windows given as instants.
+    let since = |r: &FlowResult, at: Instant| at.saturating_duration_since(r.stats.started);
+    let silence = |from: Instant, to: Instant| {
+        results
+            .iter()
+            .filter(|r| r.touched)
+            .map(|r| r.stats.longest_silence(since(r, from), since(r, to)))
+            .max()
+            .unwrap_or_default()
+    };
+    if let Some(at) = marks.blackholed {
+        let w = silence(at, at + Duration::from_secs(5));
+        fig.blackhole_loss_ms = Some(w.as_secs_f64() * 1000.0);
+    }
+    if let Some((from, to)) = marks.gateway_killed {
+        fig.gateway_kill_loss_ms = Some(silence(from, to).as_secs_f64() * 1000.0);
+    }
+    if let Some((from, to)) = marks.controller_killed {
+        fig.controller_kill_lost = Some(
+            results
+                .iter()
+                .map(|r| r.stats.lost_between(since(r, from), since(r, to)))
+                .sum(),
+        );
+    }
+    fig.untouched_lost = results
+        .iter()
+        .filter(|r| !r.touched)
+        .map(|r| r.stats.total_lost())
+        .reduce(|a, b| a + b);
+    fig.sent = results
+        .iter()
+        .map(|r| r.stats.sent.iter().sum::<u64>())
+        .sum();
+    fig.lost = results.iter().map(|r| r.stats.total_lost()).sum();
+    fig.timeline.loss = combined_loss(results, started);
+    println!(
+        "\nlab: over the whole run {} of {} datagrams lost; {} by the flows no event touches",
+        fig.lost,
+        fig.sent,
+        fig.untouched_lost
+            .map_or("none measured".into(), |l| l.to_string())
+    );
+}
+
+/// All flows' loss per 100 ms, on the first set's clock.
+fn combined_loss(results: &[FlowResult], started: Instant) -> Vec<(f64, f64)> {
+    let mut sent: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
+    for r in results {
+        let offset = r
+            .stats
+            .started
+            .saturating_duration_since(started)
+            .as_secs_f64();
+        for (t, pct, n) in r.stats.loss_counts(Duration::from_millis(100)) {
+            let key = ((t + offset) * 10.0).round() as i64;
+            let e = sent.entry(key).or_default();
+            e.0 += n;
+            e.1 += n * pct / 100.0;
+        }
+    }
+    sent.into_iter()
+        .map(|(k, (n, lost))| {
+            (
+                k as f64 / 10.0,
+                if n > 0.0 { lost * 100.0 / n } else { 0.0 },
+            )
+        })
+        .collect()
+}
+
+/// The steps, each printed with what it shows.
 fn steps(
+    lab: &mut Lab,
+    gatewan: &Path,
+    fig: &mut Figures,
+    events: &mut Events,
+    marks: &mut Marks,
+) -> Result<()> {
+    std::thread::sleep(Duration::from_secs(2));
+    blackhole_and_heal(lab, gatewan, fig, events, marks)?;
+    brownout(lab, gatewan, fig, events)?;
+    if lab.plan.gateways >= 2 {
+        kill_gateway(lab, fig, events, marks)?;
+    }
+    if lab.controllers.len() >= 2 {
+        kill_controller(lab, gatewan, fig, events, marks)?;
+    }
+    restore(lab, gatewan, events)
+}
+
+fn blackhole_and_heal(
     lab: &Lab,
     gatewan: &Path,
     fig: &mut Figures,
-    event: &mut impl FnMut(String) -> Duration,
-) -> Result<Duration> {
-    let a = &lab.a;
-    std::thread::sleep(Duration::from_secs(2));
-
-    // A transit blackholed: the gateway's local repair moves the flows to the tunnels of
-    // its other transit, before the controller's next order.
+    events: &mut Events,
+    marks: &mut Marks,
+) -> Result<()> {
+    let a1 = &lab.sites[0].gateways[0];
+    // The transit a1's traffic is on. The gateway's local repair moves that traffic to the tunnels of its other transit, before the
+    // controller's next order.
+    let t = busiest_transit(gatewan, a1);
     let name = set(
-        a,
-        0,
+        a1,
+        t,
         &Impairment {
             blackhole: true,
             ..Impairment::default()
         },
     )?;
-    let blackholed = event(format!("{name} blackholed"));
+    marks.blackholed = Some(events.mark(format!("{name} of a1 blackholed")));
     println!(
-        "\nlab: {name} (a transit of {}) blackholed, both ways, while {FLOWS} UDP flows run dc-a -> dc-b",
-        a.name
+        "\nlab: step 1: {name} (a transit of {}) blackholed, both ways",
+        a1.daemon.name
     );
     println!(
-        "     look at: the longest gap at the receiving host, and where the order sends traffic"
+        "     look at: the longest gap at the receiving hosts, and where the order sends traffic"
     );
     std::thread::sleep(Duration::from_secs(5));
-    let other = a.transits[1].0;
+    let other = a1.transits[1 - t].0;
     println!(
         "  order in force at {}: weight {} on {name}, {} on {other}",
-        a.name,
-        ordered_weight(gatewan, a, name)?,
-        ordered_weight(gatewan, a, other)?
+        a1.daemon.name,
+        ordered_weight(gatewan, a1, name)?,
+        ordered_weight(gatewan, a1, other)?
     );
 
-    // Healed: the tunnels come back once the probes are clean again and the controller's
-    // recovery hold has passed.
-    set(a, 0, &Impairment::default())?;
-    event(format!("{name} healed"));
+    // The tunnels come back once the probes are clean again and the controller's recovery
+    // hold has passed.
+    set(a1, t, &Impairment::default())?;
+    events.mark(format!("{name} healed"));
     println!(
-        "\nlab: {name} healed; look at: when the order uses it again (after the recovery hold)"
+        "\nlab: step 2: {name} healed; look at: when the order uses it again (after the recovery hold)"
     );
     match until(Duration::from_secs(90), || {
-        ordered_weight(gatewan, a, name).is_ok_and(|w| w > 0)
+        ordered_weight(gatewan, a1, name).is_ok_and(|w| w > 0)
     }) {
         Some(d) => {
             fig.recovery_s = Some(d.as_secs_f64());
-            event(format!("{name} back in the order"));
+            events.mark(format!("{name} back in the order"));
             println!("  {name} back in the order after {:.1} s", d.as_secs_f64());
         }
         None => println!("  {name} not back in the order within 90 s"),
     }
+    Ok(())
+}
 
-    // The other transit browned out: 5% loss each way breaks the 2% SLA; the controller
-    // moves the order off it.
+/// A transit of a1 browned out: 5% loss each way breaks the 2% SLA; the controller moves
+/// the order off it.
+fn brownout(lab: &Lab, gatewan: &Path, fig: &mut Figures, events: &mut Events) -> Result<()> {
+    let a1 = &lab.sites[0].gateways[0];
     std::thread::sleep(Duration::from_secs(2));
+    let t = busiest_transit(gatewan, a1);
     let name = set(
-        a,
-        1,
+        a1,
+        t,
         &Impairment {
             loss_pct: 5.0,
             ..Impairment::default()
         },
     )?;
-    event(format!("{name} browned out (5%)"));
-    println!("\nlab: {name} browned out (5% loss each way); look at: when the order moves off it");
+    events.mark(format!("{name} of a1 browned out (5%)"));
+    println!(
+        "\nlab: step 3: {name} browned out (5% loss each way); look at: when the order moves off it"
+    );
     match until(Duration::from_secs(60), || {
-        ordered_weight(gatewan, a, name).is_ok_and(|w| w == 0)
+        ordered_weight(gatewan, a1, name).is_ok_and(|w| w == 0)
     }) {
         Some(d) => {
             fig.brownout_reaction_s = Some(d.as_secs_f64());
-            event(format!("order off {name}"));
+            events.mark(format!("order off {name}"));
             println!(
                 "  the order moved off {name} after {:.1} s",
                 d.as_secs_f64()
@@ -256,6 +464,181 @@ fn steps(
         None => println!("  the order still uses {name} after 60 s"),
     }
     std::thread::sleep(Duration::from_secs(2));
-    set(a, 1, &Impairment::default())?;
-    Ok(blackholed)
+    set(a1, t, &Impairment::default())?;
+    events.mark(format!("{name} healed"));
+    Ok(())
+}
+
+/// Whether dc-a's leaf routes some remote prefix via `vtep`.
+fn leaf_routes_via(lab: &Lab, vtep: &str) -> bool {
+    let via = format!("via {vtep} ");
+    lab.sites.iter().skip(1).any(|remote| {
+        lab.sites[0]
+            .leaf
+            .ip(["route", "show", &remote.prefix])
+            .is_ok_and(|r| r.contains(&via))
+    })
+}
+
+/// a1 crashes: bgpctl withdraws its RT-5 routes (the controller's order drops it once the
+/// mesh sees it fail), the leaf stops sending to it, the remote gateways stop using their
+/// tunnels to it.
+fn kill_gateway(
+    lab: &mut Lab,
+    fig: &mut Figures,
+    events: &mut Events,
+    marks: &mut Marks,
+) -> Result<()> {
+    let (name, vtep) = {
+        let a1 = &lab.sites[0].gateways[0];
+        (a1.daemon.name.clone(), a1.vtep.clone())
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let with_frr = lab.plan.frr;
+    if with_frr && !leaf_routes_via(lab, &vtep) {
+        println!("  (dc-a's leaf routes nothing via {name} before it is killed)");
+    }
+    lab.kill_gateway(&name)?;
+    let killed = events.mark(format!("{name} killed"));
+    println!(
+        "\nlab: step 4: {name} killed (SIGKILL); look at: dc-a's leaf's next hops ({}), the gap at the receiving hosts",
+        lab.sites
+            .get(1)
+            .map_or(String::new(), |s| format!("ip route show {}", s.prefix))
+    );
+    if with_frr {
+        match until(Duration::from_secs(30), || !leaf_routes_via(lab, &vtep)) {
+            Some(d) => {
+                fig.rt5_withdrawn_s = Some(d.as_secs_f64());
+                events.mark(format!("{name}'s RT-5 routes withdrawn"));
+                println!(
+                    "  dc-a's leaf routes nothing via {name} ({vtep}) {:.1} s after the kill",
+                    d.as_secs_f64()
+                );
+            }
+            None => println!("  dc-a's leaf still routes via {name} after 30 s"),
+        }
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    marks.gateway_killed = Some((killed, Instant::now()));
+    Ok(())
+}
+
+/// The name of the controller that leads now, if one does.
+fn leader(lab: &Lab, gatewan: &Path) -> Option<String> {
+    lab.controllers.iter().find_map(|c| {
+        let st = gatewan_json(
+            gatewan,
+            &["controller", "status", "--json", "--socket"],
+            &c.socket,
+        )
+        .ok()?;
+        (st["authoritative"] == true).then(|| c.name.clone())
+    })
+}
+
+/// Whether every running gateway holds an order from `controller`.
+fn ordered_by(lab: &Lab, gatewan: &Path, controller: &str) -> bool {
+    lab.gateways()
+        .filter(|g| g.daemon.process.is_some())
+        .all(|g| {
+            gatewan_json(gatewan, &["orders", "--json", "--socket"], &g.daemon.socket)
+                .is_ok_and(|o| o["epoch"]["controller"] == controller)
+        })
+}
+
+fn kill_controller(
+    lab: &mut Lab,
+    gatewan: &Path,
+    fig: &mut Figures,
+    events: &mut Events,
+    marks: &mut Marks,
+) -> Result<()> {
+    let Some(leading) = leader(lab, gatewan) else {
+        println!("\nlab: step 5 skipped: no controller leads");
+        return Ok(());
+    };
+    let standby = lab
+        .controllers
+        .iter()
+        .find(|c| c.name != leading)
+        .map(|c| c.name.clone())
+        .unwrap_or_default();
+    lab.kill_controller(&leading);
+    let killed = events.mark(format!("{leading} killed"));
+    println!(
+        "\nlab: step 5: the leading controller {leading} killed (SIGKILL); look at: {standby} taking over (gatewan controller status), traffic unaffected"
+    );
+    match until(Duration::from_secs(45), || {
+        leader(lab, gatewan).as_deref() == Some(standby.as_str())
+            && ordered_by(lab, gatewan, &standby)
+    }) {
+        Some(d) => {
+            fig.controller_takeover_s = Some(d.as_secs_f64());
+            events.mark(format!("{standby} leads"));
+            println!(
+                "  {standby} leads and every gateway holds its order {:.1} s after the kill",
+                d.as_secs_f64()
+            );
+        }
+        None => println!("  {standby} did not take over within 45 s"),
+    }
+    marks.controller_killed = Some((killed, Instant::now()));
+    Ok(())
+}
+
+/// Starts what the steps killed again, so a kept lab is whole.
+fn restore(lab: &mut Lab, gatewan: &Path, events: &mut Events) -> Result<()> {
+    let dead: Vec<String> = lab
+        .gateways()
+        .filter(|g| g.daemon.process.is_none())
+        .map(|g| g.daemon.name.clone())
+        .collect();
+    for name in &dead {
+        lab.start_gateway(name)?;
+        events.mark(format!("{name} restarted"));
+    }
+    let stopped: Vec<String> = lab
+        .controllers
+        .iter()
+        .filter(|c| c.process.is_none())
+        .map(|c| c.name.clone())
+        .collect();
+    for name in &stopped {
+        lab.start_controller(name)?;
+        events.mark(format!("{name} restarted"));
+    }
+    if !dead.is_empty() || !stopped.is_empty() {
+        println!(
+            "\nlab: {} started again (the lab is whole for --keep)",
+            dead.iter()
+                .chain(&stopped)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let want = lab.tunnels_per_gateway();
+        for name in &dead {
+            let Some(g) = lab.gateway(name) else { continue };
+            let back = until(Duration::from_secs(60), || {
+                gatewan_json(gatewan, &["status", "--json", "--socket"], &g.daemon.socket)
+                    .is_ok_and(|all| {
+                        all.as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter(|t| t["state"] == "Established")
+                            .count()
+                            == want
+                    })
+            });
+            match back {
+                Some(d) => println!(
+                    "  {name}: all {want} tunnels up again after {:.1} s",
+                    d.as_secs_f64()
+                ),
+                None => println!("  {name}: not all {want} tunnels up within 60 s"),
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,70 +1,159 @@
-//! A two-datacenter gatewan SD-WAN in namespaces: what `cargo xtask lab` runs and what the
-//! end-to-end tests check.
+//! A gatewan SD-WAN in namespaces, built from a [`Plan`]: what `cargo xtask lab` runs (the
+//! [`Plan::tour`]: three datacenters) and what the end-to-end tests check.
 //!
 //! ```text
-//!  leaf-a (10.1.0.1)                                                   leaf-b (10.2.0.1)
-//!  kernel VXLAN, VNI 100                                               kernel VXLAN, VNI 100
-//!     | 10.0.1.0/24 (fabric)                              (fabric) 10.0.2.0/24 |
-//!  gw-a  --- 172.16.1.0/24 ---  transit (routes)  --- 172.16.2.0/24 ---  gw-b
-//!         one WireGuard tunnel per pair of transits (gw-a's x gw-b's)
-//!                                      |
-//!                               172.16.9.0/24 --- ctl (controller ctl-a)
+//!  host 10.d0.0.1 -- leaf-d (VTEP 10.d.0.2; FRR bgpd + zebra, AS 6500d, L3VNI 100)
+//!                      |-- 10.d.n.0/24 -- gateway n (VTEP 10.d.n.1) -- 172.16.n.0/24 --+
+//!                      |-- 10.d.m.0/24 -- gateway m                 -- 172.16.m.0/24 --+
+//!                      `-- 10.d.9.0/30 -- bgp-dc-x (AS 65100)       -- 172.16.6d.0/24 -+
+//!                                                                                      |
+//!                   ctl-a 172.16.101.0/24, ctl-b 172.16.102.0/24 --------------- transit (routes)
 //! ```
 //!
-//! Each leaf routes the other datacenter's prefix to its gateway the way an EVPN RT5 route
-//! installs it: a route via the gateway's VTEP address on the VXLAN device, a permanent
-//! neighbour entry with the gateway's router MAC, and an fdb entry sending that MAC to the
-//! gateway's VTEP.
+//! Datacenter d (1, 2, 3: dc-a, dc-b, dc-c) has a leaf with a host prefix 10.d0.0.0/16 and
+//! one or two gateways (numbered n across the lab: a1 = 1, a2 = 2, b1 = 3, ...). Every
+//! gateway has two transits of its own (the same uplink address, one WireGuard port each,
+//! impairable on their own in the transit namespace) and builds a tunnel to every remote
+//! gateway for each pair of transits from the Serf mesh (every member's seed is a1's agent).
+//! Controllers pull the gateways' reports and push orders over the orders channel (mutual TLS,
+//! certificates made with `gatewan pki` in the lab's directory).
 //!
-//! The gateways are configured with their own keys, transits and fabric and one seed (gw-b
-//! joins gw-a's Serf agent over the transit): every tunnel is built from the mesh. A
-//! controller joins the mesh too, pulls the gateways' reports and pushes their orders over
-//! the orders channel (mutual TLS, certificates made with `gatewan pki` in the lab's
-//! directory).
+//! With [`Plan::frr`], each leaf runs FRR and a bgpctl peers with it: the leaf's prefix
+//! reaches the gateways and the mesh from BGP, and remote prefixes reach the leaf as RT-5
+//! routes from bgpctl, one per gateway the controller's order uses; there is no static route
+//! anywhere. Without it the leaf routes every remote prefix to its first gateway the way an
+//! RT-5 route installs it (a route via the gateway's VTEP on the VXLAN device, a neighbour
+//! entry with its router MAC, an fdb entry to its VTEP) and the gateways' local routes are
+//! static.
 
 use std::path::{Path, PathBuf};
 
+mod build;
 pub mod failover;
 
-use crate::{Netns, ProcessId, Result, Testbed, TestbedError, WgKeys};
+use crate::config;
+use crate::frr::Frr;
+use crate::impair::EndpointImpairment;
+use crate::{Netns, ProcessId, Result, Testbed, TestbedError};
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// 2 or 3.
+    pub datacenters: u8,
+    /// Gateways per datacenter, 1 or 2.
+    pub gateways: u8,
+    /// Transits per gateway, 1 or 2.
+    pub transits: usize,
+    /// FRR leaves and a bgpctl per datacenter (else static leaf routes).
+    pub frr: bool,
+    /// 1 or 2 (the second a standby).
+    pub controllers: u8,
+    /// The gateways' probe interval, e.g. `100ms`.
+    pub probe_interval: String,
+    /// The gateways' `dataplane.backend`: `auto`, `socket` or `afxdp`.
+    pub backend: String,
+}
+
+impl Plan {
+    /// The README's tour: three datacenters of two gateways with two transits each, FRR
+    /// leaves with bgpctls, two controllers.
+    pub fn tour(backend: &str) -> Plan {
+        Plan {
+            datacenters: 3,
+            gateways: 2,
+            transits: 2,
+            frr: true,
+            controllers: 2,
+            probe_interval: "100ms".into(),
+            backend: backend.into(),
+        }
+    }
+
+    /// The dataplane's end-to-end tests: two datacenters of one gateway, static leaves, one
+    /// controller.
+    pub fn pair(backend: &str) -> Plan {
+        Plan {
+            datacenters: 2,
+            gateways: 1,
+            transits: 2,
+            frr: false,
+            controllers: 1,
+            probe_interval: "100ms".into(),
+            backend: backend.into(),
+        }
+    }
+}
+
+/// A datacenter's names and transits.
+struct Dc {
+    name: &'static str,
+    letter: char,
+    transits: [&'static str; 2],
+}
+
+const DCS: [Dc; 3] = [
+    Dc {
+        name: "dc-a",
+        letter: 'a',
+        transits: ["lumen", "telstra"],
+    },
+    Dc {
+        name: "dc-b",
+        letter: 'b',
+        transits: ["cogent", "ntt"],
+    },
+    Dc {
+        name: "dc-c",
+        letter: 'c',
+        transits: ["zayo", "gtt"],
+    },
+];
+
+/// A daemon of the lab: a gateway, a bgpctl or a controller.
+pub struct Daemon {
+    pub name: String,
+    pub netns: Netns,
+    pub config: PathBuf,
+    /// Its control socket (`--socket` of the CLI).
+    pub socket: PathBuf,
+    /// While it runs.
+    pub process: Option<ProcessId>,
+}
+
+pub struct Gateway {
+    pub daemon: Daemon,
+    /// Its number across the lab: addresses 172.16.n.1 and 10.d.n.1, mesh id n.
+    pub n: u8,
+    pub vtep: String,
+    /// Its transits, by name, each impairable on its own in the transit namespace.
+    pub transits: Vec<(&'static str, EndpointImpairment)>,
+}
 
 /// One datacenter of the lab.
 pub struct Site {
-    pub name: &'static str,
+    pub dc: &'static str,
+    pub d: u8,
     /// The host prefix behind the leaf and the host address on the leaf.
-    pub prefix: &'static str,
-    pub host: &'static str,
+    pub prefix: String,
+    pub host: String,
     pub leaf: Netns,
-    pub gateway: Netns,
-    pub gateway_process: ProcessId,
-    /// The gateway's control socket (for `gatewan status --socket`).
-    pub socket: PathBuf,
-    pub config: PathBuf,
-    /// Its transits, by name, each impairable on its own in the transit namespace (both
-    /// share the gateway's uplink: a transit is its address and WireGuard port there).
-    pub transits: Vec<(&'static str, crate::impair::EndpointImpairment)>,
+    pub gateways: Vec<Gateway>,
+    /// With [`Plan::frr`].
+    pub frr: Option<Frr>,
+    pub bgpctl: Option<Daemon>,
 }
 
 pub struct Lab {
     pub tb: Testbed,
+    pub plan: Plan,
     pub transit: Netns,
-    pub a: Site,
-    pub b: Site,
-    /// Tunnels per gateway: transits x transits.
-    pub tunnels: usize,
-    pub controller: Controller,
+    pub sites: Vec<Site>,
+    pub controllers: Vec<Daemon>,
+    gatewan: PathBuf,
 }
 
-/// The lab's controller, in its own namespace behind the transit.
-pub struct Controller {
-    pub name: &'static str,
-    pub netns: Netns,
-    pub process: ProcessId,
-    /// For `gatewan controller status --socket`.
-    pub socket: PathBuf,
-}
-
-/// The lab controller's policy: one-second cycles, a 10 Mbit/s floor per datacenter pair.
+/// The lab controllers' policy: one-second cycles, a 10 Mbit/s floor per datacenter pair.
 const LAB_POLICY: &str = "cycle_period_s: 1
 sla_classes:
   - { name: bulk, max_loss_pct: 2, max_latency_ms: 400, max_jitter_ms: 100 }
@@ -74,8 +163,21 @@ health: { min_measurements: 10, blackhole_lost_in_a_row: 3, recovery_hold_s: 20 
 anti_flap: { min_dwell_s: 5 }
 ";
 
+/// Inner MTU of the leaves' VXLAN devices: what a WireGuard tunnel carries (1420).
+pub const LEAF_MTU: u32 = 1420;
+/// The L3 VNI of every fabric.
+const VNI: u32 = 100;
+/// The Serf RPC secret of the lab's agents.
+const RPC_AUTH: &str = "gatewan-lab";
+/// bgpctls' AS (every leaf has its own, 6500d).
+const BGPCTL_AS: u32 = 65100;
+
+fn other(e: impl std::fmt::Display) -> TestbedError {
+    TestbedError::Other(e.to_string())
+}
+
 /// The deployment's CA and a certificate for each member (`gatewan pki`).
-fn pki(gatewan: &Path, dir: &Path, members: &[(&str, &str)]) -> Result<()> {
+fn pki(gatewan: &Path, dir: &Path, members: &[(&str, String)]) -> Result<()> {
     let run = |args: &[&str]| {
         crate::run_checked(std::process::Command::new(gatewan).args(args)).map(drop)
     };
@@ -89,309 +191,184 @@ fn pki(gatewan: &Path, dir: &Path, members: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
-struct Plan {
-    name: &'static str,
-    dc: &'static str,
-    index: u8,
-    prefix: &'static str,
-    host: &'static str,
-    transits: &'static [&'static str],
+/// Router MAC of gateway n, and of leaf d (its SVI).
+fn gateway_mac(n: u8) -> String {
+    format!("02:00:0a:00:00:{n:02x}")
+}
+fn leaf_mac(d: u8) -> String {
+    format!("02:00:0a:00:{d:02x}:02")
 }
 
-const PLANS: [Plan; 2] = [
-    Plan {
-        name: "gw-a",
-        dc: "dc-a",
-        index: 1,
-        prefix: "10.1.0.0/16",
-        host: "10.1.0.1",
-        transits: &["lumen", "telstra"],
-    },
-    Plan {
-        name: "gw-b",
-        dc: "dc-b",
-        index: 2,
-        prefix: "10.2.0.0/16",
-        host: "10.2.0.1",
-        transits: &["cogent", "ntt"],
-    },
-];
-
-/// Inner MTU of the leaves' VXLAN devices: what a WireGuard tunnel carries (1420).
-pub const LEAF_MTU: u32 = 1420;
-
 impl Lab {
-    /// Builds the topology and starts both gateways (`gatewan` is the binary to run), each
-    /// with `transits` transits (1 or 2) and probes every `probe_interval` (e.g. `100ms`).
-    pub fn start(gatewan: &Path, transits: usize, probe_interval: &str) -> Result<Lab> {
-        Self::start_with(gatewan, transits, probe_interval, "auto")
-    }
-
-    /// [`Lab::start`] with the gateways' `dataplane.backend` (`auto`, `socket` or `afxdp`).
-    pub fn start_with(
-        gatewan: &Path,
-        transits: usize,
-        probe_interval: &str,
-        backend: &str,
-    ) -> Result<Lab> {
-        let transits = transits.clamp(1, 2);
+    /// Builds the topology of `plan` and starts every daemon (`gatewan` is the binary).
+    pub fn start(gatewan: &Path, plan: Plan) -> Result<Lab> {
+        let mut plan = plan;
+        plan.datacenters = plan.datacenters.clamp(2, 3);
+        plan.gateways = plan.gateways.clamp(1, 2);
+        plan.transits = plan.transits.clamp(1, 2);
+        plan.controllers = plan.controllers.clamp(1, 2);
         let mut tb = Testbed::new()?;
         let transit = tb.add_netns("transit")?;
         transit.sysctl("net.ipv4.ip_forward", "1")?;
-        let keys = [WgKeys::generate()?, WgKeys::generate()?];
-        let serf_key = crate::run_checked(std::process::Command::new("serf").arg("keygen"))?
+        let mut lab = Lab {
+            tb,
+            plan,
+            transit,
+            sites: Vec::new(),
+            controllers: Vec::new(),
+            gatewan: gatewan.to_path_buf(),
+        };
+        lab.issue_certificates()?;
+        for d in 1..=lab.plan.datacenters {
+            let site = lab.build_site(d)?;
+            lab.sites.push(site);
+        }
+        for k in 1..=lab.plan.controllers {
+            let c = lab.configure_controller(k)?;
+            lab.controllers.push(c);
+        }
+        // a1 first: its agent is everyone's seed.
+        for name in lab.gateway_names() {
+            lab.start_gateway(&name)?;
+        }
+        for i in 0..lab.sites.len() {
+            if let Some(b) = lab.sites[i].bgpctl.as_mut() {
+                b.process = Some(spawn(&mut lab.tb, &lab.gatewan, b, "bgpctl")?);
+            }
+        }
+        for c in &mut lab.controllers {
+            c.process = Some(spawn(&mut lab.tb, &lab.gatewan, c, "controller")?);
+        }
+        Ok(lab)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.tb.dir().to_path_buf()
+    }
+
+    fn pki_dir(&self) -> PathBuf {
+        self.tb.dir().join("pki")
+    }
+
+    fn serf_key(&self) -> Result<String> {
+        let path = self.dir().join("serf.key");
+        if let Ok(k) = std::fs::read_to_string(&path) {
+            return Ok(k);
+        }
+        let k = crate::run_checked(std::process::Command::new("serf").arg("keygen"))?
             .trim()
             .to_owned();
-        let pki_dir = tb.dir().join("pki");
-        pki(
-            gatewan,
-            &pki_dir,
-            &[
-                ("gateway", "gw-a"),
-                ("gateway", "gw-b"),
-                ("controller", "ctl-a"),
-            ],
-        )?;
+        std::fs::write(&path, &k)?;
+        Ok(k)
+    }
 
-        // Underlay: each gateway to the transit namespace, and to its leaf, with a queue per
-        // core so an AF_XDP gateway runs a worker on each (as the socket backend does).
-        let queues = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u32;
-        let mut built = Vec::new();
-        for plan in &PLANS {
-            let i = plan.index;
-            let leaf = tb.add_netns(&format!("leaf-{}", &plan.name[3..]))?;
-            let gateway = tb.add_netns(plan.name)?;
-            let (gw_up, transit_side) = tb.add_veth(&gateway, &transit, queues)?;
-            gw_up.add_addr(&format!("172.16.{i}.1/24"))?;
-            transit_side.add_addr(&format!("172.16.{i}.2/24"))?;
-            gateway.route("172.16.0.0/16", &format!("via 172.16.{i}.2"))?;
-            let (leaf_side, gw_down) = tb.add_veth(&leaf, &gateway, queues)?;
-            leaf_side.add_addr(&format!("10.0.{i}.2/24"))?;
-            gw_down.add_addr(&format!("10.0.{i}.1/24"))?;
-            built.push((leaf, gateway));
-        }
+    /// `a1`, `a2`, `b1`, ... in the plan's order.
+    fn gateway_names(&self) -> Vec<String> {
+        self.gateways().map(|g| g.daemon.name.clone()).collect()
+    }
 
-        // The leaves: a VXLAN device routing the other site's prefix to the local gateway.
-        for (plan, (leaf, _)) in PLANS.iter().zip(&built) {
-            let i = plan.index;
-            let other = &PLANS[usize::from(2 - i)];
-            let (leaf_mac, gw_mac) = (
-                format!("02:00:0a:00:0{i}:02"),
-                format!("02:00:0a:00:0{i}:01"),
-            );
-            let vtep = format!("10.0.{i}.1");
-            for key in ["all", "default"] {
-                leaf.sysctl(&format!("net.ipv4.conf.{key}.rp_filter"), "0")?;
+    fn issue_certificates(&self) -> Result<()> {
+        let mut members = Vec::new();
+        for d in 1..=self.plan.datacenters {
+            let dc = &DCS[usize::from(d - 1)];
+            for g in 1..=self.plan.gateways {
+                members.push(("gateway", format!("{}{g}", dc.letter)));
             }
-            leaf.add_vxlan(
-                "vx0",
-                100,
-                &format!("10.0.{i}.2"),
-                &leaf_mac,
-                Some(LEAF_MTU),
-            )?;
-            // Over veth nothing would ever complete an offloaded inner checksum (a leaf switch
-            // sends complete ones), so the kernel must compute them before encapsulating.
-            leaf.exec("ethtool", ["-K", "vx0", "tx", "off"])?;
-            leaf.ip(["addr", "add", &format!("{}/32", plan.host), "dev", "lo"])?;
-            leaf.vxlan_remote("vx0", &vtep, &gw_mac)?;
-            leaf.ip([
-                "route",
-                "add",
-                other.prefix,
-                "via",
-                &vtep,
-                "dev",
-                "vx0",
-                "onlink",
-                "src",
-                plan.host,
-            ])?;
-        }
-
-        // The gateways' configurations and processes.
-        let mut sites = Vec::new();
-        for (n, (plan, (leaf, gateway))) in PLANS.iter().zip(built).enumerate() {
-            let config = gateway_yaml(
-                &tb,
-                plan,
-                &keys[n].private,
-                &serf_key,
-                Knobs {
-                    transits,
-                    interval: probe_interval,
-                    backend,
-                },
-            );
-            let config_path = tb.dir().join(format!("{}.yaml", plan.name));
-            std::fs::write(&config_path, config)?;
-            let socket = tb.dir().join(format!("{}.sock", plan.name));
-            let process = tb.spawn_until_exists(
-                &gateway,
-                gatewan.to_str().unwrap_or_default(),
-                &[
-                    "gateway",
-                    "--config",
-                    config_path.to_str().unwrap_or_default(),
-                ],
-                &socket,
-            )?;
-            let mut impairable = Vec::new();
-            for (t, name) in plan.transits.iter().take(transits).enumerate() {
-                let addr = format!("172.16.{}.1", plan.index)
-                    .parse()
-                    .map_err(|_| TestbedError::Other("transit address".into()))?;
-                let tag = format!("{}_{name}", plan.name.replace('-', ""));
-                impairable.push((
-                    *name,
-                    crate::impair::EndpointImpairment::new(&transit, &tag, addr, 51820 + t as u16)?,
-                ));
+            if self.plan.frr {
+                members.push(("bgpctl", format!("bgp-{}", dc.name)));
             }
-            sites.push(Site {
-                name: plan.name,
-                transits: impairable,
-                prefix: plan.prefix,
-                host: plan.host,
-                leaf,
-                gateway,
-                gateway_process: process,
-                socket,
-                config: config_path,
-            });
         }
-        let controller = start_controller(&mut tb, &transit, gatewan, &serf_key, &pki_dir)?;
-        let b = sites
-            .pop()
-            .ok_or(TestbedError::Io(std::io::ErrorKind::NotFound.into()))?;
-        let a = sites
-            .pop()
-            .ok_or(TestbedError::Io(std::io::ErrorKind::NotFound.into()))?;
-        Ok(Lab {
-            tb,
-            transit,
-            a,
-            b,
-            tunnels: transits * transits,
-            controller,
-        })
+        for k in 1..=self.plan.controllers {
+            members.push(("controller", controller_name(k)));
+        }
+        pki(&self.gatewan, &self.pki_dir(), &members)
+    }
+
+    /// Every gateway, datacenter by datacenter.
+    pub fn gateways(&self) -> impl Iterator<Item = &Gateway> {
+        self.sites.iter().flat_map(|s| s.gateways.iter())
+    }
+
+    pub fn gateway(&self, name: &str) -> Option<&Gateway> {
+        self.gateways().find(|g| g.daemon.name == name)
+    }
+
+    fn gateway_mut(&mut self, name: &str) -> Result<&mut Gateway> {
+        self.sites
+            .iter_mut()
+            .flat_map(|s| s.gateways.iter_mut())
+            .find(|g| g.daemon.name == name)
+            .ok_or_else(|| other(format!("no gateway {name} in the lab")))
+    }
+
+    /// Tunnels each gateway has when the mesh is complete.
+    pub fn tunnels_per_gateway(&self) -> usize {
+        let remote = usize::from(self.plan.gateways) * (self.sites.len().saturating_sub(1));
+        remote * self.plan.transits * self.plan.transits
+    }
+
+    /// Starts (or restarts) gateway `name` and waits for its control socket.
+    pub fn start_gateway(&mut self, name: &str) -> Result<()> {
+        let g = self
+            .sites
+            .iter_mut()
+            .flat_map(|s| s.gateways.iter_mut())
+            .find(|g| g.daemon.name == name)
+            .ok_or_else(|| other(format!("no gateway {name} in the lab")))?;
+        g.daemon.process = Some(spawn(&mut self.tb, &self.gatewan, &g.daemon, "gateway")?);
+        Ok(())
+    }
+
+    /// SIGKILLs gateway `name` (a crash: no goodbye to the mesh or to its peers).
+    pub fn kill_gateway(&mut self, name: &str) -> Result<()> {
+        if let Some(p) = self.gateway_mut(name)?.daemon.process.take() {
+            self.tb.kill(p);
+        }
+        Ok(())
+    }
+
+    pub fn controller(&self, name: &str) -> Option<&Daemon> {
+        self.controllers.iter().find(|c| c.name == name)
+    }
+
+    /// SIGKILLs controller `name`.
+    pub fn kill_controller(&mut self, name: &str) {
+        if let Some(c) = self.controllers.iter_mut().find(|c| c.name == name) {
+            if let Some(p) = c.process.take() {
+                self.tb.kill(p);
+            }
+        }
+    }
+
+    /// Starts controller `name` again after [`Lab::kill_controller`].
+    pub fn start_controller(&mut self, name: &str) -> Result<()> {
+        let c = self
+            .controllers
+            .iter_mut()
+            .find(|c| c.name == name)
+            .ok_or_else(|| other(format!("no controller {name} in the lab")))?;
+        c.process = Some(spawn(&mut self.tb, &self.gatewan, c, "controller")?);
+        Ok(())
+    }
+
+    /// A daemon's log so far.
+    pub fn log(&self, d: &Daemon) -> String {
+        d.process.map(|p| self.tb.log(p)).unwrap_or_default()
     }
 }
 
-/// The controller's namespace (172.16.9.1 behind the transit), its configuration and process.
-fn start_controller(
-    tb: &mut Testbed,
-    transit: &Netns,
-    gatewan: &Path,
-    serf_key: &str,
-    pki_dir: &Path,
-) -> Result<Controller> {
-    let netns = tb.add_netns("ctl")?;
-    let (up, transit_side) = tb.add_veth(&netns, transit, 1)?;
-    up.add_addr("172.16.9.1/24")?;
-    transit_side.add_addr("172.16.9.2/24")?;
-    netns.route("172.16.0.0/16", "via 172.16.9.2")?;
-    let dir = tb.dir().to_path_buf();
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, LAB_POLICY)?;
-    let (config, socket) = (dir.join("ctl-a.yaml"), dir.join("ctl-a.sock"));
-    std::fs::write(
-        &config,
-        format!(
-            "# ctl-a: generated by gatewan's lab\nname: ctl-a\npolicy: {policy}\ncontrol_socket: {sock}\n\
-             snapshot_dir: {snaps}\nkeep_snapshots: 20\n\
-             mesh:\n  bind: \"172.16.9.1:7946\"\n  seeds: [\"172.16.1.1:7946\"]\n  keys: [\"{serf_key}\"]\n\
-             \x20 rpc_auth: gatewan-lab\n  state_dir: {state}\n  profile: local\n\
-             api:\n  ca: {pki}/ca.pem\n  cert: {pki}/ctl-a.controller.pem\n  key: {pki}/ctl-a.controller.key\n",
-            policy = policy.display(),
-            sock = socket.display(),
-            snaps = dir.join("ctl-a-cycles").display(),
-            state = dir.join("ctl-a-state").display(),
-            pki = pki_dir.display(),
-        ),
-    )?;
-    let process = tb.spawn_until_exists(
-        &netns,
+/// Starts `gatewan <what> --config <config>` for `d` and waits for its control socket.
+fn spawn(tb: &mut Testbed, gatewan: &Path, d: &Daemon, what: &str) -> Result<ProcessId> {
+    let _ = std::fs::remove_file(&d.socket);
+    let config = d.config.display().to_string();
+    tb.spawn_until_exists(
+        &d.netns,
         gatewan.to_str().unwrap_or_default(),
-        &[
-            "controller",
-            "--config",
-            config.to_str().unwrap_or_default(),
-        ],
-        &socket,
-    )?;
-    Ok(Controller {
-        name: "ctl-a",
-        netns,
-        process,
-        socket,
-    })
+        &[what, "--config", &config],
+        &d.socket,
+    )
 }
 
-/// What the lab varies between gateways' configurations.
-#[derive(Clone, Copy)]
-struct Knobs<'a> {
-    transits: usize,
-    interval: &'a str,
-    backend: &'a str,
-}
-
-fn gateway_yaml(
-    tb: &Testbed,
-    plan: &Plan,
-    private: &str,
-    serf_key: &str,
-    knobs: Knobs<'_>,
-) -> String {
-    let Knobs {
-        transits,
-        interval,
-        backend,
-    } = knobs;
-    let i = plan.index;
-    let mut y = format!(
-        "# {name}: generated by gatewan's lab\nname: {name}\ndatacenter: {dc}\nprivate_key: {private}\n\
-         control_socket: {sock}\nprobe:\n  interval: {interval}\n  window: 100\ntransits:\n",
-        name = plan.name,
-        dc = plan.dc,
-        sock = tb.dir().join(format!("{}.sock", plan.name)).display(),
-    );
-
-    for (t, transit) in plan.transits.iter().take(transits).enumerate() {
-        y.push_str(&format!(
-            "  - name: {transit}\n    listen: \"172.16.{i}.1:{}\"\n    capacity: 1Gbps\n",
-            51820 + t
-        ));
-    }
-    // The mesh rides the first transit; gw-a's agent is the seed.
-    let seeds = if i == 1 {
-        String::new()
-    } else {
-        "\"172.16.1.1:7946\"".to_owned()
-    };
-    y.push_str(&format!(
-        "mesh:\n  id: {i}\n  bind: [{{transit: {first}, address: \"172.16.{i}.1:7946\"}}]\n\
-         \x20 seeds: [{seeds}]\n  keys: [\"{serf_key}\"]\n  rpc_auth: gatewan-lab\n\
-         \x20 state_dir: {state}\n  profile: local\n\
-         \x20 pools: {{v4: 100.64.0.0/16, v6: \"fd00:5d::/64\"}}\n  echo_port: {echo}\n",
-        first = plan.transits[0],
-        state = tb.dir().join(format!("{}-state", plan.name)).display(),
-        echo = 7054 + u16::from(i),
-    ));
-    y.push_str(&format!(
-        "fabric:\n  vtep: 10.0.{i}.1\n  router_mac: \"02:00:0a:00:0{i}:01\"\n  vni: 100\n  local_routes:\n\
-         \x20   - prefix: {prefix}\n      vtep: 10.0.{i}.2\n      router_mac: \"02:00:0a:00:0{i}:02\"\n",
-        prefix = plan.prefix
-    ));
-    y.push_str(&format!(
-        "dataplane:
-  backend: {backend}
-"
-    ));
-    let pki = tb.dir().join("pki");
-    y.push_str(&format!(
-        "api:\n  listen: \"172.16.{i}.1:7443\"\n  ca: {pki}/ca.pem\n  cert: {pki}/{name}.gateway.pem\n  key: {pki}/{name}.gateway.key\n",
-        pki = pki.display(),
-        name = plan.name,
-    ));
-    y
+fn controller_name(k: u8) -> String {
+    format!("ctl-{}", char::from(b'a' + k - 1))
 }
