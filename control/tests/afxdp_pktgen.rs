@@ -10,7 +10,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{wait_for, GATEWAN};
@@ -63,21 +63,15 @@ fn uplink_addr(i: u8, u: u8) -> String {
     format!("172.16.{}.1", 10 * u + i)
 }
 
-fn gateway_yaml(tb: &Testbed, i: u8, private: &str, peer_public: &str) -> (String, PathBuf) {
+fn gateway_config(
+    tb: &Testbed,
+    i: u8,
+    private: &str,
+    peer_public: &str,
+) -> gatewan_testbed::config::Gateway {
+    use gatewan_testbed::config;
     let other = 3 - i;
-    let socket = tb.dir().join(format!("gw{i}.sock"));
-    let mut yaml = format!(
-        "name: gw-{i}\ndatacenter: dc-{i}\nprivate_key: {private}\ncontrol_socket: {sock}\n\
-         probe:\n  interval: 200ms\ntransits:\n",
-        sock = socket.display(),
-    );
-    for u in 0..UPLINKS {
-        yaml += &format!(
-            "  - name: uplink{u}\n    listen: \"{}:51820\"\n",
-            uplink_addr(i, u)
-        );
-    }
-    yaml += "tunnels:\n";
+    let mut tunnels = Vec::new();
     for mine in 0..UPLINKS {
         for theirs in 0..UPLINKS {
             // Tunnel k joins gw-1's uplink a and gw-2's uplink b, seen alike from both ends.
@@ -87,26 +81,56 @@ fn gateway_yaml(tb: &Testbed, i: u8, private: &str, peer_public: &str) -> (Strin
                 (theirs, mine)
             };
             let k = a * UPLINKS + b;
-            yaml += &format!(
-                "  - name: wan{k}\n    transit: uplink{mine}\n    peer: gw-{other}\n\
-                 \x20   peer_datacenter: dc-{other}\n    peer_transit: uplink{theirs}\n\
-                 \x20   peer_public_key: {peer_public}\n    peer_endpoint: \"{endpoint}:51820\"\n\
-                 \x20   address_v4: \"10.255.{k}.{me}/31\"\n    peer_address_v4: \"10.255.{k}.{them}\"\n\
-                 \x20   peer_echo_port: 7054\n    networks: [10.{other}.0.0/16]\n",
-                endpoint = uplink_addr(other, theirs),
-                me = i - 1,
-                them = 2 - i,
-            );
+            tunnels.push(config::Tunnel {
+                name: format!("wan{k}"),
+                transit: format!("uplink{mine}"),
+                peer: format!("gw-{other}"),
+                peer_datacenter: format!("dc-{other}"),
+                peer_transit: Some(format!("uplink{theirs}")),
+                peer_public_key: peer_public.into(),
+                peer_endpoint: Some(format!("{}:51820", uplink_addr(other, theirs))),
+                address_v4: Some(format!("10.255.{k}.{}/31", i - 1)),
+                peer_address_v4: Some(format!("10.255.{k}.{}", 2 - i)),
+                peer_echo_port: Some(7054),
+                networks: vec![format!("10.{other}.0.0/16")],
+                ..Default::default()
+            });
         }
     }
-    yaml += &format!(
-        "fabric:\n  vtep: 10.0.{i}.1\n  router_mac: \"{rmac}\"\n  vni: {VNI}\n  local_routes:\n\
-         \x20   - prefix: 10.{i}.0.0/16\n      vtep: 10.0.{i}.2\n      router_mac: \"{lmac}\"\n\
-         dataplane:\n  backend: afxdp\n  workers: 2\n",
-        rmac = router_mac(i),
-        lmac = leaf_router_mac(i),
-    );
-    (yaml, socket)
+    config::Gateway {
+        name: format!("gw-{i}"),
+        datacenter: format!("dc-{i}"),
+        private_key: private.into(),
+        control_socket: tb.dir().join(format!("gw{i}.sock")),
+        probe: Some(config::Probe {
+            interval: "200ms".into(),
+            ..Default::default()
+        }),
+        transits: (0..UPLINKS)
+            .map(|u| config::Transit {
+                name: format!("uplink{u}"),
+                listen: format!("{}:51820", uplink_addr(i, u)),
+                capacity: None,
+            })
+            .collect(),
+        tunnels,
+        fabric: Some(config::Fabric {
+            vtep: format!("10.0.{i}.1"),
+            router_mac: router_mac(i).to_string(),
+            vni: VNI,
+            local_routes: vec![config::LocalRoute {
+                prefix: format!("10.{i}.0.0/16"),
+                vtep: format!("10.0.{i}.2"),
+                router_mac: leaf_router_mac(i).to_string(),
+            }],
+        }),
+        dataplane: Some(config::Dataplane {
+            backend: "afxdp".into(),
+            workers: Some(2),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn traffic(from: u8) -> TrafficSpec {
@@ -184,9 +208,11 @@ fn netns_xdp_afxdp_gateways_forward_pktgen_traffic_both_ways_and_count_it() {
     let mut gateways = Vec::new();
     for (n, (_, gw)) in sites.iter().enumerate() {
         let i = n as u8 + 1;
-        let (yaml, socket) = gateway_yaml(&tb, i, &keys[n].private, &keys[1 - n].public);
+        use gatewan_testbed::config::ToYaml as _;
+        let config = gateway_config(&tb, i, &keys[n].private, &keys[1 - n].public);
+        let socket = config.control_socket.clone();
         let path = tb.dir().join(format!("gw{i}.yaml"));
-        std::fs::write(&path, yaml).expect("config");
+        config.write(&path, "afxdp_pktgen.rs").expect("config");
         let process = tb
             .spawn(
                 gw,

@@ -28,6 +28,8 @@ pub struct Options {
 
 /// Where a kept lab writes its PID, for `cargo xtask lab down`.
 const PID_FILE: &str = "target/lab/lab.pid";
+/// Where a kept lab takes impairments (`cargo xtask lab impair`): a line in, a line out.
+const IMPAIR_SOCKET: &str = "target/lab/lab.sock";
 
 pub fn run(opts: &Options) -> anyhow::Result<()> {
     setup::run()?;
@@ -70,6 +72,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "blackhole_loss_ms": fig.blackhole_loss_ms,
         "recovery_s": fig.recovery_s,
         "brownout_reaction_s": fig.brownout_reaction_s,
+        "latency_reaction_s": fig.latency_reaction_s,
         "gateway_kill_loss_ms": fig.gateway_kill_loss_ms,
         "rt5_withdrawn_s": fig.rt5_withdrawn_s,
         "controller_takeover_s": fig.controller_takeover_s,
@@ -116,7 +119,11 @@ fn describe(lab: &Lab) {
                     "{} (VTEP {}, transits {})",
                     g.daemon.name,
                     g.vtep,
-                    g.transits.iter().map(|t| t.0).collect::<Vec<_>>().join("+")
+                    g.transits
+                        .iter()
+                        .map(|t| t.name)
+                        .collect::<Vec<_>>()
+                        .join("+")
                 )
             })
             .collect();
@@ -436,11 +443,76 @@ fn explore(lab: &Lab, gatewan: &Path) -> anyhow::Result<()> {
         );
     }
     println!("  configurations and logs: {}", lab.tb.dir().display());
+    println!(
+        "  impair a transit while traffic flows, from another shell: cargo xtask lab impair a1 lumen latency=40ms jitter=5ms | loss=5 | rate=20 | blackhole | clear"
+    );
     println!("lab: Ctrl-C here, or `cargo xtask lab down`, tears it down");
+    let _ = std::fs::remove_file(IMPAIR_SOCKET);
+    let listener = std::os::unix::net::UnixListener::bind(IMPAIR_SOCKET)?;
+    listener.set_nonblocking(true)?;
     while !STOP.load(std::sync::atomic::Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
+        match listener.accept() {
+            Ok((stream, _)) => answer_impair(lab, stream),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
     }
+    let _ = std::fs::remove_file(IMPAIR_SOCKET);
     let _ = std::fs::remove_file(PID_FILE);
+    Ok(())
+}
+
+/// One `lab impair` request: `GATEWAY TRANSIT WORDS...` (see `Impairment::parse`).
+fn answer_impair(lab: &Lab, stream: std::os::unix::net::UnixStream) {
+    use std::io::{BufRead as _, Write as _};
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut line = String::new();
+    let mut reader = std::io::BufReader::new(&stream);
+    let answer = match reader.read_line(&mut line) {
+        Ok(_) => impair(lab, &line).unwrap_or_else(|e| format!("error: {e:#}")),
+        Err(e) => format!("error: {e}"),
+    };
+    println!("lab: impair {}: {answer}", line.trim());
+    let mut w = &stream;
+    let _ = writeln!(w, "{answer}");
+}
+
+fn impair(lab: &Lab, line: &str) -> anyhow::Result<String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let [gateway, transit, spec @ ..] = words.as_slice() else {
+        anyhow::bail!("give a gateway, a transit and what to do");
+    };
+    let g = lab
+        .gateway(gateway)
+        .with_context(|| format!("no gateway {gateway} in the lab"))?;
+    let t = g
+        .transits
+        .iter()
+        .find(|t| t.name == *transit)
+        .with_context(|| {
+            let names: Vec<&str> = g.transits.iter().map(|t| t.name).collect();
+            format!(
+                "{gateway} has no transit {transit} (it has {})",
+                names.join(", ")
+            )
+        })?;
+    let imp = gatewan_testbed::impair::Impairment::parse(spec)?;
+    t.set(&imp)?;
+    Ok(format!("{gateway} {transit}: {}", imp.describe()))
+}
+
+/// `cargo xtask lab impair GATEWAY TRANSIT WORDS...`: asks the kept lab to impair a transit.
+pub fn impair_kept(words: &[String]) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Write as _};
+    let mut stream = std::os::unix::net::UnixStream::connect(IMPAIR_SOCKET).with_context(|| {
+        format!("no kept lab answers at {IMPAIR_SOCKET} (start one with `cargo xtask lab --keep`)")
+    })?;
+    writeln!(stream, "{}", words.join(" "))?;
+    let mut answer = String::new();
+    std::io::BufReader::new(&stream).read_line(&mut answer)?;
+    let answer = answer.trim();
+    anyhow::ensure!(!answer.starts_with("error"), "{answer}");
+    println!("{answer}");
     Ok(())
 }
 

@@ -129,7 +129,7 @@ where
                 BLACK.mix(0.5).stroke_width(1),
             )))
             .map_err(plot_err)?;
-        let y = top * (0.95 - 0.08 * (i % 4) as f64);
+        let y = top * (0.95 - 0.07 * (i % 7) as f64);
         chart
             .draw_series(std::iter::once(Text::new(
                 what.clone(),

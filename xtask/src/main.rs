@@ -39,14 +39,19 @@ enum Command {
     /// Run the most complete gatewan topology that works today, in network namespaces
     /// (`lab down` stops a kept one and removes what dead labs left).
     Lab {
-        /// `down`: stop a lab left running with `--keep`.
-        #[arg(value_parser = ["down"])]
+        /// `down`: stop a lab left running with `--keep`; `impair GATEWAY TRANSIT WHAT...`:
+        /// impair a transit of the kept lab now (`latency=40ms jitter=5ms`, `loss=5`,
+        /// `rate=20` Mbit/s, `blackhole`, `clear`; latency and rates on dc-a's transits).
+        #[arg(value_parser = ["down", "impair"])]
         action: Option<String>,
+        /// For `impair`: the gateway, the transit and what to do.
+        #[arg(trailing_var_arg = true)]
+        words: Vec<String>,
         /// The gateways' `dataplane.backend`.
         #[arg(long, default_value = "auto", value_parser = ["auto", "socket", "afxdp"])]
         backend: String,
         /// Run one step of the tour after the start: `steady` (traffic and status) or
-        /// `failover` (blackhole, recovery, brownout).
+        /// `failover` (blackhole, recovery, brownout, latency, a gateway and a controller killed).
         #[arg(long, value_parser = ["steady", "failover"])]
         scenario: Option<String>,
         /// Leave everything running after the tour, until Ctrl-C or `lab down`.
@@ -77,13 +82,19 @@ fn main() -> std::process::ExitCode {
             Command::Setup => setup::run().map(drop),
             Command::Test { nextest_args } => test::run(&nextest_args),
             Command::Lab {
-                action: Some(_), ..
-            } => lab::down(),
+                action: Some(action),
+                words,
+                ..
+            } => match action.as_str() {
+                "impair" => lab::impair_kept(&words),
+                _ => lab::down(),
+            },
             Command::Lab {
                 action: None,
                 backend,
                 scenario,
                 keep,
+                ..
             } => lab::run(&lab::Options {
                 backend,
                 scenario,

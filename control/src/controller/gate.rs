@@ -135,7 +135,8 @@ pub fn classify(
         });
     }
     if let Some(base) = baseline_ms.filter(|b| *b > 0.0) {
-        let limit = base * (1.0 + health.brownout_latency_increase_pct / 100.0);
+        let limit = (base * (1.0 + health.brownout_latency_increase_pct / 100.0))
+            .max(base + health.brownout_latency_min_increase_ms);
         if p.latency_ms >= limit {
             return Condition::Bad(Bad::BrownoutLatency {
                 latency_ms: p.latency_ms,
@@ -268,9 +269,31 @@ mod tests {
         // +48%: not yet a brownout.
         p.latency_ms = 74.0;
         assert_eq!(
-            classify(&report(TunnelState::Established, p), &h, Some(50.0), &bulk),
+            classify(
+                &report(TunnelState::Established, p.clone()),
+                &h,
+                Some(50.0),
+                &bulk
+            ),
             Condition::Clean
         );
+        // A sub-millisecond path whose RTT doubles (a busy host) is no brownout: the rise
+        // must also reach brownout_latency_min_increase_ms (5 ms); 0.5 -> 5.6 ms is one.
+        p.latency_ms = 0.9;
+        assert_eq!(
+            classify(
+                &report(TunnelState::Established, p.clone()),
+                &h,
+                Some(0.5),
+                &bulk
+            ),
+            Condition::Clean
+        );
+        p.latency_ms = 5.6;
+        assert!(matches!(
+            classify(&report(TunnelState::Established, p), &h, Some(0.5), &bulk),
+            Condition::Bad(Bad::BrownoutLatency { limit_ms, .. }) if (limit_ms - 5.5).abs() < 1e-9
+        ));
         let mut p = good();
         p.loss_pct = 1.5;
         let c = classify(&report(TunnelState::Established, p), &h, None, &bulk);

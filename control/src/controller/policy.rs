@@ -233,8 +233,11 @@ pub struct Health {
     /// This many probes lost in a row mark the tunnel blackholed at once.
     pub blackhole_lost_in_a_row: u32,
     pub brownout_loss_pct: f64,
-    /// Median RTT this far above the tunnel's own baseline is a brownout.
+    /// Median RTT this far above the tunnel's own baseline is a brownout...
     pub brownout_latency_increase_pct: f64,
+    /// ...when it is also at least this many ms above it: on a sub-millisecond path a busy
+    /// host's scheduling alone doubles the RTT, which is no brownout.
+    pub brownout_latency_min_increase_ms: f64,
     /// The baseline is the lowest median RTT seen over this window, so a lasting route change
     /// becomes the new normal after it.
     pub latency_baseline_window_s: f64,
@@ -335,6 +338,7 @@ impl Default for Health {
             blackhole_lost_in_a_row: 5,
             brownout_loss_pct: 2.0,
             brownout_latency_increase_pct: 50.0,
+            brownout_latency_min_increase_ms: 5.0,
             latency_baseline_window_s: 900.0,
             recovery_hold_s: 60.0,
         }
@@ -697,6 +701,17 @@ impl Policy {
             bad(
                 "health.brownout_latency_increase_pct".into(),
                 format!("must be positive (got {})", h.brownout_latency_increase_pct),
+            );
+        }
+        if !(nonneg(h.brownout_latency_min_increase_ms)
+            && h.brownout_latency_min_increase_ms <= 10_000.0)
+        {
+            bad(
+                "health.brownout_latency_min_increase_ms".into(),
+                format!(
+                    "must be between 0 and 10000 ms (got {})",
+                    h.brownout_latency_min_increase_ms
+                ),
             );
         }
         for (n, v) in [

@@ -34,32 +34,49 @@ pub fn start_gateway(
     probe_interval: &str,
     tunnels: &[TunnelSpec<'_>],
 ) -> (ProcessId, PathBuf) {
+    use gatewan_testbed::config::{self, ToYaml as _};
     let socket = tb.dir().join(format!("{name}.sock"));
-    let mut yaml = format!(
-        "name: {name}\ndatacenter: lab\nprivate_key: {private_key}\ncontrol_socket: {}\n\
-         transits:\n  - name: transit-a\n    listen: \"{listen}\"\n\
-         probe:\n  interval: {probe_interval}\n  window: 200\n  timeout: 1s\ntunnels:\n",
-        socket.display()
-    );
-    for t in tunnels {
-        yaml.push_str(&format!(
-            "  - name: {}\n    transit: transit-a\n    peer: peer-of-{name}\n    peer_datacenter: lab\n\
-             \x20   peer_public_key: {}\n    address_v4: \"{}\"\n    peer_address_v4: \"{}\"\n\
-             \x20   address_v6: \"{}\"\n    peer_address_v6: \"{}\"\n    echo_port: {}\n",
-            t.name, t.peer_public_key, t.v4.0, t.v4.1, t.v6.0, t.v6.1, t.echo_port
-        ));
-        if let Some(ep) = t.peer_endpoint {
-            yaml.push_str(&format!("    peer_endpoint: \"{ep}\"\n"));
-        }
-        if let Some(psk) = t.preshared_key {
-            yaml.push_str(&format!("    preshared_key: {psk}\n"));
-        }
-        if let Some(port) = t.peer_echo_port {
-            yaml.push_str(&format!("    peer_echo_port: {port}\n"));
-        }
-    }
+    let tunnels = tunnels
+        .iter()
+        .map(|t| config::Tunnel {
+            name: t.name.into(),
+            transit: "transit-a".into(),
+            peer: format!("peer-of-{name}"),
+            peer_datacenter: "lab".into(),
+            peer_public_key: t.peer_public_key.into(),
+            peer_endpoint: t.peer_endpoint.map(|ep| ep.to_string()),
+            preshared_key: t.preshared_key.map(str::to_owned),
+            address_v4: Some(t.v4.0.into()),
+            peer_address_v4: Some(t.v4.1.into()),
+            address_v6: Some(t.v6.0.into()),
+            peer_address_v6: Some(t.v6.1.into()),
+            echo_port: Some(t.echo_port),
+            peer_echo_port: t.peer_echo_port,
+            ..Default::default()
+        })
+        .collect();
+    let gateway = config::Gateway {
+        name: name.into(),
+        datacenter: "lab".into(),
+        private_key: private_key.into(),
+        control_socket: socket.clone(),
+        probe: Some(config::Probe {
+            interval: probe_interval.into(),
+            window: Some(200),
+            timeout: Some("1s".into()),
+        }),
+        transits: vec![config::Transit {
+            name: "transit-a".into(),
+            listen: listen.to_string(),
+            capacity: None,
+        }],
+        tunnels,
+        ..Default::default()
+    };
     let path = tb.dir().join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml).expect("write the gateway configuration");
+    gateway
+        .write(&path, "the gateway tests")
+        .expect("write the gateway configuration");
     let process = tb
         .spawn(
             netns,

@@ -13,6 +13,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use gatewan_testbed::config::{self, ToYaml as _};
 use gatewan_testbed::frr::Frr;
 use gatewan_testbed::{Netns, ProcessId, Testbed};
 
@@ -109,8 +110,7 @@ impl Fabric {
     /// (started by [`Mesh::start_bgpctl`]).
     pub fn start(mesh: &mut Mesh, dc: &'static str, d: u8, count: u8) -> Fabric {
         let leaf = mesh.leaves[usize::from(d - 1)].clone();
-        let mut neighbors = String::new();
-        let mut activate = String::new();
+        let mut neighbors = Vec::new();
         let mut bgpctls = Vec::new();
         for k in 0..count {
             let (own, leaf_side, mesh_addr) = addrs(d, k);
@@ -130,10 +130,7 @@ impl Fabric {
             mesh.router
                 .ip(["link", "set", &router_side.name, "master", "br0"])
                 .expect("into the bridge");
-            neighbors.push_str(&format!(
-                " neighbor {own} remote-as 65100\n neighbor {own} timers 3 9\n"
-            ));
-            activate.push_str(&format!("  neighbor {own} activate\n"));
+            neighbors.push((own.clone(), 65100));
             let name = if k == 0 {
                 format!("bgp-{dc}")
             } else {
@@ -143,23 +140,21 @@ impl Fabric {
                 mesh, dc, d, netns, name, &own, &leaf_side, mesh_addr,
             ));
         }
-        let zebra = "hostname leaf\nvrf default\n vni 100\nexit-vrf\n";
-        let bgpd = format!(
-            "hostname leaf{d}
-router bgp 6500{d}
- bgp router-id 10.{d}.0.2
- no bgp ebgp-requires-policy
- no bgp default ipv4-unicast
-{neighbors} address-family ipv4 unicast
-  network 10.{d}0.0.0/16
- exit-address-family
- address-family l2vpn evpn
-{activate}  advertise-all-vni
-  advertise ipv4 unicast
- exit-address-family
-"
-        );
-        let frr = Frr::start(&mut mesh.tb, &leaf, zebra, &bgpd).expect("FRR on the leaf");
+        let leaf_conf = config::FrrLeaf {
+            hostname: format!("leaf{d}"),
+            asn: 65000 + u32::from(d),
+            router_id: format!("10.{d}.0.2"),
+            vni: 100,
+            neighbors,
+            networks: vec![format!("10.{d}0.0.0/16")],
+        };
+        let frr = Frr::start(
+            &mut mesh.tb,
+            &leaf,
+            &leaf_conf.zebra_conf(),
+            &leaf_conf.bgpd_conf(),
+        )
+        .expect("FRR on the leaf");
         frr.wait_vtysh("show evpn vni 100", "Type: L3", Duration::from_secs(60))
             .expect("the L3VNI");
         Fabric {
@@ -188,25 +183,42 @@ router bgp 6500{d}
             dir.join(format!("{name}.yaml")),
             dir.join(format!("{name}.sock")),
         );
-        let y = format!(
-            "local_as: 65100\nrouter_id: {own}\ncontrol_socket: {sock}\nhold_time: 9\n\
-             connect_retry: 0.5\nconnect_retry_max: 2\n\
-             peers: [{{address: {leaf_side}, remote_as: 6500{d}}}]\n\
-             import: {{route_targets: [\"*:100\"]}}\n\
-             export: {{vni: 100, route_targets: [\"6500{d}:100\"]}}\n\
-             sdwan:\n  name: {name}\n  datacenter: {dc}\n  refresh: 2s\n\
-             \x20 mesh:\n    bind: \"172.16.0.{mesh_addr}:7946\"\n    seeds: [\"{seed}\"]\n    keys: [\"{serf}\"]\n\
-             \x20   rpc_auth: test-rpc-secret\n    state_dir: {state}\n    profile: local\n\
-             \x20 api:\n    listen: \"172.16.0.{mesh_addr}:7443\"\n    ca: {ca}\n    cert: {cert}\n    key: {key}\n",
-            sock = socket.display(),
-            seed = mesh.seed,
-            serf = mesh.serf_key,
-            state = dir.join(format!("{name}-state")).display(),
-            ca = mesh.pki.join("ca.pem").display(),
-            cert = cert.display(),
-            key = key.display(),
-        );
-        std::fs::write(&config, y).expect("bgpctl configuration");
+        let y = config::Bgpctl {
+            local_as: 65100,
+            router_id: own.into(),
+            control_socket: socket.clone(),
+            hold_time: Some(9),
+            connect_retry: Some(0.5),
+            connect_retry_max: Some(2.0),
+            peers: vec![config::Peer {
+                address: leaf_side.into(),
+                remote_as: 65000 + u32::from(d),
+            }],
+            import: Some(config::Import {
+                route_targets: vec!["*:100".into()],
+            }),
+            export: Some(config::Export {
+                vni: 100,
+                route_targets: vec![format!("6500{d}:100")],
+            }),
+            sdwan: Some(config::Sdwan {
+                name: name.clone(),
+                datacenter: dc.into(),
+                refresh: Some("2s".into()),
+                mesh: mesh.member(&name, &format!("172.16.0.{mesh_addr}")),
+                api: config::Api {
+                    listen: format!("172.16.0.{mesh_addr}:7443"),
+                    tls: config::Tls {
+                        ca: mesh.pki.join("ca.pem"),
+                        cert,
+                        key,
+                    },
+                    repair_hold: None,
+                },
+            }),
+        };
+        y.write(&config, "the mesh tests")
+            .expect("bgpctl configuration");
         Bgpctl {
             netns,
             name,

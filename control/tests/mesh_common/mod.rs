@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use gatewan_control::gateway::control::{request, ControlAnswer, Request, Response};
+use gatewan_testbed::config::{self, ToYaml as _};
 use gatewan_testbed::{Netns, ProcessId, Testbed, WgKeys};
 
 use crate::common::GATEWAN;
@@ -166,7 +167,22 @@ anti_flap:
   dampening: { flaps: 10, window_s: 60, hold_s: 30 }
 ";
 
+/// The Serf RPC secret of the test bed's agents.
+pub const RPC_AUTH: &str = "test-rpc-secret";
+
 impl Mesh {
+    /// The `mesh:` section of a member that is not a gateway (controller, bgpctl) at `addr`.
+    pub fn member(&self, name: &str, addr: &str) -> config::Member {
+        config::Member {
+            bind: format!("{addr}:7946"),
+            seeds: vec![self.seed.clone()],
+            keys: vec![self.serf_key.clone()],
+            rpc_auth: Some(RPC_AUTH.into()),
+            state_dir: self.tb.dir().join(format!("{name}-state")),
+            profile: Some("local".into()),
+        }
+    }
+
     /// A member's certificate and key (issued once).
     pub fn issue(&self, role: &str, name: &str) -> (PathBuf, PathBuf) {
         use gatewan_control::channel::{pki, Identity};
@@ -198,24 +214,22 @@ impl Mesh {
             dir.join(format!("{name}.yaml")),
             dir.join(format!("{name}.sock")),
         );
-        let y = format!(
-            "name: {name}\npolicy: {policy}\ncontrol_socket: {sock}\ndeadline: 900ms\n\
-             snapshot_dir: {snaps}\nkeep_snapshots: 20\n\
-             mesh:\n  bind: \"172.16.0.{addr}:7946\"\n  seeds: [\"{seed}\"]\n  keys: [\"{key_serf}\"]\n\
-             \x20 rpc_auth: test-rpc-secret\n  state_dir: {state}\n  profile: local\n\
-             api:\n  ca: {ca}\n  cert: {cert}\n  key: {key}\n",
-            policy = policy.display(),
-            sock = socket.display(),
-            snaps = dir.join(format!("{name}-snapshots")).display(),
-            addr = 100 + n,
-            seed = self.seed,
-            key_serf = self.serf_key,
-            state = dir.join(format!("{name}-state")).display(),
-            ca = self.pki.join("ca.pem").display(),
-            cert = cert.display(),
-            key = key.display(),
-        );
-        std::fs::write(&config, y).expect("controller configuration");
+        let y = config::Controller {
+            name: name.into(),
+            policy,
+            control_socket: socket.clone(),
+            deadline: Some("900ms".into()),
+            snapshot_dir: Some(dir.join(format!("{name}-snapshots"))),
+            keep_snapshots: Some(20),
+            mesh: self.member(name, &format!("172.16.0.{}", 100 + n)),
+            api: config::Tls {
+                ca: self.pki.join("ca.pem"),
+                cert,
+                key,
+            },
+        };
+        y.write(&config, "the mesh tests")
+            .expect("controller configuration");
         self.controllers.push(Ctl {
             name: name.to_owned(),
             netns,
@@ -348,69 +362,98 @@ impl Mesh {
             "dc-b" => 2,
             _ => 3,
         };
-        let state = self.tb.dir().join(format!("{}-state", g.name));
-        let mut y = format!(
-            "name: {name}\ndatacenter: {dc}\nprivate_key: {key}\ncontrol_socket: {sock}\n\
-             probe:\n  interval: {probe}ms\n  window: 50\ntransits:\n\
-             \x20 - name: lumen\n    listen: \"172.16.0.{i}:51820\"\n    capacity: 1Gbps\n\
-             \x20 - name: telstra\n    listen: \"172.16.0.{i}:51821\"\n    capacity: 1Gbps\n\
-             dataplane:\n  backend: socket\n  workers: 1\n\
-             mesh:\n  id: {i}\n  bind:\n    - transit: lumen\n      address: \"172.16.0.{i}:7946\"\n\
-             \x20 seeds: [{seeds}]\n  keys: [\"{serf_key}\"]\n  rpc_auth: test-rpc-secret\n\
-             \x20 state_dir: {state}\n  profile: local\n  failed_grace: {grace}s\n\
-             \x20 pools:\n    v4: 100.64.0.0/16\n    v6: \"fd00:5d::/64\"\n",
-            name = g.name,
-            dc = g.dc,
-            key = g.keys.private,
-            sock = g.socket.display(),
-            seeds = seeds
-                .iter()
-                .map(|s| format!("\"{s}\""))
-                .collect::<Vec<_>>()
-                .join(", "),
-            serf_key = serf_key,
-            state = state.display(),
-            grace = GRACE.as_secs(),
-            probe = self.options.probe_interval_ms,
-        );
-        if self.options.api {
-            let (cert, key) = self.issue("gateway", g.name);
-            y.push_str(&format!(
-                "api:\n  listen: \"172.16.0.{i}:7443\"\n  ca: {ca}\n  cert: {cert}\n  key: {key}\n  repair_hold: 20s\n",
-                ca = self.pki.join("ca.pem").display(),
-                cert = cert.display(),
-                key = key.display(),
-            ));
-        }
-        if dc_index <= 2 && self.options.frr {
+        let fabric = |vtep: String, routes: Vec<config::LocalRoute>| config::Fabric {
+            vtep,
+            router_mac: format!("02:00:0a:00:00:{i:02x}"),
+            vni: 100,
+            local_routes: routes,
+        };
+        let route = |prefix: &str, vtep: &str, mac: String| config::LocalRoute {
+            prefix: prefix.into(),
+            vtep: vtep.into(),
+            router_mac: mac,
+        };
+        let fabric = if dc_index <= 2 && self.options.frr {
             // The fabric's routes come from bgpctl only.
-            y.push_str(&format!(
-                "fabric:\n  vtep: 10.{dc_index}.{i}.1\n  router_mac: \"02:00:0a:00:00:{i:02x}\"\n  vni: 100\n"
-            ));
+            Some(fabric(format!("10.{dc_index}.{i}.1"), Vec::new()))
         } else if dc_index <= 2 {
-            y.push_str(&format!(
-                "fabric:\n  vtep: 10.{dc_index}.{i}.1\n  router_mac: \"02:00:0a:00:00:{i:02x}\"\n  vni: 100\n\
-                 \x20 local_routes:\n    - prefix: 10.{dc_index}0.0.0/16\n      vtep: 10.{dc_index}.0.2\n\
-                 \x20     router_mac: \"02:00:0a:00:{dc_index:02x}:02\"\n"
-            ));
-            for p in extra_prefixes {
-                y.push_str(&format!(
-                    "    - prefix: {p}\n      vtep: 10.{dc_index}.0.2\n      router_mac: \"02:00:0a:00:{dc_index:02x}:02\"\n"
-                ));
-            }
+            let (leaf, mac) = (
+                format!("10.{dc_index}.0.2"),
+                format!("02:00:0a:00:{dc_index:02x}:02"),
+            );
+            let own = format!("10.{dc_index}0.0.0/16");
+            let routes = std::iter::once(own.as_str())
+                .chain(extra_prefixes.iter().copied())
+                .map(|p| route(p, &leaf, mac.clone()))
+                .collect();
+            Some(fabric(format!("10.{dc_index}.{i}.1"), routes))
         } else if !extra_prefixes.is_empty() {
             // dc-c has no leaf: a fabric on the uplink address, only to publish prefixes.
-            y.push_str(&format!(
-                "fabric:\n  vtep: 172.16.0.{i}\n  router_mac: \"02:00:0a:00:00:{i:02x}\"\n  vni: 100\n\
-                 \x20 local_routes:\n"
-            ));
-            for p in ["10.30.0.0/16"].iter().chain(extra_prefixes) {
-                y.push_str(&format!(
-                    "    - prefix: {p}\n      vtep: 172.16.0.254\n      router_mac: \"02:00:0a:00:03:02\"\n"
-                ));
+            let routes = std::iter::once("10.30.0.0/16")
+                .chain(extra_prefixes.iter().copied())
+                .map(|p| route(p, "172.16.0.254", "02:00:0a:00:03:02".into()))
+                .collect();
+            Some(fabric(format!("172.16.0.{i}"), routes))
+        } else {
+            None
+        };
+        let api = self.options.api.then(|| {
+            let (cert, key) = self.issue("gateway", g.name);
+            config::Api {
+                listen: format!("172.16.0.{i}:7443"),
+                tls: config::Tls {
+                    ca: self.pki.join("ca.pem"),
+                    cert,
+                    key,
+                },
+                repair_hold: Some("20s".into()),
             }
-        }
-        std::fs::write(&g.config, y).expect("write the gateway configuration");
+        });
+        let y = config::Gateway {
+            name: g.name.into(),
+            datacenter: g.dc.into(),
+            private_key: g.keys.private.clone(),
+            control_socket: g.socket.clone(),
+            probe: Some(config::Probe {
+                interval: format!("{}ms", self.options.probe_interval_ms),
+                window: Some(50),
+                timeout: None,
+            }),
+            transits: ["lumen", "telstra"]
+                .iter()
+                .enumerate()
+                .map(|(t, name)| config::Transit {
+                    name: (*name).into(),
+                    listen: format!("172.16.0.{i}:{}", 51820 + t),
+                    capacity: Some("1Gbps".into()),
+                })
+                .collect(),
+            tunnels: Vec::new(),
+            mesh: Some(config::GatewayMesh {
+                id: i.into(),
+                bind: vec![config::Bind {
+                    transit: "lumen".into(),
+                    address: format!("172.16.0.{i}:7946"),
+                }],
+                seeds: seeds.to_vec(),
+                keys: vec![serf_key.into()],
+                rpc_auth: Some(RPC_AUTH.into()),
+                state_dir: self.tb.dir().join(format!("{}-state", g.name)),
+                profile: Some("local".into()),
+                failed_grace: Some(format!("{}s", GRACE.as_secs())),
+                pools: config::Pools::lab(),
+                echo_port: None,
+            }),
+            fabric,
+            dataplane: Some(config::Dataplane {
+                backend: "socket".into(),
+                workers: Some(1),
+                ..Default::default()
+            }),
+            api,
+        };
+        y.write(&g.config, "the mesh tests")
+            .expect("write the gateway configuration");
     }
 
     pub fn start(&mut self, name: &str) {

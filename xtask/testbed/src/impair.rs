@@ -42,6 +42,57 @@ pub struct Impairment {
 }
 
 impl Impairment {
+    /// Parses words as `cargo xtask lab impair` takes them: `clear`, `blackhole`,
+    /// `loss=PCT`, `latency=DUR`, `jitter=DUR` (`40ms`, `1s`; a bare number is ms) and
+    /// `rate=MBIT`. What is not given is clean.
+    pub fn parse(words: &[&str]) -> Result<Impairment> {
+        let bad = |w: &str, why: &str| TestbedError::Other(format!("{w:?}: {why}"));
+        let duration = |w: &str, v: &str| -> Result<Duration> {
+            let (num, scale) = if let Some(ms) = v.strip_suffix("ms") {
+                (ms, 1.0)
+            } else if let Some(s) = v.strip_suffix('s') {
+                (s, 1000.0)
+            } else {
+                (v, 1.0)
+            };
+            let ms: f64 = num.parse().map_err(|_| bad(w, "not a duration"))?;
+            if !(0.0..=10_000.0).contains(&(ms * scale)) {
+                return Err(bad(w, "0 to 10 s"));
+            }
+            Ok(Duration::from_secs_f64(ms * scale / 1000.0))
+        };
+        let mut imp = Impairment::default();
+        for &w in words {
+            match w.split_once('=') {
+                None if w == "clear" => imp = Impairment::default(),
+                None if w == "blackhole" => imp.blackhole = true,
+                Some(("loss", v)) => {
+                    let pct: f64 = v.parse().map_err(|_| bad(w, "not a number"))?;
+                    if !(0.0..=100.0).contains(&pct) {
+                        return Err(bad(w, "0 to 100"));
+                    }
+                    imp.loss_pct = pct;
+                }
+                Some(("latency", v)) => imp.latency = duration(w, v)?,
+                Some(("jitter", v)) => imp.jitter = duration(w, v)?,
+                Some(("rate", v)) => {
+                    let mbit: u32 = v.parse().map_err(|_| bad(w, "Mbit/s, a whole number"))?;
+                    if mbit == 0 {
+                        return Err(bad(w, "at least 1 Mbit/s"));
+                    }
+                    imp.rate_mbit = Some(mbit);
+                }
+                _ => {
+                    return Err(bad(
+                        w,
+                        "expected clear, blackhole, loss=PCT, latency=DUR, jitter=DUR or rate=MBIT",
+                    ))
+                }
+            }
+        }
+        Ok(imp)
+    }
+
     /// A one-line description for logs and the lab's tour.
     pub fn describe(&self) -> String {
         if self.blackhole {
@@ -470,6 +521,41 @@ fn write_side(
         };
         if n > 0 {
             carried.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn impairments_parse_from_words_and_bad_words_are_refused() {
+        let imp =
+            Impairment::parse(&["latency=40ms", "jitter=5", "loss=2.5", "rate=20"]).expect("valid");
+        assert_eq!(imp.latency, Duration::from_millis(40));
+        assert_eq!(imp.jitter, Duration::from_millis(5));
+        assert_eq!(imp.loss_pct, 2.5);
+        assert_eq!(imp.rate_mbit, Some(20));
+        assert!(!imp.blackhole);
+        assert_eq!(
+            Impairment::parse(&["latency=1s"]).expect("valid").latency,
+            Duration::from_secs(1)
+        );
+        assert!(Impairment::parse(&["blackhole"]).expect("valid").blackhole);
+        assert_eq!(
+            Impairment::parse(&["blackhole", "clear"]).expect("valid"),
+            Impairment::default()
+        );
+        for bad in [
+            "loss=101",
+            "loss=x",
+            "latency=-1ms",
+            "latency=11s",
+            "rate=0",
+            "fast",
+        ] {
+            assert!(Impairment::parse(&[bad]).is_err(), "{bad} accepted");
         }
     }
 }

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use super::{
-    config, controller_name, gateway_mac, leaf_mac, other, Daemon, Gateway, Lab, Site, BGPCTL_AS,
-    DCS, LAB_POLICY, LEAF_MTU, RPC_AUTH, VNI,
+    config, controller_name, gateway_mac, leaf_mac, other, Daemon, Gateway, Lab, Site, Transit,
+    TransitPath, BGPCTL_AS, DCS, LAB_POLICY, LEAF_MTU, RPC_AUTH, VNI,
 };
 use crate::config::ToYaml as _;
 use crate::frr::Frr;
-use crate::impair::EndpointImpairment;
+use crate::impair::{EndpointImpairment, ImpairedLink};
 use crate::{Netns, Result, WgKeys};
 
 /// What wrote the configurations (their first line).
@@ -49,6 +49,80 @@ impl Lab {
         Ok(ns)
     }
 
+    /// Gateway `n`'s namespace with one uplink for all its transits (172.16.n.1, a WireGuard
+    /// port each), impaired as endpoints.
+    fn shared(
+        &mut self,
+        name: &str,
+        n: u8,
+        names: [&'static str; 2],
+        queues: u32,
+    ) -> Result<(Netns, Vec<Transit>)> {
+        let netns = self.uplinked(name, n, queues)?;
+        let mut transits = Vec::new();
+        for (t, tname) in names.iter().take(self.plan.transits).enumerate() {
+            let addr = format!("172.16.{n}.1").parse().map_err(other)?;
+            let port = 51820 + t as u16;
+            transits.push(Transit {
+                name: tname,
+                listen: format!("172.16.{n}.1:{port}"),
+                path: TransitPath::Shared(EndpointImpairment::new(
+                    &self.transit,
+                    &format!("{name}_{tname}"),
+                    addr,
+                    port,
+                )?),
+            });
+        }
+        Ok((netns, transits))
+    }
+
+    /// Gateway `n`'s namespace with a link of its own per transit, through a delay line in
+    /// the transit namespace: transit t at 172.16.(20+20t+n).1, its datagrams routed out of
+    /// its own link by source address (a table per transit, as a multihomed host does). The
+    /// mesh and the orders channel keep the plain uplink (172.16.n.1), so impairing a transit
+    /// touches only its tunnels.
+    fn linked(
+        &mut self,
+        name: &str,
+        n: u8,
+        names: [&'static str; 2],
+        queues: u32,
+    ) -> Result<(Netns, Vec<Transit>)> {
+        let netns = self.uplinked(name, n, queues)?;
+        let mut transits = Vec::new();
+        for (t, tname) in names.iter().take(self.plan.transits).enumerate() {
+            let net = 20 + 20 * t as u8 + n;
+            let link = ImpairedLink::build(&mut self.tb, &netns, &self.transit)?;
+            link.inner.add_addr(&format!("172.16.{net}.1/24"))?;
+            link.edge.add_addr(&format!("172.16.{net}.2/24"))?;
+            let table = (100 + t).to_string();
+            netns.ip([
+                "rule",
+                "add",
+                "from",
+                &format!("172.16.{net}.1"),
+                "table",
+                &table,
+            ])?;
+            netns.ip([
+                "route",
+                "add",
+                "172.16.0.0/16",
+                "via",
+                &format!("172.16.{net}.2"),
+                "table",
+                &table,
+            ])?;
+            transits.push(Transit {
+                name: tname,
+                listen: format!("172.16.{net}.1:{}", 51820 + t),
+                path: TransitPath::Own(link),
+            });
+        }
+        Ok((netns, transits))
+    }
+
     /// Datacenter `d` (1-based): its leaf, gateways and (with FRR) its bgpctl, configured
     /// and, for FRR, started; the daemons start in [`Lab::start`].
     pub(super) fn build_site(&mut self, d: u8) -> Result<Site> {
@@ -70,20 +144,15 @@ impl Lab {
         for g in 1..=self.plan.gateways {
             let n = (d - 1) * self.plan.gateways + g;
             let name = format!("{}{g}", dc.letter);
-            let netns = self.uplinked(&name, n, queues)?;
+            let (netns, transits) = if d <= self.plan.own_links {
+                self.linked(&name, n, dc.transits, queues)?
+            } else {
+                self.shared(&name, n, dc.transits, queues)?
+            };
             let (leaf_side, gw_side) = self.tb.add_veth(&leaf, &netns, queues)?;
             leaf_side.add_addr(&format!("10.{d}.{n}.2/24"))?;
             gw_side.add_addr(&format!("10.{d}.{n}.1/24"))?;
             netns.route(&format!("10.{d}.0.2/32"), &format!("via 10.{d}.{n}.2"))?;
-            let mut transits = Vec::new();
-            for (t, tname) in dc.transits.iter().take(self.plan.transits).enumerate() {
-                let addr = format!("172.16.{n}.1").parse().map_err(other)?;
-                let tag = format!("{name}_{tname}");
-                transits.push((
-                    *tname,
-                    EndpointImpairment::new(&self.transit, &tag, addr, 51820 + t as u16)?,
-                ));
-            }
             let daemon = Daemon {
                 config: self.dir().join(format!("{name}.yaml")),
                 socket: self.dir().join(format!("{name}.sock")),
@@ -147,17 +216,17 @@ impl Lab {
             transits: gw
                 .transits
                 .iter()
-                .enumerate()
-                .map(|(t, (tname, _))| config::Transit {
-                    name: (*tname).into(),
-                    listen: format!("172.16.{n}.1:{}", 51820 + t),
+                .map(|t| config::Transit {
+                    name: t.name.into(),
+                    listen: t.listen.clone(),
                     capacity: Some("1Gbps".into()),
                 })
                 .collect(),
             tunnels: Vec::new(),
             mesh: Some(config::GatewayMesh {
                 id: n.into(),
-                // The mesh rides the first transit.
+                // The mesh rides the gateway's uplink (the first transit's, or the plain one
+                // beside transits with links of their own).
                 bind: vec![config::Bind {
                     transit: dc.transits[0].into(),
                     address: format!("172.16.{n}.1:7946"),

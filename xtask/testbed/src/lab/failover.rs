@@ -1,5 +1,5 @@
 //! The lab's failover tour: a transit of a1 blackholed, then healed (recovery after the
-//! controller's hold), its other transit browned out, a1 killed, the leading controller
+//! controller's hold), a transit slowed, one browned out, a1 killed, the leading controller
 //! killed. Constant-rate UDP flows run between the hosts of every pair of datacenters
 //! throughout (dc-a -> dc-b, dc-c -> dc-a, dc-b -> dc-c); each step is measured at the
 //! receiving hosts, in the orders in force at the gateways and at the leaves.
@@ -32,9 +32,13 @@ pub struct Figures {
     pub blackhole_loss_ms: Option<f64>,
     pub recovery_s: Option<f64>,
     pub brownout_reaction_s: Option<f64>,
-    /// The longest time a flow through dc-a received nothing after a1 was killed.
+    /// Until the order moved off a transit given 40 ms of latency (±5 ms) each way.
+    pub latency_reaction_s: Option<f64>,
+    /// The longest time a flow through dc-a received nothing after a gateway of dc-a was
+    /// killed.
     pub gateway_kill_loss_ms: Option<f64>,
-    /// Until dc-a's leaf routed no remote prefix via a1 (its RT-5 routes withdrawn).
+    /// Until dc-a's leaf routed no remote prefix via the killed gateway (its RT-5 routes
+    /// withdrawn).
     pub rt5_withdrawn_s: Option<f64>,
     /// Until the standby controller led and every gateway held its order.
     pub controller_takeover_s: Option<f64>,
@@ -116,15 +120,30 @@ fn transit_of(gatewan: &Path, gw: &Gateway) -> Result<BTreeMap<String, String>> 
         .collect())
 }
 
-/// The weight the order in force at `gw` gives, in all, to tunnels over `transit`.
-pub fn ordered_weight(gatewan: &Path, gw: &Gateway, transit: &str) -> Result<u64> {
+/// Which weights of a gateway's `gatewan orders` to read.
+#[derive(Clone, Copy)]
+pub enum Weights {
+    /// The controller's order: what it decided.
+    Order,
+    /// What the gateway forwards by: the order after local repair (or, where the order
+    /// gives this gateway nothing towards a datacenter, every alive tunnel).
+    InForce,
+}
+
+/// The weight `gw`'s order (or what is in force there) gives, in all, to tunnels over
+/// `transit`.
+pub fn weight_on(gatewan: &Path, gw: &Gateway, transit: &str, which: Weights) -> Result<u64> {
     let of = transit_of(gatewan, gw)?;
     let o = gatewan_json(
         gatewan,
         &["orders", "--json", "--socket"],
         &gw.daemon.socket,
     )?;
-    Ok(o["in_force"]
+    let remotes = match which {
+        Weights::Order => &o["order"]["remotes"],
+        Weights::InForce => &o["in_force"],
+    };
+    Ok(remotes
         .as_object()
         .into_iter()
         .flatten()
@@ -136,6 +155,11 @@ pub fn ordered_weight(gatewan: &Path, gw: &Gateway, transit: &str) -> Result<u64
         })
         .filter_map(|w| w["weight"].as_u64())
         .sum())
+}
+
+/// The weight the controller's order gives `gw`'s tunnels over `transit`.
+pub fn ordered_weight(gatewan: &Path, gw: &Gateway, transit: &str) -> Result<u64> {
+    weight_on(gatewan, gw, transit, Weights::Order)
 }
 
 /// Polls `ok` every 100 ms for at most `limit`; how long it took.
@@ -153,17 +177,17 @@ fn until(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {
 /// The transit of `gw` its order gives the most weight: the one its traffic is on.
 fn busiest_transit(gatewan: &Path, gw: &Gateway) -> usize {
     (0..gw.transits.len())
-        .max_by_key(|&t| ordered_weight(gatewan, gw, gw.transits[t].0).unwrap_or(0))
+        .max_by_key(|&t| ordered_weight(gatewan, gw, gw.transits[t].name).unwrap_or(0))
         .unwrap_or(0)
 }
 
 fn set(gw: &Gateway, t: usize, imp: &Impairment) -> Result<&'static str> {
-    let (name, endpoint) = gw
+    let transit = gw
         .transits
         .get(t)
         .ok_or_else(|| TestbedError::Other(format!("{} has no transit {t}", gw.daemon.name)))?;
-    endpoint.set(imp)?;
-    Ok(name)
+    transit.set(imp)?;
+    Ok(transit.name)
 }
 
 /// One set of flows between two datacenters' hosts.
@@ -176,6 +200,7 @@ struct FlowSet {
 
 /// Its results.
 struct FlowResult {
+    label: String,
     touched: bool,
     stats: FlowStats,
 }
@@ -263,6 +288,7 @@ pub fn run(lab: &mut Lab, gatewan: &Path) -> Result<Figures> {
     let results: Vec<FlowResult> = sets
         .into_iter()
         .map(|s| FlowResult {
+            label: s.label,
             touched: s.touched,
             stats: s.flows.stop(),
         })
@@ -295,11 +321,28 @@ fn measure(fig: &mut Figures, results: &[FlowResult], marks: &Marks, started: In
             .max()
             .unwrap_or_default()
     };
+    // Per flow set, for the operator: which direction the window was in.
+    let per_set = |what: &str, from: Instant, to: Instant| {
+        let gaps: Vec<String> = results
+            .iter()
+            .filter(|r| r.touched)
+            .map(|r| {
+                let gap = r.stats.longest_silence(since(r, from), since(r, to));
+                format!("{} {:.0} ms", r.label, gap.as_secs_f64() * 1000.0)
+            })
+            .collect();
+        println!(
+            "lab: {what}: the longest gap per direction: {}",
+            gaps.join(", ")
+        );
+    };
     if let Some(at) = marks.blackholed {
-        let w = silence(at, at + Duration::from_secs(5));
-        fig.blackhole_loss_ms = Some(w.as_secs_f64() * 1000.0);
+        let to = at + Duration::from_secs(5);
+        per_set("blackhole", at, to);
+        fig.blackhole_loss_ms = Some(silence(at, to).as_secs_f64() * 1000.0);
     }
     if let Some((from, to)) = marks.gateway_killed {
+        per_set("gateway killed", from, to);
         fig.gateway_kill_loss_ms = Some(silence(from, to).as_secs_f64() * 1000.0);
     }
     if let Some((from, to)) = marks.controller_killed {
@@ -366,6 +409,9 @@ fn steps(
 ) -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     blackhole_and_heal(lab, gatewan, fig, events, marks)?;
+    // Latency before the brownout: a browned-out transit sits out the recovery hold after
+    // it heals, and the latency step needs the other transit to move to.
+    latency(lab, gatewan, fig, events)?;
     brownout(lab, gatewan, fig, events)?;
     if lab.plan.gateways >= 2 {
         kill_gateway(lab, fig, events, marks)?;
@@ -404,12 +450,12 @@ fn blackhole_and_heal(
         "     look at: the longest gap at the receiving hosts, and where the order sends traffic"
     );
     std::thread::sleep(Duration::from_secs(5));
-    let other = a1.transits[1 - t].0;
+    let other = a1.transits[1 - t].name;
     println!(
-        "  order in force at {}: weight {} on {name}, {} on {other}",
+        "  in force at {} (the order after local repair): weight {} on {name}, {} on {other}",
         a1.daemon.name,
-        ordered_weight(gatewan, a1, name)?,
-        ordered_weight(gatewan, a1, other)?
+        weight_on(gatewan, a1, name, Weights::InForce)?,
+        weight_on(gatewan, a1, other, Weights::InForce)?
     );
 
     // The tunnels come back once the probes are clean again and the controller's recovery
@@ -435,26 +481,64 @@ fn blackhole_and_heal(
 /// A transit of a1 browned out: 5% loss each way breaks the 2% SLA; the controller moves
 /// the order off it.
 fn brownout(lab: &Lab, gatewan: &Path, fig: &mut Figures, events: &mut Events) -> Result<()> {
+    let imp = Impairment {
+        loss_pct: 5.0,
+        ..Impairment::default()
+    };
+    fig.brownout_reaction_s = order_moves_off(
+        lab,
+        gatewan,
+        events,
+        &imp,
+        "step 4: {name} browned out (5% loss each way); look at: when the order moves off it",
+    )?;
+    Ok(())
+}
+
+/// A transit of a1 slowed: 40 ms ± 5 ms more each way (on its own link, through the delay
+/// line). Within the SLA, but the controller ranks by latency (10 ms buckets): the order
+/// moves to the other transit.
+fn latency(lab: &Lab, gatewan: &Path, fig: &mut Figures, events: &mut Events) -> Result<()> {
+    let a1 = &lab.sites[0].gateways[0];
+    if !a1.transits[busiest_transit(gatewan, a1)].has_own_link() {
+        println!("\nlab: the latency step needs a transit with a link of its own: skipped");
+        return Ok(());
+    }
+    let imp = Impairment {
+        latency: Duration::from_millis(40),
+        jitter: Duration::from_millis(5),
+        ..Impairment::default()
+    };
+    fig.latency_reaction_s = order_moves_off(
+        lab,
+        gatewan,
+        events,
+        &imp,
+        "step 3: {name} slowed by 40 ms ± 5 ms each way; look at: the probes' latency in gatewan status, when the order moves off it",
+    )?;
+    Ok(())
+}
+
+/// Impairs the transit a1's order weights most with `imp` (`what` says so, `{name}` being
+/// the transit), waits until the order gives it no weight (at most 60 s), heals it; the wait.
+fn order_moves_off(
+    lab: &Lab,
+    gatewan: &Path,
+    events: &mut Events,
+    imp: &Impairment,
+    what: &str,
+) -> Result<Option<f64>> {
     let a1 = &lab.sites[0].gateways[0];
     std::thread::sleep(Duration::from_secs(2));
     let t = busiest_transit(gatewan, a1);
-    let name = set(
-        a1,
-        t,
-        &Impairment {
-            loss_pct: 5.0,
-            ..Impairment::default()
-        },
-    )?;
-    events.mark(format!("{name} of a1 browned out (5%)"));
-    println!(
-        "\nlab: step 3: {name} browned out (5% loss each way); look at: when the order moves off it"
-    );
-    match until(Duration::from_secs(60), || {
+    let name = set(a1, t, imp)?;
+    events.mark(format!("{name} of a1: {}", imp.describe()));
+    println!("\nlab: {}", what.replace("{name}", name));
+    let took = until(Duration::from_secs(60), || {
         ordered_weight(gatewan, a1, name).is_ok_and(|w| w == 0)
-    }) {
+    });
+    match took {
         Some(d) => {
-            fig.brownout_reaction_s = Some(d.as_secs_f64());
             events.mark(format!("order off {name}"));
             println!(
                 "  the order moved off {name} after {:.1} s",
@@ -466,7 +550,7 @@ fn brownout(lab: &Lab, gatewan: &Path, fig: &mut Figures, events: &mut Events) -
     std::thread::sleep(Duration::from_secs(2));
     set(a1, t, &Impairment::default())?;
     events.mark(format!("{name} healed"));
-    Ok(())
+    Ok(took.map(|d| d.as_secs_f64()))
 }
 
 /// Whether dc-a's leaf routes some remote prefix via `vtep`.
@@ -480,28 +564,29 @@ fn leaf_routes_via(lab: &Lab, vtep: &str) -> bool {
     })
 }
 
-/// a1 crashes: bgpctl withdraws its RT-5 routes (the controller's order drops it once the
-/// mesh sees it fail), the leaf stops sending to it, the remote gateways stop using their
-/// tunnels to it.
+/// A gateway of dc-a that the leaf sends to (a1 if it does) crashes: bgpctl withdraws its
+/// RT-5 routes (the controller's order drops it once the mesh sees it fail), the leaf stops
+/// sending to it, the remote gateways stop using their tunnels to it.
 fn kill_gateway(
     lab: &mut Lab,
     fig: &mut Figures,
     events: &mut Events,
     marks: &mut Marks,
 ) -> Result<()> {
-    let (name, vtep) = {
-        let a1 = &lab.sites[0].gateways[0];
-        (a1.daemon.name.clone(), a1.vtep.clone())
-    };
     std::thread::sleep(Duration::from_secs(2));
     let with_frr = lab.plan.frr;
-    if with_frr && !leaf_routes_via(lab, &vtep) {
-        println!("  (dc-a's leaf routes nothing via {name} before it is killed)");
-    }
+    // The gateway dc-a's leaf sends to (the orders may have left a1 out by now).
+    let (name, vtep) = lab.sites[0]
+        .gateways
+        .iter()
+        .find(|g| !with_frr || leaf_routes_via(lab, &g.vtep))
+        .or(lab.sites[0].gateways.first())
+        .map(|g| (g.daemon.name.clone(), g.vtep.clone()))
+        .ok_or_else(|| TestbedError::Other("dc-a has no gateway".into()))?;
     lab.kill_gateway(&name)?;
     let killed = events.mark(format!("{name} killed"));
     println!(
-        "\nlab: step 4: {name} killed (SIGKILL); look at: dc-a's leaf's next hops ({}), the gap at the receiving hosts",
+        "\nlab: step 5: {name} killed (SIGKILL); look at: dc-a's leaf's next hops ({}), the gap at the receiving hosts",
         lab.sites
             .get(1)
             .map_or(String::new(), |s| format!("ip route show {}", s.prefix))
@@ -555,7 +640,7 @@ fn kill_controller(
     marks: &mut Marks,
 ) -> Result<()> {
     let Some(leading) = leader(lab, gatewan) else {
-        println!("\nlab: step 5 skipped: no controller leads");
+        println!("\nlab: step 6 skipped: no controller leads");
         return Ok(());
     };
     let standby = lab
@@ -567,7 +652,7 @@ fn kill_controller(
     lab.kill_controller(&leading);
     let killed = events.mark(format!("{leading} killed"));
     println!(
-        "\nlab: step 5: the leading controller {leading} killed (SIGKILL); look at: {standby} taking over (gatewan controller status), traffic unaffected"
+        "\nlab: step 6: the leading controller {leading} killed (SIGKILL); look at: {standby} taking over (gatewan controller status), traffic unaffected"
     );
     match until(Duration::from_secs(45), || {
         leader(lab, gatewan).as_deref() == Some(standby.as_str())

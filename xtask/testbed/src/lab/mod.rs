@@ -33,7 +33,7 @@ pub mod failover;
 
 use crate::config;
 use crate::frr::Frr;
-use crate::impair::EndpointImpairment;
+use crate::impair::{EndpointImpairment, ImpairedLink, Impairment};
 use crate::{Netns, ProcessId, Result, Testbed, TestbedError};
 
 /// What to build.
@@ -45,6 +45,10 @@ pub struct Plan {
     pub gateways: u8,
     /// Transits per gateway, 1 or 2.
     pub transits: usize,
+    /// How many datacenters, from dc-a on, give each transit a link of its own (an
+    /// [`ImpairedLink`]: latency, jitter and rate caps too); the others' transits share the
+    /// gateway's uplink (an [`EndpointImpairment`]: blackhole and loss).
+    pub own_links: u8,
     /// FRR leaves and a bgpctl per datacenter (else static leaf routes).
     pub frr: bool,
     /// 1 or 2 (the second a standby).
@@ -63,6 +67,7 @@ impl Plan {
             datacenters: 3,
             gateways: 2,
             transits: 2,
+            own_links: 1,
             frr: true,
             controllers: 2,
             probe_interval: "100ms".into(),
@@ -77,6 +82,7 @@ impl Plan {
             datacenters: 2,
             gateways: 1,
             transits: 2,
+            own_links: 0,
             frr: false,
             controllers: 1,
             probe_interval: "100ms".into(),
@@ -126,8 +132,40 @@ pub struct Gateway {
     /// Its number across the lab: addresses 172.16.n.1 and 10.d.n.1, mesh id n.
     pub n: u8,
     pub vtep: String,
-    /// Its transits, by name, each impairable on its own in the transit namespace.
-    pub transits: Vec<(&'static str, EndpointImpairment)>,
+    /// Its transits, each impairable on its own in the transit namespace.
+    pub transits: Vec<Transit>,
+}
+
+/// One transit of a gateway.
+pub struct Transit {
+    pub name: &'static str,
+    /// `address:port` of its WireGuard socket.
+    pub listen: String,
+    pub path: TransitPath,
+}
+
+/// How a transit reaches the internet, and so what can be done to it.
+pub enum TransitPath {
+    /// Sharing the gateway's uplink with its other transits: blackhole and loss.
+    Shared(EndpointImpairment),
+    /// A link of its own: every knob.
+    Own(ImpairedLink),
+}
+
+impl Transit {
+    /// Applies `imp` now, replacing what was set before (latency and rate caps only on a
+    /// link of its own).
+    pub fn set(&self, imp: &Impairment) -> Result<()> {
+        match &self.path {
+            TransitPath::Shared(e) => e.set(imp),
+            TransitPath::Own(l) => l.set(imp),
+        }
+    }
+
+    /// Whether latency and rate caps can be set.
+    pub fn has_own_link(&self) -> bool {
+        matches!(self.path, TransitPath::Own(_))
+    }
 }
 
 /// One datacenter of the lab.
