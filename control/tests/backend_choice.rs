@@ -16,12 +16,25 @@ fn config(dir: &std::path::Path, backend: &str) -> (PathBuf, PathBuf) {
         .and_then(|s| s.local_addr())
         .expect("a free port")
         .port();
-    let yaml = format!(
-        "name: gw\ndatacenter: dc\nprivate_key: {KEY}\ncontrol_socket: {}\n\
-         transits:\n  - name: lo\n    listen: \"127.0.0.1:{port}\"\n\
-         dataplane:\n  backend: {backend}\n  workers: 1\n",
-        socket.display()
-    );
+    use gatewan_testbed::config::{self, ToYaml as _};
+    let yaml = config::Gateway {
+        name: "gw".into(),
+        datacenter: "dc".into(),
+        private_key: KEY.into(),
+        control_socket: socket.clone(),
+        transits: vec![config::Transit {
+            name: "lo".into(),
+            listen: format!("127.0.0.1:{port}"),
+            capacity: None,
+        }],
+        dataplane: Some(config::Dataplane {
+            backend: backend.into(),
+            workers: Some(1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .to_yaml();
     let path = dir.join(format!("{backend}.yaml"));
     std::fs::write(&path, yaml).expect("config");
     (path, socket)

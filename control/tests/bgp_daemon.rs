@@ -24,31 +24,42 @@ impl Drop for Daemon {
     }
 }
 
-fn daemon_config(port: u16, socket: &Path, gateways: &str) -> String {
-    format!(
-        r#"local_as: 65000
-router_id: 10.0.0.1
-listen: 127.0.0.1:{port}
-control_socket: {socket}
-hold_time: 9
-peers:
-  - address: 127.0.0.1
-    remote_as: 65000
-    passive: true
-import:
-  route_targets: ["65000:1"]
-export:
-  vni: 2204857
-  route_targets: ["65000:2204857"]
-  gateways:
-    gw1: {{vtep: 10.184.84.44, router_mac: "70:5b:83:6b:72:a9"}}
-    gw2: {{vtep: 10.184.84.45, router_mac: "70:5b:83:6b:72:aa"}}
-  prefixes:
-    - prefix: 10.188.0.0/14
-      gateways: [{gateways}]
-"#,
-        socket = socket.display()
-    )
+fn daemon_config(port: u16, socket: &Path, gateways: &[&str]) -> String {
+    use gatewan_testbed::config::{self, ToYaml as _};
+    let gw = |vtep: &str, mac: &str| config::ExportGateway {
+        vtep: vtep.into(),
+        router_mac: mac.into(),
+    };
+    config::Bgpctl {
+        local_as: 65000,
+        router_id: "10.0.0.1".into(),
+        listen: Some(format!("127.0.0.1:{port}")),
+        control_socket: socket.to_path_buf(),
+        hold_time: Some(9),
+        peers: vec![config::Peer {
+            address: "127.0.0.1".into(),
+            remote_as: 65000,
+            passive: true,
+        }],
+        import: Some(config::Import {
+            route_targets: vec!["65000:1".into()],
+        }),
+        export: Some(config::Export {
+            vni: 2_204_857,
+            route_targets: vec!["65000:2204857".into()],
+            gateways: [
+                ("gw1".to_owned(), gw("10.184.84.44", "70:5b:83:6b:72:a9")),
+                ("gw2".to_owned(), gw("10.184.84.45", "70:5b:83:6b:72:aa")),
+            ]
+            .into(),
+            prefixes: vec![config::ExportPrefix {
+                prefix: "10.188.0.0/14".into(),
+                gateways: gateways.iter().map(|g| (*g).to_owned()).collect(),
+            }],
+        }),
+        ..Default::default()
+    }
+    .to_yaml()
 }
 
 fn signal(child: &Child, sig: libc::c_int) {
@@ -88,7 +99,7 @@ async fn daemon_reloads_on_sighup_answers_routes_and_ceases_on_sigterm() {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    std::fs::write(&conf, daemon_config(port, &socket, "gw1, gw2")).expect("config");
+    std::fs::write(&conf, daemon_config(port, &socket, &["gw1", "gw2"])).expect("config");
     let daemon = Daemon(
         Command::new(GATEWAN)
             .args(["--log", "info", "bgpctl", "--config"])
@@ -139,7 +150,7 @@ async fn daemon_reloads_on_sighup_answers_routes_and_ceases_on_sigterm() {
     assert_eq!(json["peers"][0]["state"], "Established");
 
     // Edit the file and SIGHUP: only gw1 remains, the daemon withdraws gw2's route.
-    std::fs::write(&conf, daemon_config(port, &socket, "gw1")).expect("config");
+    std::fs::write(&conf, daemon_config(port, &socket, &["gw1"])).expect("config");
     signal(&daemon.0, libc::SIGHUP);
     table(&mut rx, 1).await;
     assert_eq!(rx.borrow()[0].vtep.to_string(), "10.184.84.44");
@@ -149,7 +160,7 @@ async fn daemon_reloads_on_sighup_answers_routes_and_ceases_on_sigterm() {
     signal(&daemon.0, libc::SIGHUP);
     let json: serde_json::Value = serde_json::from_str(&routes(&socket, true)).expect("json");
     assert_eq!(exported(&json), Some(1), "{json}");
-    std::fs::write(&conf, daemon_config(port, &socket, "gw1, gw2")).expect("config");
+    std::fs::write(&conf, daemon_config(port, &socket, &["gw1", "gw2"])).expect("config");
     signal(&daemon.0, libc::SIGHUP);
     table(&mut rx, 2).await;
 

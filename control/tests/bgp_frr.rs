@@ -60,25 +60,17 @@ impl Leaf {
         // The gateways' VTEPs are reached through the gateway namespace.
         ip(&["route", "add", "10.184.84.0/24", "via", "10.99.0.2"]);
 
-        let zebra = "hostname leaf\nvrf default\n vni 100\nexit-vrf\n";
-        let bgpd = "hostname leaf
-router bgp 65003
- bgp router-id 10.99.8.3
- no bgp ebgp-requires-policy
- no bgp default ipv4-unicast
- neighbor 10.99.0.2 remote-as 65010
- neighbor 10.99.0.2 timers 3 9
- address-family ipv4 unicast
-  network 10.50.0.0/16
- exit-address-family
- address-family l2vpn evpn
-  neighbor 10.99.0.2 activate
-  advertise-all-vni
-  advertise ipv4 unicast
- exit-address-family
-";
+        let conf = gatewan_testbed::config::FrrLeaf {
+            hostname: "leaf".into(),
+            asn: 65003,
+            router_id: "10.99.8.3".into(),
+            vni: 100,
+            neighbors: vec![("10.99.0.2".into(), 65010)],
+            networks: vec!["10.50.0.0/16".into()],
+        };
         // zebra handles VNIs once bgpd asks for them (advertise-all-vni).
-        let frr = Frr::start(&mut tb, &leaf, zebra, bgpd).expect("FRR on the leaf");
+        let frr = Frr::start(&mut tb, &leaf, &conf.zebra_conf(), &conf.bgpd_conf())
+            .expect("FRR on the leaf");
         let l = Leaf { tb, leaf, gw, frr };
         l.wait_vtysh("show interface vxlan100", "vxlan100");
         l.wait_vtysh("show evpn vni 100", "Type: L3");

@@ -172,6 +172,7 @@ fn a_built_bgpctl_configuration_and_frr_leaf_parse() {
     let b = config::Bgpctl {
         local_as: 65100,
         router_id: "10.1.9.1".into(),
+        listen: None,
         control_socket: dir.join("bgp.sock"),
         hold_time: Some(9),
         connect_retry: Some(0.5),
@@ -179,6 +180,7 @@ fn a_built_bgpctl_configuration_and_frr_leaf_parse() {
         peers: vec![config::Peer {
             address: "10.1.9.2".into(),
             remote_as: 65001,
+            passive: false,
         }],
         import: Some(config::Import {
             route_targets: vec!["*:100".into()],
@@ -186,6 +188,7 @@ fn a_built_bgpctl_configuration_and_frr_leaf_parse() {
         export: Some(config::Export {
             vni: 100,
             route_targets: vec!["65001:100".into()],
+            ..Default::default()
         }),
         sdwan: Some(config::Sdwan {
             name: "bgp-dc-a".into(),

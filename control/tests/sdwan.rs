@@ -98,7 +98,7 @@ fn netns_frr_lab_tour_figures_meet_the_goals() {
     let bin = Path::new(&bin);
     let mut lab = Lab::start(bin, Plan::tour("auto")).expect("the lab");
     all_established(&mut lab);
-    let fig = gatewan_testbed::lab::failover::run(&mut lab, bin).expect("the tour");
+    let fig = gatewan_testbed::lab::failover::run(&mut lab, bin, None).expect("the tour");
     println!("{fig:?}");
     let blackhole = fig.blackhole_loss_ms.expect("blackhole_loss_ms");
     assert!(blackhole <= 1000.0, "blackhole loss window {blackhole} ms");
@@ -122,6 +122,10 @@ fn netns_frr_lab_tour_figures_meet_the_goals() {
         lost <= 5,
         "{lost} datagrams lost while the controllers changed"
     );
+    // One-way latency measured at every receiving host; where no event is, a few ms at most.
+    assert_eq!(fig.udp_latency_ms.len(), 3, "{:?}", fig.udp_latency_ms);
+    let [p50, ..] = fig.udp_latency_ms["dc-b -> dc-c"];
+    assert!(p50 < 20.0, "dc-b -> dc-c median one-way latency {p50} ms");
     let untouched = fig.untouched_lost.expect("untouched_lost");
     assert!(
         untouched <= fig.sent / 1000,

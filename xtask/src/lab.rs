@@ -56,17 +56,29 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     let bootstrap_s = started.elapsed().as_secs_f64();
     wait_ordered(&lab, &gatewan)?;
 
-    let wanted = |s: &str| opts.scenario.as_deref().is_none_or(|w| w == s);
-    let tcp_gbps = if wanted("steady") {
+    let scenario = opts.scenario.as_deref();
+    let tcp = if scenario.is_none_or(|s| s == "steady") {
         steady(&mut lab, &gatewan)?
     } else {
-        None
+        Default::default()
     };
-    let fig = if wanted("failover") {
-        failover::run(&mut lab, &gatewan)?
-    } else {
-        failover::Figures::default()
+    // `failover` is every step; a step's name, that one.
+    let fig = match scenario {
+        None | Some("failover") => failover::run(&mut lab, &gatewan, None)?,
+        Some("steady") => failover::Figures::default(),
+        Some(step) => failover::run(&mut lab, &gatewan, Some(step))?,
     };
+    let tcp_gbps = tcp.values().next().copied();
+    let latency: serde_json::Map<String, serde_json::Value> = fig
+        .udp_latency_ms
+        .iter()
+        .map(|(k, [p50, p99, max])| {
+            (
+                k.clone(),
+                serde_json::json!({ "p50": p50, "p99": p99, "max": max }),
+            )
+        })
+        .collect();
     let summary = serde_json::json!({
         "bootstrap_s": bootstrap_s,
         "blackhole_loss_ms": fig.blackhole_loss_ms,
@@ -81,6 +93,8 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         "datagrams_sent": fig.sent,
         "datagrams_lost": fig.lost,
         "tcp_gbps": tcp_gbps,
+        "tcp_gbps_by_pair": tcp,
+        "udp_latency_ms": latency,
         "tunnels_established": count_established(&lab, &gatewan),
         "tunnels_expected": lab.tunnels_per_gateway() * lab.gateways().count(),
     });
@@ -154,9 +168,23 @@ fn print_lines(out: &str, max: usize) {
     }
 }
 
-/// Traffic between the hosts and every part's status; the TCP rate, Gbit/s.
-fn steady(lab: &mut Lab, gatewan: &Path) -> anyhow::Result<Option<f64>> {
-    let (a, b) = (&lab.sites[0], &lab.sites[1]);
+/// The pairs of datacenters iperf3 runs between (dc-a -> dc-b first: `tcp_gbps`).
+fn tcp_pairs(sites: usize) -> Vec<(usize, usize)> {
+    let mut pairs = Vec::new();
+    for from in 0..sites {
+        for to in from + 1..sites {
+            pairs.push((from, to));
+        }
+    }
+    pairs
+}
+
+/// Traffic between the hosts and every part's status; the TCP rate per pair, Gbit/s.
+fn steady(
+    lab: &mut Lab,
+    gatewan: &Path,
+) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
+    let a = &lab.sites[0];
     for remote in lab.sites.iter().skip(1) {
         println!(
             "\nlab: ping {} host -> {} host (VXLAN -> WireGuard -> VXLAN)",
@@ -173,32 +201,39 @@ fn steady(lab: &mut Lab, gatewan: &Path) -> anyhow::Result<Option<f64>> {
             println!("  {line}");
         }
     }
-    println!(
-        "\nlab: iperf3, 4 TCP flows {} -> {} for 3 s (spread by the leaf over both gateways, by the gateways over the tunnels the order weights)",
-        a.dc, b.dc
-    );
-    let (a_leaf, a_host, b_leaf, b_host) = (
-        a.leaf.clone(),
-        a.host.clone(),
-        b.leaf.clone(),
-        b.host.clone(),
-    );
-    let server = lab.tb.spawn(&b_leaf, "iperf3", ["-s", "-B", &b_host])?;
-    std::thread::sleep(Duration::from_millis(300));
-    let iperf = a_leaf.exec(
-        "iperf3",
-        ["-c", &b_host, "-B", &a_host, "-t", "3", "-P", "4", "-J"],
-    );
-    lab.tb.stop(server, Duration::from_secs(1));
-    let iperf: serde_json::Value = serde_json::from_str(&iperf?)?;
-    let tcp_gbps = iperf["end"]["sum_received"]["bits_per_second"]
-        .as_f64()
-        .map(|b| b / 1e9);
-    println!(
-        "  received {:.2} Gbit/s, {} retransmits",
-        tcp_gbps.unwrap_or(0.0),
-        iperf["end"]["sum_sent"]["retransmits"]
-    );
+    let mut tcp = std::collections::BTreeMap::new();
+    for (from, to) in tcp_pairs(lab.sites.len()) {
+        let (f, t) = (&lab.sites[from], &lab.sites[to]);
+        let label = format!("{} -> {}", f.dc, t.dc);
+        println!(
+            "\nlab: iperf3, 4 TCP flows {label} for 3 s (spread by the leaf over both gateways, by the gateways over the tunnels the order weights)"
+        );
+        let (f_leaf, f_host, t_leaf, t_host) = (
+            f.leaf.clone(),
+            f.host.clone(),
+            t.leaf.clone(),
+            t.host.clone(),
+        );
+        let server = lab.tb.spawn(&t_leaf, "iperf3", ["-s", "-B", &t_host])?;
+        std::thread::sleep(Duration::from_millis(300));
+        let iperf = f_leaf.exec(
+            "iperf3",
+            ["-c", &t_host, "-B", &f_host, "-t", "3", "-P", "4", "-J"],
+        );
+        lab.tb.stop(server, Duration::from_secs(1));
+        let iperf: serde_json::Value = serde_json::from_str(&iperf?)?;
+        let gbps = iperf["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .map(|b| b / 1e9);
+        println!(
+            "  received {:.2} Gbit/s, {} retransmits",
+            gbps.unwrap_or(0.0),
+            iperf["end"]["sum_sent"]["retransmits"]
+        );
+        if let Some(g) = gbps {
+            tcp.insert(label, g);
+        }
+    }
     // Let a status period pass so the rates reflect the transfer.
     std::thread::sleep(Duration::from_millis(1100));
 
@@ -294,7 +329,7 @@ fn steady(lab: &mut Lab, gatewan: &Path) -> anyhow::Result<Option<f64>> {
             .output()?;
         print_lines(&String::from_utf8_lossy(&out.stdout), 25);
     }
-    Ok(tcp_gbps)
+    Ok(tcp)
 }
 
 /// Established tunnels on every gateway together.

@@ -50,9 +50,10 @@ enum Command {
         /// The gateways' `dataplane.backend`.
         #[arg(long, default_value = "auto", value_parser = ["auto", "socket", "afxdp"])]
         backend: String,
-        /// Run one step of the tour after the start: `steady` (traffic and status) or
-        /// `failover` (blackhole, recovery, brownout, latency, a gateway and a controller killed).
-        #[arg(long, value_parser = ["steady", "failover"])]
+        /// Run one part of the tour after the start: `steady` (traffic and status),
+        /// `failover` (every step below), or one step: `blackhole` (and the recovery),
+        /// `latency`, `brownout`, `gateway-kill`, `controller-kill`.
+        #[arg(long, value_parser = ["steady", "failover", "blackhole", "latency", "brownout", "gateway-kill", "controller-kill"])]
         scenario: Option<String>,
         /// Leave everything running after the tour, until Ctrl-C or `lab down`.
         #[arg(long)]

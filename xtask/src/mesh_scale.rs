@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use gatewan_testbed::config::{self, ToYaml as _};
 use gatewan_testbed::{Need, Netns, ProcessId, Testbed, WgKeys};
 
 use crate::{run_cmd, setup};
@@ -114,22 +115,44 @@ fn measure(
     let socket = dir.join("gateway.sock");
     let config = dir.join("gateway.yaml");
     let private = WgKeys::generate()?.private;
-    std::fs::write(
-        &config,
-        format!(
-            "name: scale\ndatacenter: dc-home\nprivate_key: {private}\ncontrol_socket: {sock}\n\
-             transits:\n  - {{name: lumen, listen: \"192.0.2.1:51820\"}}\n\
-             \x20 - {{name: ntt, listen: \"192.0.2.1:51821\"}}\n\
-             \x20 - {{name: telstra, listen: \"192.0.2.1:51822\"}}\n\
-             dataplane: {{backend: socket, workers: 1}}\n\
-             mesh:\n  id: 1\n  bind: [{{transit: lumen, address: \"192.0.2.1:7946\"}}]\n\
-             \x20 keys: [\"AAAAAAAAAAAAAAAAAAAAAA==\"]\n  rpc_auth: mesh-scale\n\
-             \x20 state_dir: {state}\n  profile: local\n\
-             \x20 pools: {{v4: 100.64.0.0/12, v6: \"fd00:5d::/64\"}}\n",
-            sock = socket.display(),
-            state = dir.display(),
-        ),
-    )?;
+    config::Gateway {
+        name: "scale".into(),
+        datacenter: "dc-home".into(),
+        private_key: private,
+        control_socket: socket.clone(),
+        transits: ["lumen", "ntt", "telstra"]
+            .iter()
+            .enumerate()
+            .map(|(t, name)| config::Transit {
+                name: (*name).into(),
+                listen: format!("192.0.2.1:{}", 51820 + t),
+                capacity: None,
+            })
+            .collect(),
+        dataplane: Some(config::Dataplane {
+            backend: "socket".into(),
+            workers: Some(1),
+            ..Default::default()
+        }),
+        mesh: Some(config::GatewayMesh {
+            id: 1,
+            bind: vec![config::Bind {
+                transit: "lumen".into(),
+                address: "192.0.2.1:7946".into(),
+            }],
+            keys: vec!["AAAAAAAAAAAAAAAAAAAAAA==".into()],
+            rpc_auth: Some("mesh-scale".into()),
+            state_dir: dir.to_path_buf(),
+            profile: Some("local".into()),
+            pools: config::Pools {
+                v4: Some("100.64.0.0/12".into()),
+                v6: Some("fd00:5d::/64".into()),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .write(&config, "cargo xtask mesh-scale")?;
     let expected = keys.len() * TRANSITS * TRANSITS;
     let start = Instant::now();
     let process = tb.spawn(

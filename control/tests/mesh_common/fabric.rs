@@ -186,6 +186,7 @@ impl Fabric {
         let y = config::Bgpctl {
             local_as: 65100,
             router_id: own.into(),
+            listen: None,
             control_socket: socket.clone(),
             hold_time: Some(9),
             connect_retry: Some(0.5),
@@ -193,6 +194,7 @@ impl Fabric {
             peers: vec![config::Peer {
                 address: leaf_side.into(),
                 remote_as: 65000 + u32::from(d),
+                passive: false,
             }],
             import: Some(config::Import {
                 route_targets: vec!["*:100".into()],
@@ -200,6 +202,7 @@ impl Fabric {
             export: Some(config::Export {
                 vni: 100,
                 route_targets: vec![format!("6500{d}:100")],
+                ..Default::default()
             }),
             sdwan: Some(config::Sdwan {
                 name: name.clone(),

@@ -240,6 +240,9 @@ pub struct Member {
 pub struct Bgpctl {
     pub local_as: u32,
     pub router_id: String,
+    /// `address:port` to accept sessions on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
     pub control_socket: PathBuf,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold_time: Option<u16>,
@@ -260,6 +263,9 @@ pub struct Bgpctl {
 pub struct Peer {
     pub address: String,
     pub remote_as: u32,
+    /// Wait for the peer to connect.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub passive: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -272,6 +278,24 @@ pub struct Import {
 pub struct Export {
     pub vni: u32,
     pub route_targets: Vec<String>,
+    /// A static export set (bgpctl without `sdwan`): gateways by name...
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub gateways: std::collections::BTreeMap<String, ExportGateway>,
+    /// ...and the prefixes exported through them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prefixes: Vec<ExportPrefix>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ExportGateway {
+    pub vtep: String,
+    pub router_mac: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ExportPrefix {
+    pub prefix: String,
+    pub gateways: Vec<String>,
 }
 
 /// bgpctl in the loop: on the mesh, serving the orders channel.

@@ -1,6 +1,7 @@
 //! Constant-rate UDP flows between two hosts of the test bed, measured at the receiver: per
-//! flow, packets sent and received and the longest gap between two arrivals, which is the
-//! flow's loss window (plus one interval).
+//! flow, packets sent and received, the longest gap between two arrivals, which is the
+//! flow's loss window (plus one interval), and each datagram's one-way latency (sender and
+//! receiver share this process's clock: the datagram carries its send time).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,8 @@ pub const INTERVAL: Duration = Duration::from_millis(5);
 pub const BUCKET: Duration = Duration::from_millis(10);
 /// Buckets kept at most (10 minutes); later packets are counted but not placed in time.
 const MAX_BUCKETS: usize = 60_000;
+/// One-way latencies kept at most per flow (10 minutes at one datagram per interval).
+const MAX_LATENCIES: usize = 120_000;
 
 pub struct Flows {
     started: Instant,
@@ -44,6 +47,8 @@ pub struct FlowRx {
     pub gap_end: Option<Instant>,
     /// Arrivals per [`BUCKET`] since the flows started.
     pub arrivals: Vec<u32>,
+    /// One-way latency of each datagram received, µs, in arrival order.
+    pub latencies_us: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -81,6 +86,25 @@ impl FlowStats {
 
     pub fn total_lost(&self) -> u64 {
         (0..self.sent.len()).map(|f| self.lost(f)).sum()
+    }
+
+    /// One-way latency over all flows' datagrams: (median, 99th percentile, maximum), or
+    /// None when nothing arrived.
+    pub fn latency(&self) -> Option<(Duration, Duration, Duration)> {
+        let mut all: Vec<u32> = self
+            .rx
+            .iter()
+            .flat_map(|r| r.latencies_us.iter().copied())
+            .collect();
+        if all.is_empty() {
+            return None;
+        }
+        all.sort_unstable();
+        let at = |q: f64| {
+            let i = ((all.len() - 1) as f64 * q).round() as usize;
+            Duration::from_micros(u64::from(all[i.min(all.len() - 1)]))
+        };
+        Some((at(0.5), at(0.99), at(1.0)))
     }
 
     /// The longest time any flow received nothing within `[from, to)` (times since the
@@ -184,7 +208,7 @@ pub fn start(from: &Netns, src: &str, to: &Netns, dst: &str, flows: u16) -> Resu
             let Ok(len) = rx_socket.recv(&mut buf) else {
                 continue;
             };
-            if len < 2 {
+            if len < 18 {
                 continue;
             }
             let flow = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
@@ -200,6 +224,16 @@ pub fn start(from: &Netns, src: &str, to: &Netns, dst: &str, flows: u16) -> Resu
             r.last = Some(now);
             r.received += 1;
             count_in(&mut r.arrivals, started, now);
+            let mut sent_at = [0u8; 8];
+            sent_at.copy_from_slice(&buf[10..18]);
+            let sent_at = Duration::from_nanos(u64::from_be_bytes(sent_at));
+            let latency = now
+                .saturating_duration_since(started)
+                .saturating_sub(sent_at);
+            if r.latencies_us.len() < MAX_LATENCIES {
+                r.latencies_us
+                    .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX));
+            }
         }
         rx
     });
@@ -213,6 +247,8 @@ pub fn start(from: &Netns, src: &str, to: &Netns, dst: &str, flows: u16) -> Resu
                 let mut payload = [0u8; 32];
                 payload[..2].copy_from_slice(&(f as u16).to_be_bytes());
                 payload[2..10].copy_from_slice(&sent[f].to_be_bytes());
+                let at = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                payload[10..18].copy_from_slice(&at.to_be_bytes());
                 if s.send_to(&payload, dst_addr).is_ok() {
                     sent[f] += 1;
                     count_in(&mut buckets, started, Instant::now());

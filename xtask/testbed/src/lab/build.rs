@@ -346,6 +346,7 @@ impl Lab {
         config::Bgpctl {
             local_as: BGPCTL_AS,
             router_id: own,
+            listen: None,
             control_socket: daemon.socket.clone(),
             hold_time: Some(9),
             connect_retry: Some(0.5),
@@ -353,6 +354,7 @@ impl Lab {
             peers: vec![config::Peer {
                 address: leaf_side,
                 remote_as: leaf_as,
+                passive: false,
             }],
             import: Some(config::Import {
                 route_targets: vec![format!("*:{VNI}")],
@@ -360,6 +362,7 @@ impl Lab {
             export: Some(config::Export {
                 vni: VNI,
                 route_targets: vec![format!("{leaf_as}:{VNI}")],
+                ..Default::default()
             }),
             sdwan: Some(config::Sdwan {
                 name: name.clone(),

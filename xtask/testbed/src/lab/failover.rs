@@ -1,5 +1,5 @@
-//! The lab's failover tour: a transit of a1 blackholed, then healed (recovery after the
-//! controller's hold), a transit slowed, one browned out, a1 killed, the leading controller
+//! The lab's failover tour: a transit of dc-a blackholed, then healed (recovery after the
+//! controller's hold), a transit slowed, one browned out, a gateway killed, the leading controller
 //! killed. Constant-rate UDP flows run between the hosts of every pair of datacenters
 //! throughout (dc-a -> dc-b, dc-c -> dc-a, dc-b -> dc-c); each step is measured at the
 //! receiving hosts, in the orders in force at the gateways and at the leaves.
@@ -46,6 +46,9 @@ pub struct Figures {
     pub controller_kill_lost: Option<u64>,
     /// Datagrams lost over the whole run by the flows no event touches (dc-b -> dc-c).
     pub untouched_lost: Option<u64>,
+    /// One-way latency at the receiving host per flow set (`dc-a -> dc-b`): median, 99th
+    /// percentile and maximum over the run, ms.
+    pub udp_latency_ms: BTreeMap<String, [f64; 3]>,
     /// Datagrams sent in all, and lost, over the whole run.
     pub sent: u64,
     pub lost: u64,
@@ -174,11 +177,20 @@ fn until(limit: Duration, mut ok: impl FnMut() -> bool) -> Option<Duration> {
     None
 }
 
-/// The transit of `gw` its order gives the most weight: the one its traffic is on.
-fn busiest_transit(gatewan: &Path, gw: &Gateway) -> usize {
-    (0..gw.transits.len())
-        .max_by_key(|&t| ordered_weight(gatewan, gw, gw.transits[t].name).unwrap_or(0))
-        .unwrap_or(0)
+/// The gateway of dc-a and its transit that the order gives the most weight (a1's first on
+/// a tie): where dc-a's traffic is, so where an impairment shows.
+fn busiest<'a>(lab: &'a Lab, gatewan: &Path) -> Result<(&'a Gateway, usize)> {
+    let mut best: Option<(&Gateway, usize, u64)> = None;
+    for gw in &lab.sites[0].gateways {
+        for (t, transit) in gw.transits.iter().enumerate() {
+            let w = ordered_weight(gatewan, gw, transit.name).unwrap_or(0);
+            if best.is_none_or(|(.., b)| w > b) {
+                best = Some((gw, t, w));
+            }
+        }
+    }
+    best.map(|(gw, t, _)| (gw, t))
+        .ok_or_else(|| TestbedError::Other("dc-a has no gateway with a transit".into()))
 }
 
 fn set(gw: &Gateway, t: usize, imp: &Impairment) -> Result<&'static str> {
@@ -250,9 +262,25 @@ struct Marks {
     controller_killed: Option<(Instant, Instant)>,
 }
 
+/// The tour's steps, by the name `cargo xtask lab --scenario` takes (the blackhole includes
+/// the recovery after it).
+pub const STEPS: [&str; 5] = [
+    "blackhole",
+    "latency",
+    "brownout",
+    "gateway-kill",
+    "controller-kill",
+];
+
 /// Runs the tour on `lab` (`gatewan`: the binary whose CLI reads the daemons), printing each
-/// step with what to look at and what it measured.
-pub fn run(lab: &mut Lab, gatewan: &Path) -> Result<Figures> {
+/// step with what to look at and what it measured; `only` one of [`STEPS`], or all.
+pub fn run(lab: &mut Lab, gatewan: &Path, only: Option<&str>) -> Result<Figures> {
+    if let Some(step) = only.filter(|s| !STEPS.contains(s)) {
+        return Err(TestbedError::Other(format!(
+            "no step {step:?} in the tour (steps: {})",
+            STEPS.join(", ")
+        )));
+    }
     let mut fig = Figures::default();
     if lab.plan.transits < 2 {
         println!("\nlab: one transit per gateway: no failover to show");
@@ -282,7 +310,7 @@ pub fn run(lab: &mut Lab, gatewan: &Path) -> Result<Figures> {
     };
     let mut events = Events::default();
     let mut marks = Marks::default();
-    let steps = steps(lab, gatewan, &mut fig, &mut events, &mut marks);
+    let steps = steps(lab, gatewan, only, &mut fig, &mut events, &mut marks);
     std::thread::sleep(Duration::from_secs(1));
     stop.store(true, Ordering::Relaxed);
     let results: Vec<FlowResult> = sets
@@ -364,6 +392,20 @@ fn measure(fig: &mut Figures, results: &[FlowResult], marks: &Marks, started: In
         .sum();
     fig.lost = results.iter().map(|r| r.stats.total_lost()).sum();
     fig.timeline.loss = combined_loss(results, started);
+    for r in results {
+        if let Some((p50, p99, max)) = r.stats.latency() {
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            fig.udp_latency_ms
+                .insert(r.label.clone(), [ms(p50), ms(p99), ms(max)]);
+            println!(
+                "lab: one-way latency {}: median {:.2} ms, p99 {:.2} ms, max {:.1} ms",
+                r.label,
+                ms(p50),
+                ms(p99),
+                ms(max)
+            );
+        }
+    }
     println!(
         "\nlab: over the whole run {} of {} datagrams lost; {} by the flows no event touches",
         fig.lost,
@@ -399,24 +441,32 @@ fn combined_loss(results: &[FlowResult], started: Instant) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// The steps, each printed with what it shows.
+/// The steps (all, or `only` one), each printed with what it shows.
 fn steps(
     lab: &mut Lab,
     gatewan: &Path,
+    only: Option<&str>,
     fig: &mut Figures,
     events: &mut Events,
     marks: &mut Marks,
 ) -> Result<()> {
+    let wanted = |s: &str| only.is_none_or(|o| o == s);
     std::thread::sleep(Duration::from_secs(2));
-    blackhole_and_heal(lab, gatewan, fig, events, marks)?;
+    if wanted("blackhole") {
+        blackhole_and_heal(lab, gatewan, fig, events, marks)?;
+    }
     // Latency before the brownout: a browned-out transit sits out the recovery hold after
     // it heals, and the latency step needs the other transit to move to.
-    latency(lab, gatewan, fig, events)?;
-    brownout(lab, gatewan, fig, events)?;
-    if lab.plan.gateways >= 2 {
+    if wanted("latency") {
+        latency(lab, gatewan, fig, events)?;
+    }
+    if wanted("brownout") {
+        brownout(lab, gatewan, fig, events)?;
+    }
+    if wanted("gateway-kill") && lab.plan.gateways >= 2 {
         kill_gateway(lab, fig, events, marks)?;
     }
-    if lab.controllers.len() >= 2 {
+    if wanted("controller-kill") && lab.controllers.len() >= 2 {
         kill_controller(lab, gatewan, fig, events, marks)?;
     }
     restore(lab, gatewan, events)
@@ -429,44 +479,42 @@ fn blackhole_and_heal(
     events: &mut Events,
     marks: &mut Marks,
 ) -> Result<()> {
-    let a1 = &lab.sites[0].gateways[0];
-    // The transit a1's traffic is on. The gateway's local repair moves that traffic to the tunnels of its other transit, before the
+    // Where dc-a's traffic is. The gateway's local repair moves that traffic to the tunnels of its other transit, before the
     // controller's next order.
-    let t = busiest_transit(gatewan, a1);
+    let (gw, t) = busiest(lab, gatewan)?;
+    let g = gw.daemon.name.as_str();
     let name = set(
-        a1,
+        gw,
         t,
         &Impairment {
             blackhole: true,
             ..Impairment::default()
         },
     )?;
-    marks.blackholed = Some(events.mark(format!("{name} of a1 blackholed")));
+    marks.blackholed = Some(events.mark(format!("{name} of {g} blackholed")));
     println!(
-        "\nlab: step 1: {name} (a transit of {}) blackholed, both ways",
-        a1.daemon.name
+        "\nlab: step 1: {name} (a transit of {g}, the one dc-a's order weights most) blackholed, both ways"
     );
     println!(
         "     look at: the longest gap at the receiving hosts, and where the order sends traffic"
     );
     std::thread::sleep(Duration::from_secs(5));
-    let other = a1.transits[1 - t].name;
+    let other = gw.transits[1 - t].name;
     println!(
-        "  in force at {} (the order after local repair): weight {} on {name}, {} on {other}",
-        a1.daemon.name,
-        weight_on(gatewan, a1, name, Weights::InForce)?,
-        weight_on(gatewan, a1, other, Weights::InForce)?
+        "  in force at {g} (the order after local repair): weight {} on {name}, {} on {other}",
+        weight_on(gatewan, gw, name, Weights::InForce)?,
+        weight_on(gatewan, gw, other, Weights::InForce)?
     );
 
     // The tunnels come back once the probes are clean again and the controller's recovery
     // hold has passed.
-    set(a1, t, &Impairment::default())?;
+    set(gw, t, &Impairment::default())?;
     events.mark(format!("{name} healed"));
     println!(
         "\nlab: step 2: {name} healed; look at: when the order uses it again (after the recovery hold)"
     );
     match until(Duration::from_secs(90), || {
-        ordered_weight(gatewan, a1, name).is_ok_and(|w| w > 0)
+        ordered_weight(gatewan, gw, name).is_ok_and(|w| w > 0)
     }) {
         Some(d) => {
             fig.recovery_s = Some(d.as_secs_f64());
@@ -478,7 +526,7 @@ fn blackhole_and_heal(
     Ok(())
 }
 
-/// A transit of a1 browned out: 5% loss each way breaks the 2% SLA; the controller moves
+/// A transit of dc-a browned out: 5% loss each way breaks the 2% SLA; the controller moves
 /// the order off it.
 fn brownout(lab: &Lab, gatewan: &Path, fig: &mut Figures, events: &mut Events) -> Result<()> {
     let imp = Impairment {
@@ -495,12 +543,12 @@ fn brownout(lab: &Lab, gatewan: &Path, fig: &mut Figures, events: &mut Events) -
     Ok(())
 }
 
-/// A transit of a1 slowed: 40 ms ± 5 ms more each way (on its own link, through the delay
+/// A transit of dc-a slowed: 40 ms ± 5 ms more each way (on its own link, through the delay
 /// line). Within the SLA, but the controller ranks by latency (10 ms buckets): the order
 /// moves to the other transit.
 fn latency(lab: &Lab, gatewan: &Path, fig: &mut Figures, events: &mut Events) -> Result<()> {
-    let a1 = &lab.sites[0].gateways[0];
-    if !a1.transits[busiest_transit(gatewan, a1)].has_own_link() {
+    let (gw, t) = busiest(lab, gatewan)?;
+    if !gw.transits[t].has_own_link() {
         println!("\nlab: the latency step needs a transit with a link of its own: skipped");
         return Ok(());
     }
@@ -519,7 +567,7 @@ fn latency(lab: &Lab, gatewan: &Path, fig: &mut Figures, events: &mut Events) ->
     Ok(())
 }
 
-/// Impairs the transit a1's order weights most with `imp` (`what` says so, `{name}` being
+/// Impairs the transit of dc-a the order weights most ([`busiest`]) with `imp` (`what` says so, `{name}` being
 /// the transit), waits until the order gives it no weight (at most 60 s), heals it; the wait.
 fn order_moves_off(
     lab: &Lab,
@@ -528,14 +576,13 @@ fn order_moves_off(
     imp: &Impairment,
     what: &str,
 ) -> Result<Option<f64>> {
-    let a1 = &lab.sites[0].gateways[0];
     std::thread::sleep(Duration::from_secs(2));
-    let t = busiest_transit(gatewan, a1);
-    let name = set(a1, t, imp)?;
-    events.mark(format!("{name} of a1: {}", imp.describe()));
+    let (gw, t) = busiest(lab, gatewan)?;
+    let name = set(gw, t, imp)?;
+    events.mark(format!("{name} of {}: {}", gw.daemon.name, imp.describe()));
     println!("\nlab: {}", what.replace("{name}", name));
     let took = until(Duration::from_secs(60), || {
-        ordered_weight(gatewan, a1, name).is_ok_and(|w| w == 0)
+        ordered_weight(gatewan, gw, name).is_ok_and(|w| w == 0)
     });
     match took {
         Some(d) => {
@@ -548,7 +595,7 @@ fn order_moves_off(
         None => println!("  the order still uses {name} after 60 s"),
     }
     std::thread::sleep(Duration::from_secs(2));
-    set(a1, t, &Impairment::default())?;
+    set(gw, t, &Impairment::default())?;
     events.mark(format!("{name} healed"));
     Ok(took.map(|d| d.as_secs_f64()))
 }
