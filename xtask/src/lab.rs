@@ -37,12 +37,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         .check()
         .context("the lab builds network namespaces")?;
     println!("lab: building gatewan (release)");
-    run_cmd(
-        Command::new("cargo")
-            .args(["build", "--release", "--quiet", "--bin", "gatewan"])
-            .env("GATEWAN_REQUIRE_EBPF", "1"),
-    )?;
-    let gatewan = std::env::current_dir()?.join("target/release/gatewan");
+    let gatewan = build_gatewan()?;
 
     let plan = Plan::tour(&opts.backend);
     println!(
@@ -120,6 +115,16 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     }
     println!("lab: done; the namespaces are torn down. See README.md for what works today.");
     Ok(())
+}
+
+/// Builds the gatewan the lab runs (release, with its XDP program); its path.
+pub fn build_gatewan() -> anyhow::Result<std::path::PathBuf> {
+    run_cmd(
+        Command::new("cargo")
+            .args(["build", "--release", "--quiet", "--bin", "gatewan"])
+            .env("GATEWAN_REQUIRE_EBPF", "1"),
+    )?;
+    Ok(std::env::current_dir()?.join("target/release/gatewan"))
 }
 
 /// Who is where.

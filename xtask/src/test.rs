@@ -87,12 +87,7 @@ pub fn run(nextest_args: &[String]) -> anyhow::Result<()> {
     // The lab's tour test runs the binary `cargo xtask lab` runs: its reaction times are
     // the release build's, not the debug build's on a loaded machine.
     println!("test: building the lab's gatewan (release)");
-    run_cmd(
-        Command::new("cargo")
-            .args(["build", "--release", "--quiet", "--bin", "gatewan"])
-            .env("GATEWAN_REQUIRE_EBPF", "1"),
-    )?;
-    let lab_bin = std::env::current_dir()?.join("target/release/gatewan");
+    let lab_bin = crate::lab::build_gatewan()?;
 
     println!("test: cargo nextest run --workspace (filter: {filter})");
     run_cmd(

@@ -48,32 +48,18 @@ pub fn leaf_links(tb: &mut Testbed, gws: &[Gw], dc: &str, d: u8) -> Netns {
 /// route to anywhere else (BGP brings them).
 pub fn leaf(tb: &mut Testbed, gws: &[Gw], dc: &str, d: u8) -> Netns {
     let leaf = leaf_links(tb, gws, dc, d);
-    let ip = |args: &[&str]| leaf.ip(args).expect("ip");
-    ip(&["link", "add", "br100", "type", "bridge"]);
-    ip(&[
-        "link",
-        "set",
-        "br100",
-        "address",
-        &format!("02:00:0a:00:{d:02x}:02"),
-    ]);
-    leaf.add_vxlan(
-        "vxlan100",
+    gatewan_testbed::frr::add_l3vni(
+        &leaf,
         100,
         &format!("10.{d}.0.2"),
+        &format!("02:00:0a:00:{d:02x}:02"),
         &format!("02:00:0a:00:{d:02x}:f2"),
-        Some(1420),
+        1420,
+        &format!("10.{d}0.0.0/16"),
     )
-    .expect("vxlan");
-    ip(&["link", "set", "vxlan100", "master", "br100"]);
-    ip(&["link", "set", "br100", "mtu", "1420", "up"]);
-    // Checksums in software: the gateways forward these frames from userspace.
-    for dev in ["vxlan100", "br100"] {
-        leaf.exec("ethtool", ["-K", dev, "tx", "off"])
-            .expect("ethtool");
-    }
-    ip(&["addr", "add", &format!("10.{d}0.0.1/32"), "dev", "lo"]);
-    ip(&["route", "add", "blackhole", &format!("10.{d}0.0.0/16")]);
+    .expect("the L3VNI devices");
+    leaf.ip(["addr", "add", &format!("10.{d}0.0.1/32"), "dev", "lo"])
+        .expect("host");
     leaf
 }
 

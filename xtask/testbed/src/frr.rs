@@ -141,3 +141,30 @@ impl Frr {
         }
     }
 }
+
+/// An EVPN leaf's L3VNI devices in `leaf`: a bridge `br<vni>` as the SVI, whose MAC is the
+/// router MAC (`svi_mac`), with a VXLAN device `vxlan<vni>` from `vtep` in it (`vxlan_mac`),
+/// both at `mtu` and up, and `blackhole` routed nowhere so bgpd can announce it. Checksums
+/// are computed in software: gateways forward these frames from userspace, and over veth
+/// nothing would complete an offloaded one.
+pub fn add_l3vni(
+    leaf: &Netns,
+    vni: u32,
+    vtep: &str,
+    svi_mac: &str,
+    vxlan_mac: &str,
+    mtu: u32,
+    blackhole: &str,
+) -> Result<()> {
+    let (br, vx) = (format!("br{vni}"), format!("vxlan{vni}"));
+    let ip = |args: &[&str]| leaf.ip(args).map(drop);
+    ip(&["link", "add", &br, "type", "bridge"])?;
+    ip(&["link", "set", &br, "address", svi_mac])?;
+    leaf.add_vxlan(&vx, vni, vtep, vxlan_mac, Some(mtu))?;
+    ip(&["link", "set", &vx, "master", &br])?;
+    ip(&["link", "set", &br, "mtu", &mtu.to_string(), "up"])?;
+    for dev in [&vx, &br] {
+        leaf.exec("ethtool", ["-K", dev.as_str(), "tx", "off"])?;
+    }
+    ip(&["route", "add", "blackhole", blackhole])
+}

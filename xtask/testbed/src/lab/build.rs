@@ -31,7 +31,7 @@ impl Lab {
         Ok(config::Member {
             bind: format!("{addr}:7946"),
             seeds: self.seeds(0),
-            keys: vec![self.serf_key()?],
+            keys: vec![self.serf_key.clone()],
             rpc_auth: Some(RPC_AUTH.into()),
             state_dir: self.dir().join(format!("{name}-state")),
             profile: Some("local".into()),
@@ -232,7 +232,7 @@ impl Lab {
                     address: format!("172.16.{n}.1:7946"),
                 }],
                 seeds: self.seeds(n),
-                keys: vec![self.serf_key()?],
+                keys: vec![self.serf_key.clone()],
                 rpc_auth: Some(RPC_AUTH.into()),
                 state_dir: self.dir().join(format!("{name}-state")),
                 profile: Some("local".into()),
@@ -294,23 +294,15 @@ impl Lab {
     /// bgpctl's configuration.
     fn fabric(&mut self, d: u8, leaf: &Netns, prefix: &str) -> Result<(Frr, Daemon)> {
         let dc = &DCS[usize::from(d - 1)];
-        let ip = |args: &[&str]| leaf.ip(args).map(drop);
-        ip(&["link", "add", "br100", "type", "bridge"])?;
-        ip(&["link", "set", "br100", "address", &leaf_mac(d)])?;
-        leaf.add_vxlan(
-            "vxlan100",
+        crate::frr::add_l3vni(
+            leaf,
             VNI,
             &format!("10.{d}.0.2"),
+            &leaf_mac(d),
             &format!("02:00:0a:00:{d:02x}:f2"),
-            Some(LEAF_MTU),
+            LEAF_MTU,
+            prefix,
         )?;
-        ip(&["link", "set", "vxlan100", "master", "br100"])?;
-        ip(&["link", "set", "br100", "mtu", &LEAF_MTU.to_string(), "up"])?;
-        // Checksums in software: the gateways forward these frames from userspace.
-        for dev in ["vxlan100", "br100"] {
-            leaf.exec("ethtool", ["-K", dev, "tx", "off"])?;
-        }
-        ip(&["route", "add", "blackhole", prefix])?;
 
         let name = format!("bgp-{}", dc.name);
         let mesh_addr = format!("172.16.{}.1", 60 + d);

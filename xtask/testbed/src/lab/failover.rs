@@ -252,6 +252,27 @@ impl Events {
         self.list.push((now, what.into()));
         now
     }
+
+    /// Waits (at most `limit`) until `ok` holds, then marks `event` and says after how long;
+    /// the seconds it took, or None (said too) if it did not happen.
+    fn wait_for(
+        &mut self,
+        limit: Duration,
+        event: String,
+        ok: impl FnMut() -> bool,
+    ) -> Option<f64> {
+        match until(limit, ok) {
+            Some(d) => {
+                self.mark(event.clone());
+                println!("  {event} after {:.1} s", d.as_secs_f64());
+                Some(d.as_secs_f64())
+            }
+            None => {
+                println!("  {event}: not within {} s", limit.as_secs());
+                None
+            }
+        }
+    }
 }
 
 /// When each measured event began, for the loss windows.
@@ -513,16 +534,11 @@ fn blackhole_and_heal(
     println!(
         "\nlab: step 2: {name} healed; look at: when the order uses it again (after the recovery hold)"
     );
-    match until(Duration::from_secs(90), || {
-        ordered_weight(gatewan, gw, name).is_ok_and(|w| w > 0)
-    }) {
-        Some(d) => {
-            fig.recovery_s = Some(d.as_secs_f64());
-            events.mark(format!("{name} back in the order"));
-            println!("  {name} back in the order after {:.1} s", d.as_secs_f64());
-        }
-        None => println!("  {name} not back in the order within 90 s"),
-    }
+    fig.recovery_s = events.wait_for(
+        Duration::from_secs(90),
+        format!("{name} back in the order"),
+        || ordered_weight(gatewan, gw, name).is_ok_and(|w| w > 0),
+    );
     Ok(())
 }
 
@@ -581,23 +597,13 @@ fn order_moves_off(
     let name = set(gw, t, imp)?;
     events.mark(format!("{name} of {}: {}", gw.daemon.name, imp.describe()));
     println!("\nlab: {}", what.replace("{name}", name));
-    let took = until(Duration::from_secs(60), || {
+    let took = events.wait_for(Duration::from_secs(60), format!("order off {name}"), || {
         ordered_weight(gatewan, gw, name).is_ok_and(|w| w == 0)
     });
-    match took {
-        Some(d) => {
-            events.mark(format!("order off {name}"));
-            println!(
-                "  the order moved off {name} after {:.1} s",
-                d.as_secs_f64()
-            );
-        }
-        None => println!("  the order still uses {name} after 60 s"),
-    }
     std::thread::sleep(Duration::from_secs(2));
     set(gw, t, &Impairment::default())?;
     events.mark(format!("{name} healed"));
-    Ok(took.map(|d| d.as_secs_f64()))
+    Ok(took)
 }
 
 /// Whether dc-a's leaf routes some remote prefix via `vtep`.
@@ -639,17 +645,11 @@ fn kill_gateway(
             .map_or(String::new(), |s| format!("ip route show {}", s.prefix))
     );
     if with_frr {
-        match until(Duration::from_secs(30), || !leaf_routes_via(lab, &vtep)) {
-            Some(d) => {
-                fig.rt5_withdrawn_s = Some(d.as_secs_f64());
-                events.mark(format!("{name}'s RT-5 routes withdrawn"));
-                println!(
-                    "  dc-a's leaf routes nothing via {name} ({vtep}) {:.1} s after the kill",
-                    d.as_secs_f64()
-                );
-            }
-            None => println!("  dc-a's leaf still routes via {name} after 30 s"),
-        }
+        fig.rt5_withdrawn_s = events.wait_for(
+            Duration::from_secs(30),
+            format!("{name}'s RT-5 routes withdrawn"),
+            || !leaf_routes_via(lab, &vtep),
+        );
     }
     std::thread::sleep(Duration::from_secs(3));
     marks.gateway_killed = Some((killed, Instant::now()));
@@ -701,20 +701,14 @@ fn kill_controller(
     println!(
         "\nlab: step 6: the leading controller {leading} killed (SIGKILL); look at: {standby} taking over (gatewan controller status), traffic unaffected"
     );
-    match until(Duration::from_secs(45), || {
-        leader(lab, gatewan).as_deref() == Some(standby.as_str())
-            && ordered_by(lab, gatewan, &standby)
-    }) {
-        Some(d) => {
-            fig.controller_takeover_s = Some(d.as_secs_f64());
-            events.mark(format!("{standby} leads"));
-            println!(
-                "  {standby} leads and every gateway holds its order {:.1} s after the kill",
-                d.as_secs_f64()
-            );
-        }
-        None => println!("  {standby} did not take over within 45 s"),
-    }
+    fig.controller_takeover_s = events.wait_for(
+        Duration::from_secs(45),
+        format!("{standby} leads, its orders held"),
+        || {
+            leader(lab, gatewan).as_deref() == Some(standby.as_str())
+                && ordered_by(lab, gatewan, &standby)
+        },
+    );
     marks.controller_killed = Some((killed, Instant::now()));
     Ok(())
 }

@@ -189,6 +189,8 @@ pub struct Lab {
     pub sites: Vec<Site>,
     pub controllers: Vec<Daemon>,
     gatewan: PathBuf,
+    /// The mesh's encryption key (`serf keygen`).
+    serf_key: String,
 }
 
 /// The lab controllers' policy: one-second cycles, a 10 Mbit/s floor per datacenter pair.
@@ -255,6 +257,9 @@ impl Lab {
             sites: Vec::new(),
             controllers: Vec::new(),
             gatewan: gatewan.to_path_buf(),
+            serf_key: crate::run_checked(std::process::Command::new("serf").arg("keygen"))?
+                .trim()
+                .to_owned(),
         };
         lab.issue_certificates()?;
         for d in 1..=lab.plan.datacenters {
@@ -286,18 +291,6 @@ impl Lab {
 
     fn pki_dir(&self) -> PathBuf {
         self.tb.dir().join("pki")
-    }
-
-    fn serf_key(&self) -> Result<String> {
-        let path = self.dir().join("serf.key");
-        if let Ok(k) = std::fs::read_to_string(&path) {
-            return Ok(k);
-        }
-        let k = crate::run_checked(std::process::Command::new("serf").arg("keygen"))?
-            .trim()
-            .to_owned();
-        std::fs::write(&path, &k)?;
-        Ok(k)
     }
 
     /// `a1`, `a2`, `b1`, ... in the plan's order.
